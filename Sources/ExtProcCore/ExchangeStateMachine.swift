@@ -1,0 +1,227 @@
+import ExtProcProto
+import Foundation
+import OverlayCore
+
+/// What the adapter does after one `ProcessingRequest`.
+public enum ExchangeAction: Sendable {
+    /// Send this one answer.
+    case respond(ExchangeAnswer)
+    /// Send these answers in order (FULL_DUPLEX_STREAMED re-chunking of one body message).
+    case respondStreamed([ProcessingResponse])
+    /// Send nothing: observability mode, where Envoy expects no answers (§1.5).
+    case none
+}
+
+/// One answer: a constant the adapter may have pre-encoded, or a message built for this exchange.
+public enum ExchangeAnswer: Sendable {
+    case canned(CannedResponse)
+    case message(ProcessingResponse)
+
+    public var message: ProcessingResponse {
+        switch self {
+        case .canned(let canned): return canned.message
+        case .message(let message): return message
+        }
+    }
+}
+
+/// The per-exchange protocol state machine: one per `Process` stream, fed every `ProcessingRequest`
+/// in arrival order; each call returns what to send. Pure: no I/O, no clock, no shared state.
+///
+/// Envoy drives the two directions with independent state machines (envoy-ext-proc.md §1), so each
+/// direction here moves on its own:
+///
+///     idle ──headers──▶ headers ──body──▶ body ──body(eos)──▶ ended
+///       │                  │  └──────────trailers──────────────▶ ended
+///       │                  └──headers(eos)──▶ ended
+///       └──body / trailers (header mode SKIP)──▶ body / ended
+///
+/// A message that does not fit (a duplicate phase, a phase after a later one, anything after the
+/// direction ended, `protocol_config` after the first message, an empty oneof) throws
+/// ``ExchangeError``; the adapter then ends only this stream, failing open. Request headers after
+/// the response direction started are out of order too.
+///
+/// Answer shapes (§2): each message gets exactly one answer of the matching type, except in
+/// observability mode (none) and FULL_DUPLEX_STREAMED bodies (the chunk is echoed back as
+/// `streamed_response`, re-chunked to at most ``maxStreamedChunk`` bytes per message, §1.3/§14).
+public struct ExchangeStateMachine: Sendable {
+    /// Largest `streamed_response` body per message (Envoy recommends ≤ 64 KiB, §14).
+    public static let maxStreamedChunk = 64 * 1024
+
+    enum DirectionPhase: Sendable, Equatable {
+        case idle, headers, body, ended
+    }
+
+    private let config: OverlayConfig
+    private var messages = 0
+    private var request = DirectionPhase.idle
+    private var response = DirectionPhase.idle
+    private var requestBodyMode = BodySendMode.none
+    private var responseBodyMode = BodySendMode.none
+    private var immediateResponseSent = false
+
+    /// What was decided at request headers (nil until then, or if request headers are skipped).
+    public private(set) var decision: RequestDecision?
+
+    /// - Parameter config: the snapshot this exchange keeps for its whole life.
+    public init(config: OverlayConfig) {
+        self.config = config
+    }
+
+    /// Steps the machine with the next message from Envoy.
+    public mutating func receive(_ message: ProcessingRequest) throws(ExchangeError) -> ExchangeAction {
+        messages += 1
+        if message.hasProtocolConfig {
+            guard messages == 1 else {
+                throw ExchangeError(.protocolConfigNotFirst, "protocol_config on message \(messages); Envoy sends it only on the first")
+            }
+            requestBodyMode = message.protocolConfig.requestBodyMode
+            responseBodyMode = message.protocolConfig.responseBodyMode
+        }
+        if immediateResponseSent {
+            throw ExchangeError(.afterImmediateResponse, "message after the exchange was answered with immediate_response")
+        }
+        let observe = message.observabilityMode
+        switch message.request {
+        case nil:
+            throw ExchangeError(.emptyRequest, "ProcessingRequest with no phase set")
+
+        case .requestHeaders(let headers):
+            try Self.enterHeaders(&request, direction: "request", endOfStream: headers.endOfStream)
+            if response != .idle {
+                throw ExchangeError(.outOfOrder, "request_headers after the response phase began")
+            }
+            let decision = Self.decide(config: config, headers: headers.headers.headers)
+            self.decision = decision
+            if observe { return .none }
+            switch decision {
+            case .passThrough:
+                return .respond(.canned(.passThrough))
+            case .overlay:
+                return .respond(.canned(.continueRequestHeaders))
+            case .ownEndpoint(let local):
+                immediateResponseSent = true
+                return .respond(.message(Self.immediateResponse(local)))
+            }
+
+        case .responseHeaders(let headers):
+            try Self.enterHeaders(&response, direction: "response", endOfStream: headers.endOfStream)
+            return observe ? .none : .respond(.canned(.continueResponseHeaders))
+
+        case .requestBody(let body):
+            try Self.enterBody(&request, direction: "request", endOfStream: body.endOfStream)
+            if observe { return .none }
+            if requestBodyMode == .fullDuplexStreamed {
+                return .respondStreamed(Self.streamedEcho(body, request: true))
+            }
+            return .respond(.canned(.continueRequestBody))
+
+        case .responseBody(let body):
+            try Self.enterBody(&response, direction: "response", endOfStream: body.endOfStream)
+            if observe { return .none }
+            if responseBodyMode == .fullDuplexStreamed {
+                return .respondStreamed(Self.streamedEcho(body, request: false))
+            }
+            return .respond(.canned(.continueResponseBody))
+
+        case .requestTrailers:
+            try Self.enterTrailers(&request, direction: "request")
+            return observe ? .none : .respond(.canned(.continueRequestTrailers))
+
+        case .responseTrailers:
+            try Self.enterTrailers(&response, direction: "response")
+            return observe ? .none : .respond(.canned(.continueResponseTrailers))
+        }
+    }
+
+    // MARK: - Transitions
+
+    static func enterHeaders(_ phase: inout DirectionPhase, direction: String, endOfStream: Bool) throws(ExchangeError) {
+        switch phase {
+        case .idle: phase = endOfStream ? .ended : .headers
+        case .headers: throw ExchangeError(.duplicate, "\(direction)_headers received twice")
+        case .body: throw ExchangeError(.outOfOrder, "\(direction)_headers after \(direction)_body")
+        case .ended: throw ExchangeError(.afterEndOfStream, "\(direction)_headers after the \(direction) ended")
+        }
+    }
+
+    static func enterBody(_ phase: inout DirectionPhase, direction: String, endOfStream: Bool) throws(ExchangeError) {
+        guard phase != .ended else {
+            throw ExchangeError(.afterEndOfStream, "\(direction)_body after the \(direction) ended (end_of_stream or trailers seen)")
+        }
+        phase = endOfStream ? .ended : .body
+    }
+
+    static func enterTrailers(_ phase: inout DirectionPhase, direction: String) throws(ExchangeError) {
+        guard phase != .ended else {
+            throw ExchangeError(.afterEndOfStream, "\(direction)_trailers after the \(direction) ended")
+        }
+        phase = .ended
+    }
+
+    // MARK: - Decisions and answers
+
+    /// Finds `:authority`, `:path` and `:method` in one pass and asks the router.
+    static func decide(config: OverlayConfig, headers: [Envoy_Config_Core_V3_HeaderValue]) -> RequestDecision {
+        if config.routes.isEmpty { return .passThrough }
+        var authority: Substring = ""
+        var path: Substring = "/"
+        var method: Substring = "GET"
+        var found = 0
+        for header in headers where header.key.utf8.first == UInt8(ascii: ":") {
+            switch header.key {
+            case ":authority": authority = header.textValue[...]; found += 1
+            case ":path": path = header.textValue[...]; found += 1
+            case ":method": method = header.textValue[...]; found += 1
+            default: continue
+            }
+            if found == 3 { break }
+        }
+        return RequestRouter.decide(config: config, authority: authority, path: path, method: method)
+    }
+
+    static func immediateResponse(_ local: LocalResponse) -> ProcessingResponse {
+        var immediate = Envoy_Service_ExtProc_V3_ImmediateResponse()
+        immediate.status.code = Envoy_Type_V3_StatusCode(rawValue: local.status) ?? .internalServerError
+        immediate.body = Data(local.body)
+        var headers = [(String, String)]()
+        headers.append(("content-type", local.contentType))
+        headers.append(contentsOf: local.extraHeaders)
+        immediate.headers.setHeaders = headers.map { name, value in
+            var option = Envoy_Config_Core_V3_HeaderValueOption()
+            option.header.key = name
+            option.header.rawValue = Data(value.utf8)
+            return option
+        }
+        immediate.details = "overlayd_own_endpoint"
+        var response = ProcessingResponse()
+        response.immediateResponse = immediate
+        return response
+    }
+
+    static func streamedEcho(_ body: Envoy_Service_ExtProc_V3_HttpBody, request: Bool) -> [ProcessingResponse] {
+        let bytes = body.body
+        var answers: [ProcessingResponse] = []
+        var start = bytes.startIndex
+        repeat {
+            let end = min(start + maxStreamedChunk, bytes.endIndex)
+            var streamed = Envoy_Service_ExtProc_V3_StreamedBodyResponse()
+            streamed.body = bytes[start..<end]
+            streamed.endOfStream = end == bytes.endIndex ? body.endOfStream : false
+            var bodyResponse = Envoy_Service_ExtProc_V3_BodyResponse()
+            bodyResponse.response.bodyMutation.streamedResponse = streamed
+            var answer = ProcessingResponse()
+            if request { answer.requestBody = bodyResponse } else { answer.responseBody = bodyResponse }
+            answers.append(answer)
+            start = end
+        } while start < bytes.endIndex
+        return answers
+    }
+}
+
+extension Envoy_Config_Core_V3_HeaderValue {
+    /// The value as text: `raw_value` when set (current Envoy, §1.2), else `value`.
+    public var textValue: String {
+        rawValue.isEmpty ? value : String(decoding: rawValue, as: UTF8.self)
+    }
+}

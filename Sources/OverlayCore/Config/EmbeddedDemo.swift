@@ -1,0 +1,42 @@
+/// The configuration `overlayd serve` uses without `--config`: documented in the README.
+///
+/// Overlays `localhost`, `demo.overlayd.local` and its subdomains with the built-in mock models,
+/// so a newcomer can drive it with no file at all.
+public enum EmbeddedDemo {
+    public static let source = "embedded:demo"
+    public static let text = """
+        # overlayd's embedded demo configuration (used when --config is not given).
+        apiVersion: orchestrator.io/v1
+        kind: AIOverlay
+        metadata:
+          name: demo-canary
+        spec:
+          hostApp: "localhost"
+          models:
+            - name: "mock-fast"
+              weight: 80
+            - name: "mock-smart"
+              weight: 20
+          strategy: "Canary"
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIOverlay
+        metadata:
+          name: demo-shadow
+        spec:
+          hostApp: "demo.overlayd.local"
+          models:
+            - name: "mock-fast"
+            - name: "mock-smart"
+          strategy: "Shadow"
+
+        """
+
+    public static func load() -> OverlayConfig {
+        do {
+            return try ConfigLoader.load(text: text, source: source)
+        } catch {
+            preconditionFailure("the embedded demo configuration is invalid: \(error)")
+        }
+    }
+}

@@ -1,0 +1,65 @@
+/// How an overlay spreads users over its models (`spec.strategy`).
+public enum OverlayStrategy: String, Sendable, Hashable, CaseIterable {
+    /// Weighted split among `spec.models`, sticky per user.
+    case canary = "Canary"
+    /// The first model (champion) serves; the second (challenger) runs in the background for comparison.
+    case shadow = "Shadow"
+}
+
+/// A model reference inside an overlay (`spec.models[i]`).
+public struct ModelWeight: Sendable, Hashable {
+    public var name: String
+    /// 0...100; the weights of one overlay sum to 100.
+    public var weight: Int
+
+    public init(name: String, weight: Int) {
+        self.name = name
+        self.weight = weight
+    }
+}
+
+/// One validated `AIOverlay` resource.
+public struct Overlay: Sendable, Hashable {
+    /// `metadata.name`.
+    public var name: String
+    /// `spec.hostApp`: which hosts this overlay applies to.
+    public var host: HostPattern
+    public var models: [ModelWeight]
+    public var strategy: OverlayStrategy
+
+    public init(name: String, host: HostPattern, models: [ModelWeight], strategy: OverlayStrategy) {
+        self.name = name
+        self.host = host
+        self.models = models
+        self.strategy = strategy
+    }
+}
+
+/// The compiled, immutable runtime configuration: every overlay, validated, plus the host table.
+///
+/// A snapshot is taken once per exchange, so an exchange in flight never sees a mix of two configs.
+public struct OverlayConfig: Sendable {
+    /// Where it came from (file path, `embedded:demo`, or a URL) and a version string (content hash).
+    public let source: String
+    public let version: String
+    public let overlays: [Overlay]
+    public let routes: RouteTable
+
+    /// Compiles validated overlays. Callers get overlays from ``ConfigLoader``, which has checked them.
+    public init(source: String, version: String, overlays: [Overlay]) {
+        self.source = source
+        self.version = version
+        self.overlays = overlays
+        self.routes = RouteTable(overlays.enumerated().map { ($0.element.host, $0.offset) })
+    }
+
+    /// A configuration with no overlays: every exchange is passed through.
+    public static let empty = OverlayConfig(source: "none", version: "0", overlays: [])
+
+    /// The overlay for an HTTP authority (`host` or `host:port`), or nil: pass through.
+    @inlinable
+    public func overlay(forAuthority authority: Substring) -> Overlay? {
+        guard let index = routes.match(authority: authority) else { return nil }
+        return overlays[index]
+    }
+}

@@ -1,0 +1,72 @@
+/// What overlayd decides for one HTTP exchange at request-header time, transport-agnostic.
+///
+/// Both adapters (ext_proc and, later, the reverse proxy) ask this one place.
+public enum RequestDecision: Sendable, Equatable {
+    /// No overlay applies to this host: touch nothing, ask for nothing more.
+    case passThrough
+    /// An overlay applies: go on, and look at the response.
+    case overlay(Overlay)
+    /// A request for one of overlayd's own endpoints (`/__overlay/...`) on an overlaid host.
+    case ownEndpoint(LocalResponse)
+}
+
+/// A response overlayd produces itself (ext_proc `immediate_response`, or written by the proxy).
+public struct LocalResponse: Sendable, Equatable {
+    public var status: Int
+    public var contentType: String
+    public var body: [UInt8]
+    public var extraHeaders: [(String, String)]
+
+    public init(status: Int, contentType: String, body: [UInt8], extraHeaders: [(String, String)] = []) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+        self.extraHeaders = extraHeaders
+    }
+
+    public static func == (lhs: LocalResponse, rhs: LocalResponse) -> Bool {
+        lhs.status == rhs.status && lhs.contentType == rhs.contentType && lhs.body == rhs.body
+            && lhs.extraHeaders.elementsEqual(rhs.extraHeaders, by: { $0 == $1 })
+    }
+}
+
+/// Routes a request: the decision for a host, path and method.
+public enum RequestRouter {
+    /// The path prefix reserved for overlayd's own endpoints on overlaid hosts.
+    public static let ownPrefix = "/__overlay/"
+
+    /// - Parameters:
+    ///   - authority: `:authority` / `Host`.
+    ///   - path: `:path` including any query.
+    ///   - method: `:method`.
+    public static func decide(
+        config: OverlayConfig, authority: Substring, path: Substring, method: Substring
+    ) -> RequestDecision {
+        guard let overlay = config.overlay(forAuthority: authority) else { return .passThrough }
+        guard path.utf8.starts(with: ownPrefix.utf8) else { return .overlay(overlay) }
+        var endpoint = path.dropFirst(ownPrefix.count)
+        if let query = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) { endpoint = endpoint[..<query] }
+        return .ownEndpoint(ownEndpoint(String(endpoint), method: method, overlay: overlay))
+    }
+
+    static func ownEndpoint(_ name: String, method: Substring, overlay: Overlay) -> LocalResponse {
+        switch name {
+        case "healthz":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed("GET, HEAD") }
+            return LocalResponse(
+                status: 200, contentType: "text/plain; charset=utf-8", body: Array("ok\n".utf8),
+                extraHeaders: [("cache-control", "no-store")])
+        default:
+            return LocalResponse(
+                status: 404, contentType: "text/plain; charset=utf-8",
+                body: Array("overlayd: no such endpoint /__overlay/\(name)\n".utf8),
+                extraHeaders: [("cache-control", "no-store")])
+        }
+    }
+
+    static func methodNotAllowed(_ allowed: String) -> LocalResponse {
+        LocalResponse(
+            status: 405, contentType: "text/plain; charset=utf-8", body: Array("method not allowed\n".utf8),
+            extraHeaders: [("allow", allowed)])
+    }
+}

@@ -1,0 +1,179 @@
+import ExtProcCore
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP2
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// Options of the ext_proc gRPC server.
+public struct ExtProcServerOptions: Sendable {
+    /// `--listen`: default `127.0.0.1:50051`.
+    public var listen: ListenAddress = .tcp(host: "127.0.0.1", port: 50051)
+    /// `--drain-timeout`: how long in-flight streams may run after SIGTERM (default 10 s).
+    public var drainTimeout: Duration = .seconds(10)
+    /// `--max-message-bytes`: the largest gRPC message accepted (default 32 MiB; Envoy's BUFFERED
+    /// bodies are bounded by its buffer limit, 1 MiB by default, §14).
+    public var maxMessageBytes = 32 * 1024 * 1024
+    /// `--max-concurrent-streams`: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 4096;
+    /// Envoy multiplexes every exchange of a worker over few connections).
+    public var maxConcurrentStreams = 4096
+    /// Event-loop threads (default: the number of cores).
+    public var threads = System.coreCount
+
+    public init() {}
+}
+
+/// The ext_proc server as a `Service`: binds, serves until graceful shutdown, then drains.
+///
+/// Built on swift-nio-http2 directly (see README "Design"): h2c with prior knowledge, one child
+/// channel per HTTP/2 stream, each with an ``ExtProcStreamHandler`` that answers synchronously on
+/// its event loop. On graceful shutdown the listener closes, health turns NOT_SERVING, every
+/// connection gets GOAWAY (swift-nio-http2's connection management handler) and in-flight streams
+/// have `drainTimeout` to finish before connections are closed.
+public final class ExtProcServer: Service, Sendable {
+    private let options: ExtProcServerOptions
+    private let shared: ExtProcShared
+    private let group: MultiThreadedEventLoopGroup
+    private let boundAddress = Mutex<String?>(nil)
+    private let bound: AsyncStream<String>
+    private let boundContinuation: AsyncStream<String>.Continuation
+
+    public init(
+        options: ExtProcServerOptions, configStore: ConfigStore, health: HealthState,
+        metricsFactory: any MetricsFactoryBox, logger: Logger
+    ) {
+        self.options = options
+        self.shared = ExtProcShared(
+            configStore: configStore, health: health, metrics: ExtProcMetrics(factory: metricsFactory.factory),
+            logger: logger, maxMessageBytes: options.maxMessageBytes)
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
+        (bound, boundContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// The address actually bound (port 0 resolved), once listening.
+    public func listeningAddress() async -> String? {
+        if let address = boundAddress.withLock({ $0 }) { return address }
+        for await address in bound { return address }
+        return nil
+    }
+
+    public func run() async throws {
+        defer { boundContinuation.finish() }
+        do {
+            // The quiescing helper must be gone before the loops stop (its deinit uses them).
+            try await serveAndDrain()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await group.shutdownGracefully()
+    }
+
+    private func serveAndDrain() async throws {
+        let quiesce = ServerQuiescingHelper(group: group)
+        let shared = self.shared
+        let options = self.options
+        let channel = try await bind(quiesce: quiesce, shared: shared, options: options)
+        let address = Self.describe(channel.localAddress, fallback: options.listen)
+        boundAddress.withLock { $0 = address }
+        boundContinuation.yield(address)
+        boundContinuation.finish()
+        shared.health.markListening()
+        shared.logger.info("ext_proc listening on \(address)", metadata: ["threads": "\(options.threads)"])
+
+        // Serve until graceful shutdown (SIGTERM/SIGINT) or cancellation.
+        try? await gracefulShutdown()
+
+        shared.health.markDraining()
+        shared.logger.info("ext_proc draining", metadata: ["drain_timeout": "\(options.drainTimeout)"])
+        let drained = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: drained)
+        let timeout = options.drainTimeout
+        let finished = await withTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask {
+                (try? await drained.futureResult.get()) != nil
+            }
+            tasks.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await tasks.next() ?? false
+            tasks.cancelAll()
+            return first
+        }
+        if finished {
+            shared.logger.info("ext_proc drained: every stream finished")
+        } else {
+            shared.logger.warning("ext_proc drain timeout: closing the remaining connections", metadata: ["drain_timeout": "\(timeout)"])
+        }
+        // The quiescing helper can report "drained" before the listener has finished closing.
+        try? await channel.closeFuture.get()
+        if case .unix(let path) = options.listen { _ = unlink(path) }
+    }
+
+    private func bind(quiesce: ServerQuiescingHelper, shared: ExtProcShared, options: ExtProcServerOptions) async throws -> any Channel {
+        let maxStreams = options.maxConcurrentStreams
+        let grace = TimeAmount.nanoseconds(Int64(options.drainTimeout.components.seconds) * 1_000_000_000
+            + options.drainTimeout.components.attoseconds / 1_000_000_000)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace)
+                }
+            }
+        switch options.listen {
+        case .tcp(let host, let port):
+            return try await bootstrap.bind(host: host, port: port).get()
+        case .unix(let path):
+            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        }
+    }
+
+    static func configureConnection(_ channel: any Channel, shared: ExtProcShared, maxStreams: Int, grace: TimeAmount) throws {
+        let sync = channel.pipeline.syncOperations
+        let management = NIOHTTP2ServerConnectionManagementHandler(
+            eventLoop: channel.eventLoop,
+            configuration: .init(
+                maxIdleTime: nil, maxAge: nil, maxGraceTime: grace,
+                keepalive: .init(pingInterval: .hours(2), ackTimeout: .seconds(20))))
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: maxStreams),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
+        ]
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.targetWindowSize = 1 << 20
+        _ = try sync.configureHTTP2Pipeline(
+            mode: .server,
+            connectionConfiguration: connection,
+            streamConfiguration: stream,
+            streamDelegate: management.http2StreamDelegate
+        ) { streamChannel in
+            streamChannel.eventLoop.makeCompletedFuture {
+                try streamChannel.pipeline.syncOperations.addHandler(ExtProcStreamHandler(shared: shared))
+            }
+        }
+        try sync.addHandler(management)
+    }
+
+    static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {
+        guard let address else { return fallback.description }
+        switch address {
+        case .v4(let v4): return "\(v4.host):\(address.port ?? 0)"
+        case .v6(let v6): return "[\(v6.host)]:\(address.port ?? 0)"
+        case .unixDomainSocket: return fallback.description
+        }
+    }
+}

@@ -1,0 +1,419 @@
+import CoreMetrics
+import ExtProcCore
+import ExtProcProto
+import Logging
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import OverlayCore
+import SwiftProtobuf
+
+/// What every stream of one server shares: read-only after start, or synchronised inside.
+final class ExtProcShared: Sendable {
+    static let processPath = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+    static let healthCheckPath = "/grpc.health.v1.Health/Check"
+    static let healthWatchPath = "/grpc.health.v1.Health/Watch"
+
+    let configStore: ConfigStore
+    let health: HealthState
+    let metrics: ExtProcMetrics
+    let logger: Logger
+    let maxMessageBytes: Int
+    /// `CannedResponse.rawValue` → its gRPC frame, encoded once.
+    let cannedFrames: [ByteBuffer]
+
+    init(configStore: ConfigStore, health: HealthState, metrics: ExtProcMetrics, logger: Logger, maxMessageBytes: Int) {
+        self.configStore = configStore
+        self.health = health
+        self.metrics = metrics
+        self.logger = logger
+        self.maxMessageBytes = maxMessageBytes
+        let allocator = ByteBufferAllocator()
+        cannedFrames = CannedResponse.allCases.map { canned in
+            // Encoding a message we build ourselves cannot fail.
+            try! GRPCFrame.encode(canned.message, allocator: allocator)
+        }
+    }
+}
+
+/// One HTTP/2 stream: a `Process` call (the ext_proc exchange), a health call, or a rejection.
+///
+/// Protocol work only: gRPC framing, HTTP/2 frames, status. Every decision about the exchange is the
+/// core's ``ExchangeStateMachine``; this handler feeds it messages in order and writes its answers,
+/// synchronously on the event loop. A stream ended by RST_STREAM (Envoy's normal end, §1) just
+/// drops the handler and its state.
+final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private enum Mode {
+        case awaitingHeaders
+        case process
+        case healthCheck
+        case healthWatch
+        /// The response has ended (status sent); everything else from the peer is ignored.
+        case closed
+    }
+
+    private let shared: ExtProcShared
+    private var mode = Mode.awaitingHeaders
+    /// The exchange's protocol state machine (set for `Process` calls).
+    private var machine: ExchangeStateMachine?
+    private var reader: GRPCMessageReader
+    private var responseHeadersSent = false
+    private var countedOpen = false
+    private var pendingFlush = false
+    private var deadline: Scheduled<Void>?
+
+    init(shared: ExtProcShared) {
+        self.shared = shared
+        self.reader = GRPCMessageReader(maxMessageBytes: shared.maxMessageBytes)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        releaseStream()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        releaseStream()
+        context.fireChannelInactive()
+    }
+
+    private func releaseStream() {
+        deadline?.cancel()
+        deadline = nil
+        if countedOpen {
+            countedOpen = false
+            shared.metrics.streamsOpen.decrement()
+        }
+        mode = .closed
+        machine = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .headers(let headers):
+            if case .awaitingHeaders = mode {
+                start(context: context, headers: headers.headers)
+                if headers.endStream { clientEnded(context: context) }
+            } else if headers.endStream {
+                // Client trailers (gRPC clients send none, but HTTP/2 allows them): end of input.
+                clientEnded(context: context)
+            }
+        case .data(let frame):
+            if case .byteBuffer(let buffer) = frame.data, buffer.readableBytes > 0 {
+                received(context: context, bytes: buffer)
+            }
+            if frame.endStream { clientEnded(context: context) }
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if pendingFlush {
+            pendingFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, case .healthWatch = mode {
+            // Draining: tell watchers we stop serving, then end their calls.
+            writeHealth(context: context, serving: false)
+            end(context: context, trailers: GRPCHeaders.okTrailers)
+            context.flush()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: - Stream start
+
+    private func start(context: ChannelHandlerContext, headers: HPACKHeaders) {
+        var path = ""
+        var method = ""
+        var contentType = ""
+        var encoding: String?
+        var timeout: String?
+        for (name, value, _) in headers {
+            switch name {
+            case ":path": path = value
+            case ":method": method = value
+            case "content-type": contentType = value
+            case "grpc-encoding": encoding = value
+            case "grpc-timeout": timeout = value
+            default: break
+            }
+        }
+        guard method == "POST" else {
+            return rejectHTTP(context: context, status: "405")
+        }
+        guard contentType.hasPrefix("application/grpc") else {
+            return rejectHTTP(context: context, status: "415")
+        }
+        if let encoding, encoding != "identity" {
+            return finishTrailersOnly(
+                context: context, .unimplemented, "grpc-encoding \(encoding) is not supported; use identity",
+                extra: [("grpc-accept-encoding", "identity")])
+        }
+        switch path {
+        case ExtProcShared.processPath:
+            machine = ExchangeStateMachine(config: shared.configStore.current)
+            mode = .process
+            countedOpen = true
+            shared.metrics.streamsOpen.increment()
+            shared.metrics.streamsTotal.increment()
+        case ExtProcShared.healthCheckPath:
+            mode = .healthCheck
+        case ExtProcShared.healthWatchPath:
+            mode = .healthWatch
+        default:
+            return finishTrailersOnly(context: context, .unimplemented, "unknown method \(path)")
+        }
+        if let timeout {
+            guard let nanos = GRPCHeaders.parseTimeout(timeout) else {
+                return finishTrailersOnly(context: context, .invalidArgument, "malformed grpc-timeout \(timeout)")
+            }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            deadline = context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
+                let (handler, context) = loopBound.value
+                handler.deadlineExceeded(context: context)
+            }
+        }
+    }
+
+    private func deadlineExceeded(context: ChannelHandlerContext) {
+        if case .closed = mode { return }
+        shared.metrics.error("deadline_exceeded")
+        end(context: context, trailers: GRPCHeaders.trailers(.deadlineExceeded, message: "deadline exceeded"))
+        context.flush()
+        context.close(promise: nil)
+    }
+
+    // MARK: - Messages
+
+    private func received(context: ChannelHandlerContext, bytes: ByteBuffer) {
+        if case .closed = mode { return }
+        if case .awaitingHeaders = mode { return }
+        reader.append(bytes)
+        while true {
+            let payload: ByteBuffer
+            do throws(GRPCMessageReader.Failure) {
+                guard let next = try reader.next() else { return }
+                payload = next
+            } catch {
+                let text: String
+                switch error {
+                case .compressed: text = "compressed message without a negotiated grpc-encoding"
+                case .tooLarge(let size, let limit): text = "message of \(size) bytes exceeds the limit of \(limit) (--max-message-bytes)"
+                case .badFlag(let flag): text = "invalid gRPC frame flag \(flag)"
+                }
+                return protocolFailure(context: context, ExchangeError(.framing, text))
+            }
+            switch mode {
+            case .process:
+                if !process(context: context, payload: payload) { return }
+            case .healthCheck:
+                return answerHealthCheck(context: context, payload: payload)
+            case .healthWatch:
+                guard let service = decodeHealthRequest(context: context, payload: payload) else { return }
+                writeHealth(context: context, serving: shared.health.isServing, service: service)
+            case .awaitingHeaders, .closed:
+                return
+            }
+        }
+    }
+
+    /// Steps the core with one message and writes its answer. Returns false when the stream ended.
+    private func process(context: ChannelHandlerContext, payload: ByteBuffer) -> Bool {
+        let started = NIODeadline.now()
+        let request: ProcessingRequest
+        do {
+            request = try ProcessingRequest(serializedBytes: ProtobufBytes(payload))
+        } catch {
+            protocolFailure(context: context, ExchangeError(.undecodable, "ProcessingRequest does not decode: \(error)"))
+            return false
+        }
+        if let phase = ExchangePhase(of: request) {
+            shared.metrics.messages[phase.rawValue].increment()
+        }
+        if request.carriesUnknownFields { shared.metrics.unknownFields.increment() }
+
+        let action: ExchangeAction
+        do throws(ExchangeError) {
+            action = try machine!.receive(request)
+        } catch {
+            protocolFailure(context: context, error)
+            return false
+        }
+        if case .requestHeaders = request.request { countDecision(machine?.decision) }
+
+        switch action {
+        case .none:
+            break
+        case .respond(.canned(let canned)):
+            writeMessage(context: context, frame: shared.cannedFrames[canned.rawValue])
+        case .respond(.message(let message)):
+            guard let frame = encode(context: context, message) else { return false }
+            writeMessage(context: context, frame: frame)
+        case .respondStreamed(let messages):
+            guard let frame = encode(context: context, messages) else { return false }
+            writeMessage(context: context, frame: frame)
+        }
+        shared.metrics.processing.recordNanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
+        return true
+    }
+
+    private func countDecision(_ decision: RequestDecision?) {
+        switch decision {
+        case .passThrough, nil: shared.metrics.passThrough.increment()
+        case .overlay: shared.metrics.overlaid.increment()
+        case .ownEndpoint: shared.metrics.ownEndpoint.increment()
+        }
+    }
+
+    private func encode(context: ChannelHandlerContext, _ message: ProcessingResponse) -> ByteBuffer? {
+        do {
+            return try GRPCFrame.encode(message, allocator: context.channel.allocator)
+        } catch {
+            finishTrailersOnlyOrEnd(context: context, .internal, "cannot encode the answer: \(error)")
+            return nil
+        }
+    }
+
+    private func encode(context: ChannelHandlerContext, _ messages: [ProcessingResponse]) -> ByteBuffer? {
+        do {
+            return try GRPCFrame.encode(messages, allocator: context.channel.allocator)
+        } catch {
+            finishTrailersOnlyOrEnd(context: context, .internal, "cannot encode the answer: \(error)")
+            return nil
+        }
+    }
+
+    /// A protocol violation ends this stream only, with status OK so that Envoy continues the HTTP
+    /// exchange unprocessed (fail open, envoy-ext-proc.md §13); the message says what went wrong.
+    private func protocolFailure(context: ChannelHandlerContext, _ error: ExchangeError) {
+        shared.metrics.error(error.kind.name)
+        if shared.logger.logLevel <= .notice {
+            shared.logger.notice(
+                "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
+                metadata: ["kind": "\(error.kind)", "error": "\(error.message)"])
+        }
+        finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: \(error.kind): \(error.message)")
+        // Stop the peer sending more on this stream (RST_STREAM after our trailers).
+        context.close(promise: nil)
+    }
+
+    private func clientEnded(context: ChannelHandlerContext) {
+        switch mode {
+        case .closed:
+            return
+        case .awaitingHeaders, .healthWatch:
+            return
+        case .healthCheck:
+            // Ended without a request message.
+            finishTrailersOnlyOrEnd(context: context, .internal, "Health/Check needs one request message")
+        case .process:
+            if reader.hasPartialMessage {
+                shared.metrics.error(ExchangeError.Kind.framing.name)
+                finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: framing: stream ended inside a message")
+            } else {
+                finishTrailersOnlyOrEnd(context: context, .ok, nil)
+            }
+        }
+    }
+
+    // MARK: - Health
+
+    private func decodeHealthRequest(context: ChannelHandlerContext, payload: ByteBuffer) -> String? {
+        do {
+            let request = try Grpc_Health_V1_HealthCheckRequest(serializedBytes: ProtobufBytes(payload))
+            guard HealthState.services.contains(request.service) else {
+                finishTrailersOnlyOrEnd(context: context, .notFound, "unknown service \(request.service)")
+                return nil
+            }
+            return request.service
+        } catch {
+            finishTrailersOnlyOrEnd(context: context, .invalidArgument, "HealthCheckRequest does not decode")
+            return nil
+        }
+    }
+
+    private func answerHealthCheck(context: ChannelHandlerContext, payload: ByteBuffer) {
+        guard let service = decodeHealthRequest(context: context, payload: payload) else { return }
+        writeHealth(context: context, serving: shared.health.isServing, service: service)
+        end(context: context, trailers: GRPCHeaders.okTrailers)
+    }
+
+    private func writeHealth(context: ChannelHandlerContext, serving: Bool, service: String = "") {
+        var response = Grpc_Health_V1_HealthCheckResponse()
+        response.status = serving ? .serving : .notServing
+        guard let frame = try? GRPCFrame.encode(response, allocator: context.channel.allocator) else { return }
+        writeMessage(context: context, frame: frame)
+    }
+
+    // MARK: - Writing
+
+    private func writeMessage(context: ChannelHandlerContext, frame: ByteBuffer) {
+        if !responseHeadersSent {
+            responseHeadersSent = true
+            context.write(wrapOutboundOut(.headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
+        }
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(frame)))), promise: nil)
+        pendingFlush = true
+    }
+
+    /// Ends the response with trailers (after response headers were sent).
+    private func end(context: ChannelHandlerContext, trailers: HPACKHeaders) {
+        if case .closed = mode { return }
+        if !responseHeadersSent {
+            responseHeadersSent = true
+            context.write(wrapOutboundOut(.headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
+        }
+        context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+        pendingFlush = true
+        closeMode()
+    }
+
+    private func finishTrailersOnlyOrEnd(context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?) {
+        if responseHeadersSent {
+            end(context: context, trailers: GRPCHeaders.trailers(code, message: message))
+        } else {
+            finishTrailersOnly(context: context, code, message)
+        }
+    }
+
+    private func finishTrailersOnly(
+        context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, extra: [(String, String)] = []
+    ) {
+        if case .closed = mode { return }
+        responseHeadersSent = true
+        let headers = GRPCHeaders.trailersOnly(code, message: message, extra: extra)
+        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+        pendingFlush = true
+        closeMode()
+    }
+
+    private func rejectHTTP(context: ChannelHandlerContext, status: String) {
+        responseHeadersSent = true
+        let headers: HPACKHeaders = [":status": status]
+        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+        closeMode()
+        context.close(promise: nil)
+    }
+
+    private func closeMode() {
+        deadline?.cancel()
+        deadline = nil
+        if countedOpen {
+            countedOpen = false
+            shared.metrics.streamsOpen.decrement()
+        }
+        mode = .closed
+        machine = nil
+    }
+}
+
+@available(*, unavailable)
+extension ExtProcStreamHandler: Sendable {}

@@ -1,0 +1,94 @@
+import NIOCore
+import SwiftProtobuf
+
+/// Reassembles gRPC length-prefixed messages (1-byte compressed flag, 4-byte big-endian length,
+/// payload) from HTTP/2 DATA frames, whatever their boundaries. Holds at most one partial message.
+struct GRPCMessageReader {
+    enum Failure: Error, Equatable {
+        /// The compressed flag is set, but we accept only `identity` (we advertise no other encoding).
+        case compressed
+        /// A message larger than the configured limit.
+        case tooLarge(Int, limit: Int)
+        /// A flag byte other than 0 or 1.
+        case badFlag(UInt8)
+    }
+
+    let maxMessageBytes: Int
+    private var buffer: ByteBuffer?
+
+    init(maxMessageBytes: Int) {
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    /// True while a partial message is held (the stream must not end here).
+    var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
+
+    mutating func append(_ data: ByteBuffer) {
+        if var existing = buffer, existing.readableBytes > 0 {
+            var data = data
+            existing.writeBuffer(&data)
+            buffer = existing
+        } else {
+            buffer = data
+        }
+    }
+
+    /// The next complete message payload, or nil when more bytes are needed.
+    mutating func next() throws(Failure) -> ByteBuffer? {
+        guard var buf = buffer, buf.readableBytes >= 5 else { return nil }
+        let start = buf.readerIndex
+        let flag = buf.getInteger(at: start, as: UInt8.self)!
+        let length = Int(buf.getInteger(at: start + 1, as: UInt32.self)!)
+        switch flag {
+        case 0: break
+        case 1: throw .compressed
+        default: throw .badFlag(flag)
+        }
+        if length > maxMessageBytes { throw .tooLarge(length, limit: maxMessageBytes) }
+        guard buf.readableBytes >= 5 + length else { return nil }
+        buf.moveReaderIndex(forwardBy: 5)
+        let message = buf.readSlice(length: length)!
+        buffer = buf.readableBytes > 0 ? buf : nil
+        return message
+    }
+}
+
+/// Lets swift-protobuf decode straight from a NIO `ByteBuffer` and encode into one
+/// (swift-protobuf's documented extension point for byte containers).
+struct ProtobufBytes: SwiftProtobufContiguousBytes {
+    var buffer: ByteBuffer
+
+    init(_ buffer: ByteBuffer) { self.buffer = buffer }
+    init(repeating: UInt8, count: Int) { buffer = ByteBuffer(repeating: repeating, count: count) }
+    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 { buffer = ByteBuffer(bytes: sequence) }
+    var count: Int { buffer.readableBytes }
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeReadableBytes(body)
+    }
+    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeMutableReadableBytes(body)
+    }
+}
+
+enum GRPCFrame {
+    /// A gRPC length-prefixed frame holding the serialized message.
+    static func encode(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws -> ByteBuffer {
+        let payload: ProtobufBytes = try message.serializedBytes()
+        var frame = allocator.buffer(capacity: 5 + payload.count)
+        frame.writeInteger(UInt8(0))
+        frame.writeInteger(UInt32(payload.count))
+        var body = payload.buffer
+        frame.writeBuffer(&body)
+        return frame
+    }
+
+    /// Several messages in one buffer (one DATA frame for a batch of answers).
+    static func encode(_ messages: [some SwiftProtobuf.Message], allocator: ByteBufferAllocator) throws -> ByteBuffer {
+        var frame = allocator.buffer(capacity: 64)
+        for message in messages {
+            var one = try encode(message, allocator: allocator)
+            frame.writeBuffer(&one)
+        }
+        return frame
+    }
+}
