@@ -183,111 +183,121 @@ public nonisolated struct Envoy_Service_ExtProc_V3_ProcessingRequest: Sendable {
 /// FULL_DUPLEX_STREAMED body mode, exactly one response is sent per request
 /// (unless observability_mode is set).
 /// [#next-free-field: 11]
-public nonisolated struct Envoy_Service_ExtProc_V3_ProcessingResponse: Sendable {
+public nonisolated struct Envoy_Service_ExtProc_V3_ProcessingResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Exactly one is set (required upstream).
-  public var response: Envoy_Service_ExtProc_V3_ProcessingResponse.OneOf_Response? = nil
+  public var response: OneOf_Response? {
+    get {return _storage._response}
+    set {_uniqueStorage()._response = newValue}
+  }
 
   /// Reply to request_headers.
   public var requestHeaders: Envoy_Service_ExtProc_V3_HeadersResponse {
     get {
-      if case .requestHeaders(let v)? = response {return v}
+      if case .requestHeaders(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_HeadersResponse()
     }
-    set {response = .requestHeaders(newValue)}
+    set {_uniqueStorage()._response = .requestHeaders(newValue)}
   }
 
   /// Reply to response_headers.
   public var responseHeaders: Envoy_Service_ExtProc_V3_HeadersResponse {
     get {
-      if case .responseHeaders(let v)? = response {return v}
+      if case .responseHeaders(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_HeadersResponse()
     }
-    set {response = .responseHeaders(newValue)}
+    set {_uniqueStorage()._response = .responseHeaders(newValue)}
   }
 
   /// Reply to request_body.
   public var requestBody: Envoy_Service_ExtProc_V3_BodyResponse {
     get {
-      if case .requestBody(let v)? = response {return v}
+      if case .requestBody(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_BodyResponse()
     }
-    set {response = .requestBody(newValue)}
+    set {_uniqueStorage()._response = .requestBody(newValue)}
   }
 
   /// Reply to response_body.
   public var responseBody: Envoy_Service_ExtProc_V3_BodyResponse {
     get {
-      if case .responseBody(let v)? = response {return v}
+      if case .responseBody(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_BodyResponse()
     }
-    set {response = .responseBody(newValue)}
+    set {_uniqueStorage()._response = .responseBody(newValue)}
   }
 
   /// Reply to request_trailers.
   public var requestTrailers: Envoy_Service_ExtProc_V3_TrailersResponse {
     get {
-      if case .requestTrailers(let v)? = response {return v}
+      if case .requestTrailers(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_TrailersResponse()
     }
-    set {response = .requestTrailers(newValue)}
+    set {_uniqueStorage()._response = .requestTrailers(newValue)}
   }
 
   /// Reply to response_trailers.
   public var responseTrailers: Envoy_Service_ExtProc_V3_TrailersResponse {
     get {
-      if case .responseTrailers(let v)? = response {return v}
+      if case .responseTrailers(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_TrailersResponse()
     }
-    set {response = .responseTrailers(newValue)}
+    set {_uniqueStorage()._response = .responseTrailers(newValue)}
   }
 
   /// Send a locally generated response downstream and stop processing
   /// (or reset the stream if the response has already started).
   public var immediateResponse: Envoy_Service_ExtProc_V3_ImmediateResponse {
     get {
-      if case .immediateResponse(let v)? = response {return v}
+      if case .immediateResponse(let v)? = _storage._response {return v}
       return Envoy_Service_ExtProc_V3_ImmediateResponse()
     }
-    set {response = .immediateResponse(newValue)}
+    set {_uniqueStorage()._response = .immediateResponse(newValue)}
   }
 
   /// Dynamic metadata to emit for later filters; the struct's top-level keys
   /// are the metadata namespaces.
   public var dynamicMetadata: SwiftProtobuf.Google_Protobuf_Struct {
-    get {_dynamicMetadata ?? SwiftProtobuf.Google_Protobuf_Struct()}
-    set {_dynamicMetadata = newValue}
+    get {_storage._dynamicMetadata ?? SwiftProtobuf.Google_Protobuf_Struct()}
+    set {_uniqueStorage()._dynamicMetadata = newValue}
   }
   /// Returns true if `dynamicMetadata` has been explicitly set.
-  public var hasDynamicMetadata: Bool {self._dynamicMetadata != nil}
+  public var hasDynamicMetadata: Bool {_storage._dynamicMetadata != nil}
   /// Clears the value of `dynamicMetadata`. Subsequent reads from it will return its default value.
-  public mutating func clearDynamicMetadata() {self._dynamicMetadata = nil}
+  public mutating func clearDynamicMetadata() {_uniqueStorage()._dynamicMetadata = nil}
 
   /// Per-request processing mode override. Only honoured in replies to header
   /// messages and when the filter allows mode overrides.
   public var modeOverride: Envoy_Extensions_Filters_Http_ExtProc_V3_ProcessingMode {
-    get {_modeOverride ?? Envoy_Extensions_Filters_Http_ExtProc_V3_ProcessingMode()}
-    set {_modeOverride = newValue}
+    get {_storage._modeOverride ?? Envoy_Extensions_Filters_Http_ExtProc_V3_ProcessingMode()}
+    set {_uniqueStorage()._modeOverride = newValue}
   }
   /// Returns true if `modeOverride` has been explicitly set.
-  public var hasModeOverride: Bool {self._modeOverride != nil}
+  public var hasModeOverride: Bool {_storage._modeOverride != nil}
   /// Clears the value of `modeOverride`. Subsequent reads from it will return its default value.
-  public mutating func clearModeOverride() {self._modeOverride = nil}
+  public mutating func clearModeOverride() {_uniqueStorage()._modeOverride = nil}
 
   /// Asks the data plane for more time: restarts the message timer with this
   /// value (other fields are then ignored). Must be within
   /// [1ms, max_message_timeout]; at most once per processing state.
   public var overrideMessageTimeout: SwiftProtobuf.Google_Protobuf_Duration {
-    get {_overrideMessageTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
-    set {_overrideMessageTimeout = newValue}
+    get {_storage._overrideMessageTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_uniqueStorage()._overrideMessageTimeout = newValue}
   }
   /// Returns true if `overrideMessageTimeout` has been explicitly set.
-  public var hasOverrideMessageTimeout: Bool {self._overrideMessageTimeout != nil}
+  public var hasOverrideMessageTimeout: Bool {_storage._overrideMessageTimeout != nil}
   /// Clears the value of `overrideMessageTimeout`. Subsequent reads from it will return its default value.
-  public mutating func clearOverrideMessageTimeout() {self._overrideMessageTimeout = nil}
+  public mutating func clearOverrideMessageTimeout() {_uniqueStorage()._overrideMessageTimeout = nil}
+
+  /// Asks the data plane to drain this stream: finish what is in flight, then send no more
+  /// messages for it (newer Envoy; carried so the field is never lost as unknown).
+  public var requestDrain: Bool {
+    get {_storage._requestDrain}
+    set {_uniqueStorage()._requestDrain = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -313,9 +323,7 @@ public nonisolated struct Envoy_Service_ExtProc_V3_ProcessingResponse: Sendable 
 
   public init() {}
 
-  fileprivate var _dynamicMetadata: SwiftProtobuf.Google_Protobuf_Struct? = nil
-  fileprivate var _modeOverride: Envoy_Extensions_Filters_Http_ExtProc_V3_ProcessingMode? = nil
-  fileprivate var _overrideMessageTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// HTTP headers of a request or response.
@@ -361,6 +369,13 @@ public nonisolated struct Envoy_Service_ExtProc_V3_HttpBody: Sendable {
 
   /// True for the last body message; no trailers follow.
   public var endOfStream: Bool = false
+
+  /// True when the body ended without a final data message (GRPC body mode: the stream
+  /// ended after the last complete gRPC message); `body` is then empty.
+  public var endOfStreamWithoutMessage: Bool = false
+
+  /// GRPC body mode: the gRPC message in `body` is compressed (its frame flag was set).
+  public var grpcMessageCompressed: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -653,6 +668,12 @@ public nonisolated struct Envoy_Service_ExtProc_V3_StreamedBodyResponse: Sendabl
   /// In GRPC mode this makes the data plane half-close after this message.
   public var endOfStream: Bool = false
 
+  /// Ends the body without sending a final message (GRPC body mode).
+  public var endOfStreamWithoutMessage: Bool = false
+
+  /// GRPC body mode: the gRPC message in `body` is to be sent compressed.
+  public var grpcMessageCompressed: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -911,166 +932,215 @@ nonisolated extension Envoy_Service_ExtProc_V3_ProcessingRequest: SwiftProtobuf.
 
 nonisolated extension Envoy_Service_ExtProc_V3_ProcessingResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProcessingResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_headers\0\u{3}response_headers\0\u{3}request_body\0\u{3}response_body\0\u{3}request_trailers\0\u{3}response_trailers\0\u{3}immediate_response\0\u{3}dynamic_metadata\0\u{3}mode_override\0\u{3}override_message_timeout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_headers\0\u{3}response_headers\0\u{3}request_body\0\u{3}response_body\0\u{3}request_trailers\0\u{3}response_trailers\0\u{3}immediate_response\0\u{3}dynamic_metadata\0\u{3}mode_override\0\u{3}override_message_timeout\0\u{3}request_drain\0")
+
+  fileprivate class _StorageClass {
+    var _response: Envoy_Service_ExtProc_V3_ProcessingResponse.OneOf_Response?
+    var _dynamicMetadata: SwiftProtobuf.Google_Protobuf_Struct? = nil
+    var _modeOverride: Envoy_Extensions_Filters_Http_ExtProc_V3_ProcessingMode? = nil
+    var _overrideMessageTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    var _requestDrain: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _response = source._response
+      _dynamicMetadata = source._dynamicMetadata
+      _modeOverride = source._modeOverride
+      _overrideMessageTimeout = source._overrideMessageTimeout
+      _requestDrain = source._requestDrain
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try {
-        var v: Envoy_Service_ExtProc_V3_HeadersResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .requestHeaders(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try {
+          var v: Envoy_Service_ExtProc_V3_HeadersResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .requestHeaders(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .requestHeaders(v)
+          }
+        }()
+        case 2: try {
+          var v: Envoy_Service_ExtProc_V3_HeadersResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .responseHeaders(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .responseHeaders(v)
+          }
+        }()
+        case 3: try {
+          var v: Envoy_Service_ExtProc_V3_BodyResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .requestBody(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .requestBody(v)
+          }
+        }()
+        case 4: try {
+          var v: Envoy_Service_ExtProc_V3_BodyResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .responseBody(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .responseBody(v)
+          }
+        }()
+        case 5: try {
+          var v: Envoy_Service_ExtProc_V3_TrailersResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .requestTrailers(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .requestTrailers(v)
+          }
+        }()
+        case 6: try {
+          var v: Envoy_Service_ExtProc_V3_TrailersResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .responseTrailers(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .responseTrailers(v)
+          }
+        }()
+        case 7: try {
+          var v: Envoy_Service_ExtProc_V3_ImmediateResponse?
+          var hadOneofValue = false
+          if let current = _storage._response {
+            hadOneofValue = true
+            if case .immediateResponse(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._response = .immediateResponse(v)
+          }
+        }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._dynamicMetadata) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._modeOverride) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._overrideMessageTimeout) }()
+        case 11: try { try decoder.decodeSingularBoolField(value: &_storage._requestDrain) }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .requestHeaders(v)
-        }
-      }()
-      case 2: try {
-        var v: Envoy_Service_ExtProc_V3_HeadersResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .responseHeaders(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .responseHeaders(v)
-        }
-      }()
-      case 3: try {
-        var v: Envoy_Service_ExtProc_V3_BodyResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .requestBody(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .requestBody(v)
-        }
-      }()
-      case 4: try {
-        var v: Envoy_Service_ExtProc_V3_BodyResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .responseBody(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .responseBody(v)
-        }
-      }()
-      case 5: try {
-        var v: Envoy_Service_ExtProc_V3_TrailersResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .requestTrailers(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .requestTrailers(v)
-        }
-      }()
-      case 6: try {
-        var v: Envoy_Service_ExtProc_V3_TrailersResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .responseTrailers(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .responseTrailers(v)
-        }
-      }()
-      case 7: try {
-        var v: Envoy_Service_ExtProc_V3_ImmediateResponse?
-        var hadOneofValue = false
-        if let current = self.response {
-          hadOneofValue = true
-          if case .immediateResponse(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.response = .immediateResponse(v)
-        }
-      }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._dynamicMetadata) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._modeOverride) }()
-      case 10: try { try decoder.decodeSingularMessageField(value: &self._overrideMessageTimeout) }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    switch self.response {
-    case .requestHeaders?: try {
-      guard case .requestHeaders(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    }()
-    case .responseHeaders?: try {
-      guard case .responseHeaders(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    }()
-    case .requestBody?: try {
-      guard case .requestBody(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    }()
-    case .responseBody?: try {
-      guard case .responseBody(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    }()
-    case .requestTrailers?: try {
-      guard case .requestTrailers(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    }()
-    case .responseTrailers?: try {
-      guard case .responseTrailers(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-    }()
-    case .immediateResponse?: try {
-      guard case .immediateResponse(let v)? = self.response else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      switch _storage._response {
+      case .requestHeaders?: try {
+        guard case .requestHeaders(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      }()
+      case .responseHeaders?: try {
+        guard case .responseHeaders(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      }()
+      case .requestBody?: try {
+        guard case .requestBody(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      }()
+      case .responseBody?: try {
+        guard case .responseBody(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      }()
+      case .requestTrailers?: try {
+        guard case .requestTrailers(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      }()
+      case .responseTrailers?: try {
+        guard case .responseTrailers(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      }()
+      case .immediateResponse?: try {
+        guard case .immediateResponse(let v)? = _storage._response else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      }()
+      case nil: break
+      }
+      try { if let v = _storage._dynamicMetadata {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._modeOverride {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._overrideMessageTimeout {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      if _storage._requestDrain != false {
+        try visitor.visitSingularBoolField(value: _storage._requestDrain, fieldNumber: 11)
+      }
     }
-    try { if let v = self._dynamicMetadata {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
-    try { if let v = self._modeOverride {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
-    try { if let v = self._overrideMessageTimeout {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Service_ExtProc_V3_ProcessingResponse, rhs: Envoy_Service_ExtProc_V3_ProcessingResponse) -> Bool {
-    if lhs.response != rhs.response {return false}
-    if lhs._dynamicMetadata != rhs._dynamicMetadata {return false}
-    if lhs._modeOverride != rhs._modeOverride {return false}
-    if lhs._overrideMessageTimeout != rhs._overrideMessageTimeout {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._response != rhs_storage._response {return false}
+        if _storage._dynamicMetadata != rhs_storage._dynamicMetadata {return false}
+        if _storage._modeOverride != rhs_storage._modeOverride {return false}
+        if _storage._overrideMessageTimeout != rhs_storage._overrideMessageTimeout {return false}
+        if _storage._requestDrain != rhs_storage._requestDrain {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1122,7 +1192,7 @@ nonisolated extension Envoy_Service_ExtProc_V3_HttpHeaders: SwiftProtobuf.Messag
 
 nonisolated extension Envoy_Service_ExtProc_V3_HttpBody: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HttpBody"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}body\0\u{3}end_of_stream\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}body\0\u{3}end_of_stream\0\u{3}end_of_stream_without_message\0\u{3}grpc_message_compressed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1132,6 +1202,8 @@ nonisolated extension Envoy_Service_ExtProc_V3_HttpBody: SwiftProtobuf.Message, 
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.body) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.endOfStream) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.endOfStreamWithoutMessage) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.grpcMessageCompressed) }()
       default: break
       }
     }
@@ -1144,12 +1216,20 @@ nonisolated extension Envoy_Service_ExtProc_V3_HttpBody: SwiftProtobuf.Message, 
     if self.endOfStream != false {
       try visitor.visitSingularBoolField(value: self.endOfStream, fieldNumber: 2)
     }
+    if self.endOfStreamWithoutMessage != false {
+      try visitor.visitSingularBoolField(value: self.endOfStreamWithoutMessage, fieldNumber: 3)
+    }
+    if self.grpcMessageCompressed != false {
+      try visitor.visitSingularBoolField(value: self.grpcMessageCompressed, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Service_ExtProc_V3_HttpBody, rhs: Envoy_Service_ExtProc_V3_HttpBody) -> Bool {
     if lhs.body != rhs.body {return false}
     if lhs.endOfStream != rhs.endOfStream {return false}
+    if lhs.endOfStreamWithoutMessage != rhs.endOfStreamWithoutMessage {return false}
+    if lhs.grpcMessageCompressed != rhs.grpcMessageCompressed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1470,7 +1550,7 @@ nonisolated extension Envoy_Service_ExtProc_V3_HeaderMutation: SwiftProtobuf.Mes
 
 nonisolated extension Envoy_Service_ExtProc_V3_StreamedBodyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamedBodyResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}body\0\u{3}end_of_stream\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}body\0\u{3}end_of_stream\0\u{3}end_of_stream_without_message\0\u{3}grpc_message_compressed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1480,6 +1560,8 @@ nonisolated extension Envoy_Service_ExtProc_V3_StreamedBodyResponse: SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.body) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.endOfStream) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.endOfStreamWithoutMessage) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.grpcMessageCompressed) }()
       default: break
       }
     }
@@ -1492,12 +1574,20 @@ nonisolated extension Envoy_Service_ExtProc_V3_StreamedBodyResponse: SwiftProtob
     if self.endOfStream != false {
       try visitor.visitSingularBoolField(value: self.endOfStream, fieldNumber: 2)
     }
+    if self.endOfStreamWithoutMessage != false {
+      try visitor.visitSingularBoolField(value: self.endOfStreamWithoutMessage, fieldNumber: 3)
+    }
+    if self.grpcMessageCompressed != false {
+      try visitor.visitSingularBoolField(value: self.grpcMessageCompressed, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Service_ExtProc_V3_StreamedBodyResponse, rhs: Envoy_Service_ExtProc_V3_StreamedBodyResponse) -> Bool {
     if lhs.body != rhs.body {return false}
     if lhs.endOfStream != rhs.endOfStream {return false}
+    if lhs.endOfStreamWithoutMessage != rhs.endOfStreamWithoutMessage {return false}
+    if lhs.grpcMessageCompressed != rhs.grpcMessageCompressed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
