@@ -19,8 +19,8 @@ public struct ExtProcServerOptions: Sendable {
     /// `--max-concurrent-streams`: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 4096;
     /// Envoy multiplexes every exchange of a worker over few connections).
     public var maxConcurrentStreams = 4096
-    /// Event-loop threads (default: the number of cores).
-    public var threads = System.coreCount
+    /// Event-loop threads (default: the CPUs this process may use, honouring taskset/cpusets).
+    public var threads = CPUAffinity.usableCores
 
     public init() {}
 }

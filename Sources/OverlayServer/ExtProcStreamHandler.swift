@@ -63,6 +63,8 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     private var responseHeadersSent = false
     private var countedOpen = false
     private var pendingFlush = false
+    /// The client sent END_STREAM.
+    private var peerEnded = false
     private var deadline: Scheduled<Void>?
 
     init(shared: ExtProcShared) {
@@ -186,9 +188,7 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     private func deadlineExceeded(context: ChannelHandlerContext) {
         if case .closed = mode { return }
         shared.metrics.error("deadline_exceeded")
-        end(context: context, trailers: GRPCHeaders.trailers(.deadlineExceeded, message: "deadline exceeded"))
-        context.flush()
-        context.close(promise: nil)
+        end(context: context, trailers: GRPCHeaders.trailers(.deadlineExceeded, message: "deadline exceeded"), thenReset: true)
     }
 
     // MARK: - Messages
@@ -300,12 +300,14 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
                 "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
                 metadata: ["kind": "\(error.kind)", "error": "\(error.message)"])
         }
-        finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: \(error.kind): \(error.message)")
-        // Stop the peer sending more on this stream (RST_STREAM after our trailers).
-        context.close(promise: nil)
+        // Answers already written and our trailers must leave before the stream is reset (a reset
+        // purges frames still queued for flow control), so close once the trailers are written:
+        // the RST_STREAM then only stops the peer sending more on this stream.
+        finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: \(error.kind): \(error.message)", thenReset: true)
     }
 
     private func clientEnded(context: ChannelHandlerContext) {
+        peerEnded = true
         switch mode {
         case .closed:
             return
@@ -365,33 +367,53 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     /// Ends the response with trailers (after response headers were sent).
-    private func end(context: ChannelHandlerContext, trailers: HPACKHeaders) {
+    private func end(context: ChannelHandlerContext, trailers: HPACKHeaders, thenReset: Bool = false) {
         if case .closed = mode { return }
         if !responseHeadersSent {
             responseHeadersSent = true
             context.write(wrapOutboundOut(.headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
         }
-        context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
-        pendingFlush = true
-        closeMode()
+        writeLast(context: context, .headers(.init(headers: trailers, endStream: true)), thenReset: thenReset)
     }
 
-    private func finishTrailersOnlyOrEnd(context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?) {
+    private func finishTrailersOnlyOrEnd(
+        context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, thenReset: Bool = false
+    ) {
         if responseHeadersSent {
-            end(context: context, trailers: GRPCHeaders.trailers(code, message: message))
+            end(context: context, trailers: GRPCHeaders.trailers(code, message: message), thenReset: thenReset)
         } else {
-            finishTrailersOnly(context: context, code, message)
+            finishTrailersOnly(context: context, code, message, thenReset: thenReset)
         }
     }
 
     private func finishTrailersOnly(
-        context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, extra: [(String, String)] = []
+        context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, extra: [(String, String)] = [],
+        thenReset: Bool = false
     ) {
         if case .closed = mode { return }
         responseHeadersSent = true
         let headers = GRPCHeaders.trailersOnly(code, message: message, extra: extra)
-        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
-        pendingFlush = true
+        writeLast(context: context, .headers(.init(headers: headers, endStream: true)), thenReset: thenReset)
+    }
+
+    /// Writes the frame that ends our side of the stream; with `thenReset`, resets the stream once
+    /// that frame has been written (not before: a reset purges frames still queued).
+    private func writeLast(context: ChannelHandlerContext, _ frame: HTTP2Frame.FramePayload, thenReset: Bool) {
+        if thenReset {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(frame), promise: written)
+            // gRPC over HTTP/2: a server that ends before the client resets with NO_ERROR (CANCEL
+            // would read as a cancelled call). Nothing to reset once the client has ended too.
+            if !peerEnded {
+                written.futureResult.assumeIsolated().whenSuccess {
+                    context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
+                }
+            }
+            pendingFlush = false
+        } else {
+            context.write(wrapOutboundOut(frame), promise: nil)
+            pendingFlush = true
+        }
         closeMode()
     }
 

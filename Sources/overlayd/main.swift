@@ -38,7 +38,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection.")
     var maxConcurrentStreams = 4096
 
-    @Option(help: "Event-loop threads (default: number of cores).")
+    @Option(help: "Event-loop threads (default: the CPUs this process may use; taskset and cpusets are honoured).")
     var threads: Int?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
