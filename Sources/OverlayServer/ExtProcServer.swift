@@ -140,6 +140,11 @@ public final class ExtProcServer: Service, Sendable {
         }
     }
 
+    /// Inbound flow-control targets: each stream may have 1 MiB in flight (a BUFFERED body
+    /// message of Envoy's default buffer limit, §14), the connection 16 MiB.
+    static let streamWindowTarget = 1 << 20
+    static let connectionWindowTarget = 1 << 24
+
     static func configureConnection(_ channel: any Channel, shared: ExtProcShared, maxStreams: Int, grace: TimeAmount) throws {
         let sync = channel.pipeline.syncOperations
         let management = NIOHTTP2ServerConnectionManagementHandler(
@@ -150,22 +155,14 @@ public final class ExtProcServer: Service, Sendable {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: maxStreams),
-            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+            HTTP2Setting(parameter: .initialWindowSize, value: streamWindowTarget),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
         ]
-        var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = 1 << 20
-        _ = try sync.configureHTTP2Pipeline(
-            mode: .server,
-            connectionConfiguration: connection,
-            streamConfiguration: stream,
-            streamDelegate: management.http2StreamDelegate
-        ) { streamChannel in
-            streamChannel.eventLoop.makeCompletedFuture {
-                try streamChannel.pipeline.syncOperations.addHandler(ExtProcStreamHandler(shared: shared))
-            }
-        }
+        // Frame mode: NIOHTTP2Handler hands every stream's frames to ExtProcConnectionHandler.
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
         try sync.addHandler(management)
+        try sync.addHandler(ExtProcConnectionHandler(
+            shared: shared, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget))
     }
 
     static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {

@@ -39,12 +39,12 @@ final class ExtProcShared: Sendable {
 /// One HTTP/2 stream: a `Process` call (the ext_proc exchange), a health call, or a rejection.
 ///
 /// Protocol work only: gRPC framing, HTTP/2 frames, status. Every decision about the exchange is the
-/// core's ``ExchangeStateMachine``; this handler feeds it messages in order and writes its answers,
-/// synchronously on the event loop. A stream ended by RST_STREAM (Envoy's normal end, §1) just
-/// drops the handler and its state.
-final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias OutboundOut = HTTP2Frame.FramePayload
+/// core's ``ExchangeStateMachine``; this object feeds it messages in order and writes its answers,
+/// synchronously on the event loop. It lives in its connection's ``ExtProcConnectionHandler``
+/// (one per stream, no child channel), which drops it when swift-nio-http2 reports the stream
+/// closed: an RST_STREAM from Envoy (its normal end, §1) just frees it.
+final class ExtProcStream {
+    typealias Context = ChannelHandlerContext
 
     private enum Mode {
         case awaitingHeaders
@@ -56,32 +56,28 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     private let shared: ExtProcShared
+    private let streamID: HTTP2StreamID
+    /// Unowned: the connection handler owns every stream and outlives it.
+    private unowned let connection: ExtProcConnectionHandler
     private var mode = Mode.awaitingHeaders
     /// The exchange's protocol state machine (set for `Process` calls).
     private var machine: ExchangeStateMachine?
     private var reader: GRPCMessageReader
     private var responseHeadersSent = false
     private var countedOpen = false
-    private var pendingFlush = false
     /// The client sent END_STREAM.
     private var peerEnded = false
     private var deadline: Scheduled<Void>?
 
-    init(shared: ExtProcShared) {
+    init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
+        self.streamID = id
+        self.connection = connection
         self.shared = shared
         self.reader = GRPCMessageReader(maxMessageBytes: shared.maxMessageBytes)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        releaseStream()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        releaseStream()
-        context.fireChannelInactive()
-    }
-
-    private func releaseStream() {
+    /// The stream is gone (closed or reset): free what it holds.
+    func release() {
         deadline?.cancel()
         deadline = nil
         if countedOpen {
@@ -92,8 +88,9 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         machine = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+    /// A frame for this stream from the peer.
+    func read(context: Context, payload: HTTP2Frame.FramePayload) {
+        switch payload {
         case .headers(let headers):
             if case .awaitingHeaders = mode {
                 start(context: context, headers: headers.headers)
@@ -112,22 +109,12 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if pendingFlush {
-            pendingFlush = false
-            context.flush()
-        }
-        context.fireChannelReadComplete()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, case .healthWatch = mode {
-            // Draining: tell watchers we stop serving, then end their calls.
+    /// The server is draining (GOAWAY sent): end health watches with NOT_SERVING.
+    func quiesce(context: Context) {
+        if case .healthWatch = mode {
             writeHealth(context: context, serving: false)
             end(context: context, trailers: GRPCHeaders.okTrailers)
-            context.flush()
         }
-        context.fireUserInboundEventTriggered(event)
     }
 
     // MARK: - Stream start
@@ -179,8 +166,9 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
             }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             deadline = context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
-                let (handler, context) = loopBound.value
-                handler.deadlineExceeded(context: context)
+                let (stream, context) = loopBound.value
+                stream.deadlineExceeded(context: context)
+                context.flush()
             }
         }
     }
@@ -360,10 +348,9 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     private func writeMessage(context: ChannelHandlerContext, frame: ByteBuffer) {
         if !responseHeadersSent {
             responseHeadersSent = true
-            context.write(wrapOutboundOut(.headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
+            write(context, .headers(.init(headers: GRPCHeaders.responseHeaders)))
         }
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(frame)))), promise: nil)
-        pendingFlush = true
+        write(context, .data(.init(data: .byteBuffer(frame))))
     }
 
     /// Ends the response with trailers (after response headers were sent).
@@ -371,7 +358,7 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         if case .closed = mode { return }
         if !responseHeadersSent {
             responseHeadersSent = true
-            context.write(wrapOutboundOut(.headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
+            write(context, .headers(.init(headers: GRPCHeaders.responseHeaders)))
         }
         writeLast(context: context, .headers(.init(headers: trailers, endStream: true)), thenReset: thenReset)
     }
@@ -399,30 +386,32 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Writes the frame that ends our side of the stream; with `thenReset`, resets the stream once
     /// that frame has been written (not before: a reset purges frames still queued).
     private func writeLast(context: ChannelHandlerContext, _ frame: HTTP2Frame.FramePayload, thenReset: Bool) {
-        if thenReset {
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(frame), promise: written)
+        if thenReset && !peerEnded {
             // gRPC over HTTP/2: a server that ends before the client resets with NO_ERROR (CANCEL
-            // would read as a cancelled call). Nothing to reset once the client has ended too.
-            if !peerEnded {
-                written.futureResult.assumeIsolated().whenSuccess {
-                    context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
-                }
+            // would read as a cancelled call), and only once our last frame has been written: a
+            // reset purges frames still queued for flow control.
+            let written = context.eventLoop.makePromise(of: Void.self)
+            let id = streamID
+            let connection = self.connection
+            write(context, frame, promise: written)
+            written.futureResult.assumeIsolated().whenSuccess {
+                connection.write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError)), promise: nil)
+                context.flush()
             }
-            pendingFlush = false
         } else {
-            context.write(wrapOutboundOut(frame), promise: nil)
-            pendingFlush = true
+            write(context, frame)
         }
         closeMode()
+    }
+
+    private func write(_ context: Context, _ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
+        connection.write(context, HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
     }
 
     private func rejectHTTP(context: ChannelHandlerContext, status: String) {
         responseHeadersSent = true
         let headers: HPACKHeaders = [":status": status]
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
-        closeMode()
-        context.close(promise: nil)
+        writeLast(context: context, .headers(.init(headers: headers, endStream: true)), thenReset: true)
     }
 
     private func closeMode() {
@@ -438,4 +427,4 @@ final class ExtProcStreamHandler: ChannelInboundHandler, RemovableChannelHandler
 }
 
 @available(*, unavailable)
-extension ExtProcStreamHandler: Sendable {}
+extension ExtProcStream: Sendable {}

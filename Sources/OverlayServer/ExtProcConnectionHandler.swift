@@ -1,0 +1,136 @@
+import NIOCore
+import NIOHTTP2
+
+/// One HTTP/2 connection from Envoy: routes swift-nio-http2's frames to per-stream state.
+///
+/// Sits after `NIOHTTP2Handler` in frame mode (no stream multiplexer). Envoy opens a new stream for
+/// every HTTP exchange, so a child channel and pipeline per stream would dominate the cost; here a
+/// stream is one ``ExtProcStream`` object in a dictionary. `NIOHTTP2Handler` still parses and
+/// encodes frames, runs HPACK and the per-stream state machines, and reports streams created and
+/// closed; this handler adds what the multiplexer would: the inbound flow-control policy (refill
+/// windows to their target as data is consumed) and read back-pressure while the socket is not
+/// writable.
+final class ExtProcConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    private let shared: ExtProcShared
+    private var streams: [HTTP2StreamID: ExtProcStream] = [:]
+    /// Target inbound windows: the connection's, and each stream's (SETTINGS_INITIAL_WINDOW_SIZE).
+    private let connectionWindowTarget: Int
+    private let streamWindowTarget: Int
+    private var needsFlush = false
+    private var readPending = false
+
+    init(shared: ExtProcShared, connectionWindowTarget: Int, streamWindowTarget: Int) {
+        self.shared = shared
+        self.connectionWindowTarget = connectionWindowTarget
+        self.streamWindowTarget = streamWindowTarget
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // The connection window starts at 65,535 and only WINDOW_UPDATE raises it.
+        let increment = connectionWindowTarget - 65_535
+        if increment > 0 {
+            context.writeAndFlush(
+                wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))),
+                promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for stream in streams.values { stream.release() }
+        streams.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let id = frame.streamID
+        guard id != .rootStream else {
+            context.fireChannelRead(data)  // connection frames: the management handler wants PING acks
+            return
+        }
+        if let stream = streams[id] {
+            stream.read(context: context, payload: frame.payload)
+        } else if case .headers = frame.payload {
+            let stream = ExtProcStream(id: id, connection: self, shared: shared)
+            streams[id] = stream
+            stream.read(context: context, payload: frame.payload)
+        }
+        // Anything else for an unknown stream (e.g. DATA after we reset it) is dropped.
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let closed as StreamClosedEvent:
+            streams.removeValue(forKey: closed.streamID)?.release()
+        case let window as NIOHTTP2WindowUpdatedEvent:
+            refillWindow(context: context, window)
+        case is ChannelShouldQuiesceEvent:
+            for stream in streams.values { stream.quiesce(context: context) }
+            flushIfNeeded(context: context)
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: - Writing (used by the streams)
+
+    func write(_ context: ChannelHandlerContext, _ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
+        context.write(wrapOutboundOut(frame), promise: promise)
+        needsFlush = true
+    }
+
+    private func flushIfNeeded(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+    }
+
+    // MARK: - Flow control and back-pressure
+
+    /// Data is consumed as soon as it arrives (a stream holds at most one partial message, bounded
+    /// by --max-message-bytes), so a window is refilled to its target once it is half used.
+    private func refillWindow(context: ChannelHandlerContext, _ event: NIOHTTP2WindowUpdatedEvent) {
+        guard let window = event.inboundWindowSize else { return }
+        let target: Int
+        if event.streamID == .rootStream {
+            target = connectionWindowTarget
+        } else {
+            guard streams[event.streamID] != nil else { return }
+            target = streamWindowTarget
+        }
+        guard window <= target / 2 else { return }
+        write(context, HTTP2Frame(streamID: event.streamID, payload: .windowUpdate(windowSizeIncrement: target - window)), promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && readPending {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+}
+
+@available(*, unavailable)
+extension ExtProcConnectionHandler: Sendable {}
