@@ -161,23 +161,22 @@ public struct ExchangeStateMachine: Sendable {
 
     // MARK: - Decisions and answers
 
-    /// Finds `:authority`, `:path` and `:method` in one pass and asks the router.
+    /// Finds `:authority` and asks the router; `:path` and `:method` are read only when the host
+    /// has an overlay (pass-through, the common case, converts one header value to text).
     static func decide(config: OverlayConfig, headers: [Envoy_Config_Core_V3_HeaderValue]) -> RequestDecision {
         if config.routes.isEmpty { return .passThrough }
-        var authority: Substring = ""
+        guard let authority = headers.first(where: { $0.key == ":authority" }) else { return .passThrough }
+        guard config.overlay(forAuthority: authority.textValue[...]) != nil else { return .passThrough }
         var path: Substring = "/"
         var method: Substring = "GET"
-        var found = 0
         for header in headers where header.key.utf8.first == UInt8(ascii: ":") {
             switch header.key {
-            case ":authority": authority = header.textValue[...]; found += 1
-            case ":path": path = header.textValue[...]; found += 1
-            case ":method": method = header.textValue[...]; found += 1
+            case ":path": path = header.textValue[...]
+            case ":method": method = header.textValue[...]
             default: continue
             }
-            if found == 3 { break }
         }
-        return RequestRouter.decide(config: config, authority: authority, path: path, method: method)
+        return RequestRouter.decide(config: config, authority: authority.textValue[...], path: path, method: method)
     }
 
     static func immediateResponse(_ local: LocalResponse) -> ProcessingResponse {

@@ -19,6 +19,11 @@ public struct ExtProcServerOptions: Sendable {
     /// `--max-concurrent-streams`: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 4096;
     /// Envoy multiplexes every exchange of a worker over few connections).
     public var maxConcurrentStreams = 4096
+    /// `--strict-http2`: run swift-nio-http2's semantic header-block and content-length checks on
+    /// every stream (default off: the peer is the local Envoy, frames and HPACK are still fully
+    /// parsed and checked, and overlayd validates every header it uses; the checks cost ~7 % of
+    /// the per-stream CPU).
+    public var strictHTTP2 = false
     /// Event-loop threads (default: the CPUs this process may use, honouring taskset/cpusets).
     public var threads = CPUAffinity.usableCores
 
@@ -115,6 +120,7 @@ public final class ExtProcServer: Service, Sendable {
 
     private func bind(quiesce: ServerQuiescingHelper, shared: ExtProcShared, options: ExtProcServerOptions) async throws -> any Channel {
         let maxStreams = options.maxConcurrentStreams
+        let strict = options.strictHTTP2
         let grace = TimeAmount.nanoseconds(Int64(options.drainTimeout.components.seconds) * 1_000_000_000
             + options.drainTimeout.components.attoseconds / 1_000_000_000)
         let bootstrap = ServerBootstrap(group: group)
@@ -129,7 +135,7 @@ public final class ExtProcServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace)
+                    try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace, strict: strict)
                 }
             }
         switch options.listen {
@@ -145,7 +151,9 @@ public final class ExtProcServer: Service, Sendable {
     static let streamWindowTarget = 1 << 20
     static let connectionWindowTarget = 1 << 24
 
-    static func configureConnection(_ channel: any Channel, shared: ExtProcShared, maxStreams: Int, grace: TimeAmount) throws {
+    static func configureConnection(
+        _ channel: any Channel, shared: ExtProcShared, maxStreams: Int, grace: TimeAmount, strict: Bool
+    ) throws {
         let sync = channel.pipeline.syncOperations
         let management = NIOHTTP2ServerConnectionManagementHandler(
             eventLoop: channel.eventLoop,
@@ -158,6 +166,8 @@ public final class ExtProcServer: Service, Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: streamWindowTarget),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
         ]
+        connection.headerBlockValidation = strict ? .enabled : .disabled
+        connection.contentLengthValidation = strict ? .enabled : .disabled
         // Frame mode: NIOHTTP2Handler hands every stream's frames to ExtProcConnectionHandler.
         try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
         try sync.addHandler(management)

@@ -41,6 +41,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event-loop threads (default: the CPUs this process may use; taskset and cpusets are honoured).")
     var threads: Int?
 
+    @Flag(help: "Run HTTP/2 semantic header-block and content-length checks on every stream (off by default for the local Envoy peer).")
+    var strictHttp2 = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -86,6 +89,7 @@ struct Serve: AsyncParsableCommand {
         options.extProc.maxMessageBytes = maxMessageBytes
         options.extProc.maxConcurrentStreams = maxConcurrentStreams
         if let threads { options.extProc.threads = threads }
+        options.extProc.strictHTTP2 = strictHttp2
 
         let overlays: OverlayConfig
         if let config {
