@@ -46,9 +46,11 @@ enum GRPCHeaders {
         return out
     }
 
-    /// Parses `grpc-timeout` (e.g. `100m`, `5S`): at most 8 digits and a unit.
+    /// Parses `grpc-timeout` (e.g. `100m`, `5S`): 1 to 8 ASCII digits and a unit (PROTOCOL-HTTP2.md).
     static func parseTimeout(_ value: String) -> Int64? {
-        guard let unit = value.last, value.count >= 2, value.count <= 9,
+        let digits = value.utf8.dropLast()
+        guard let unit = value.last, (1...8).contains(digits.count),
+            digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
             let amount = Int64(value.dropLast())
         else { return nil }
         switch unit {
