@@ -87,10 +87,10 @@ public struct ExchangeStateMachine: Sendable {
             throw ExchangeError(.emptyRequest, "ProcessingRequest with no phase set")
 
         case .requestHeaders(let headers):
-            try Self.enterHeaders(&request, direction: "request", endOfStream: headers.endOfStream)
-            if response != .idle {
+            if request == .idle && response != .idle {
                 throw ExchangeError(.outOfOrder, "request_headers after the response phase began")
             }
+            try Self.enterHeaders(&request, direction: "request", endOfStream: headers.endOfStream)
             let decision = Self.decide(config: config, headers: headers.headers.headers)
             self.decision = decision
             if observe { return .none }
@@ -111,7 +111,7 @@ public struct ExchangeStateMachine: Sendable {
         case .requestBody(let body):
             try Self.enterBody(&request, direction: "request", endOfStream: body.endOfStream)
             if observe { return .none }
-            if requestBodyMode == .fullDuplexStreamed {
+            if Self.answersStreamed(requestBodyMode) {
                 return .respondStreamed(Self.streamedEcho(body, request: true))
             }
             return .respond(.canned(.continueRequestBody))
@@ -119,7 +119,7 @@ public struct ExchangeStateMachine: Sendable {
         case .responseBody(let body):
             try Self.enterBody(&response, direction: "response", endOfStream: body.endOfStream)
             if observe { return .none }
-            if responseBodyMode == .fullDuplexStreamed {
+            if Self.answersStreamed(responseBodyMode) {
                 return .respondStreamed(Self.streamedEcho(body, request: false))
             }
             return .respond(.canned(.continueResponseBody))
@@ -132,6 +132,12 @@ public struct ExchangeStateMachine: Sendable {
             try Self.enterTrailers(&response, direction: "response")
             return observe ? .none : .respond(.canned(.continueResponseTrailers))
         }
+    }
+
+    /// Body modes whose chunks are answered with `streamed_response` (§1.3): FULL_DUPLEX_STREAMED,
+    /// and GRPC, which the proto defines the same way though Envoy does not implement it yet.
+    static func answersStreamed(_ mode: BodySendMode) -> Bool {
+        mode == .fullDuplexStreamed || mode == .grpc
     }
 
     // MARK: - Transitions

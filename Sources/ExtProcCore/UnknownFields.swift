@@ -14,6 +14,7 @@ extension Envoy_Service_ExtProc_V3_ProcessingRequest {
             if !b.unknownFields.data.isEmpty { return true }
         case .requestTrailers(let t), .responseTrailers(let t):
             if !t.unknownFields.data.isEmpty || !t.trailers.unknownFields.data.isEmpty { return true }
+            for header in t.trailers.headers where !header.unknownFields.data.isEmpty { return true }
         case nil:
             break
         }

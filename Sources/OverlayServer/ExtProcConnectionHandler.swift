@@ -24,6 +24,10 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
     private var needsFlush = false
     private var readPending = false
 
+    private static let windowUpdated = ObjectIdentifier(NIOHTTP2WindowUpdatedEvent.self)
+    private static let streamClosed = ObjectIdentifier(StreamClosedEvent.self)
+    private static let shouldQuiesce = ObjectIdentifier(ChannelShouldQuiesceEvent.self)
+
     init(shared: ExtProcShared, connectionWindowTarget: Int, streamWindowTarget: Int) {
         self.shared = shared
         self.connectionWindowTarget = connectionWindowTarget
@@ -70,16 +74,16 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case let closed as StreamClosedEvent:
-            streams.removeValue(forKey: closed.streamID)?.release()
-        case let window as NIOHTTP2WindowUpdatedEvent:
+        // Exact-type checks first: every stream raises several events, and a cascade of failing
+        // `as?` casts costs more than the events' handling.
+        let type = ObjectIdentifier(Swift.type(of: event))
+        if type == Self.windowUpdated, let window = event as? NIOHTTP2WindowUpdatedEvent {
             refillWindow(context: context, window)
-        case is ChannelShouldQuiesceEvent:
+        } else if type == Self.streamClosed, let closed = event as? StreamClosedEvent {
+            streams.removeValue(forKey: closed.streamID)?.release()
+        } else if type == Self.shouldQuiesce {
             for stream in streams.values { stream.quiesce(context: context) }
             flushIfNeeded(context: context)
-        default:
-            break
         }
         context.fireUserInboundEventTriggered(event)
     }

@@ -169,10 +169,12 @@ public final class ExtProcServer: Service, Sendable {
         connection.headerBlockValidation = strict ? .enabled : .disabled
         connection.contentLengthValidation = strict ? .enabled : .disabled
         // Frame mode: NIOHTTP2Handler hands every stream's frames to ExtProcConnectionHandler.
+        // Stream frames stop at ExtProcConnectionHandler; connection frames (PING acks) and every
+        // user event go on to the management handler (GOAWAY on drain, keepalive, grace timer).
         try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
-        try sync.addHandler(management)
         try sync.addHandler(ExtProcConnectionHandler(
             shared: shared, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget))
+        try sync.addHandler(management)
     }
 
     static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {

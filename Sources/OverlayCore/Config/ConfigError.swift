@@ -3,7 +3,8 @@
 /// Rendered as `AIOverlay salesforce-copilot: spec.models[1].weight: must be 0...100, got 120`
 /// (resource, then the key path inside it, then what is wrong and what is allowed).
 public struct ConfigProblem: Sendable, Hashable, CustomStringConvertible {
-    /// `"AIOverlay salesforce-copilot"`, `"document 2"` when the name is not known, or nil for the file.
+    /// `"AIOverlay salesforce-copilot"`, `"AIOverlay #2"` (the resource's position) when its name is not
+    /// known, `"document 2"` for a container problem, or nil for the whole file.
     public var resource: String?
     /// Key path inside the resource, e.g. `spec.models[1].weight`; empty for the resource itself.
     public var path: String

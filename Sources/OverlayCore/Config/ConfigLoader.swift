@@ -82,6 +82,8 @@ public enum ConfigLoader {
             case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
                 .composer(_, let problem, let mark, _):
                 return "\(problem) at line \(mark.line), column \(mark.column)"
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                return "duplicate key\(duplicates.count == 1 ? "" : "s") \(duplicates.map { "\"\($0)\"" }.joined(separator: ", ")) in one mapping at line \(context.mark.line), column \(context.mark.column)"
             default:
                 return "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
             }
@@ -149,7 +151,7 @@ public enum ConfigLoader {
         switch spec["hostApp"] {
         case nil: ctx.fail("spec.hostApp", "is required (a host name such as crm.example.com, or *.example.com)")
         case .some(let value):
-            if case .scalar = value, let text = value.string {
+            if case .scalar = value, value.tag.rawValue == Tag.Name.str.rawValue, let text = value.string {
                 do throws(HostPatternError) { host = try HostPattern(parsing: text) } catch {
                     ctx.fail("spec.hostApp", error.message)
                 }
@@ -191,8 +193,9 @@ public enum ConfigLoader {
                 } else {
                     ctx.fail(path + ".name", model["name"] == nil ? "is required" : "must be a non-empty string")
                 }
-                var weight = strategy == .shadow ? 0 : 100 / list.count
+                var weight: Int? = strategy == .shadow ? 0 : 100 / list.count
                 if let value = model["weight"] {
+                    weight = nil
                     if case .scalar = value, value.tag.rawValue == Tag.Name.int.rawValue, let number = value.int {
                         if (0...100).contains(number) { weight = number } else {
                             ctx.fail(path + ".weight", "must be 0...100, got \(number)")
@@ -201,10 +204,12 @@ public enum ConfigLoader {
                         ctx.fail(path + ".weight", "must be an integer 0...100, got \(describe(value))")
                     }
                 } else if strategy == .canary && list.count > 1 {
+                    weight = nil
                     ctx.fail(path + ".weight", "is required when a Canary overlay has several models")
                 }
-                if let modelName { models.append(ModelWeight(name: modelName, weight: weight)) }
+                if let modelName, let weight { models.append(ModelWeight(name: modelName, weight: weight)) }
             }
+            // The sum is checked only when every model and weight is valid (one problem, one message).
             if models.count == list.count {
                 switch strategy {
                 case .canary:

@@ -1,7 +1,7 @@
 /// The configuration `overlayd serve` uses without `--config`: documented in the README.
 ///
-/// Overlays `localhost`, `demo.overlayd.local` and its subdomains with the built-in mock models,
-/// so a newcomer can drive it with no file at all.
+/// Overlays the hosts `localhost` (Canary 80/20) and `demo.overlayd.local` (Shadow) with the
+/// built-in mock models, so a newcomer can drive it with no file at all. Other hosts pass through.
 public enum EmbeddedDemo {
     public static let source = "embedded:demo"
     public static let text = """

@@ -11,6 +11,9 @@ public enum HostPattern: Sendable, Hashable, CustomStringConvertible {
     public init(parsing raw: String) throws(HostPatternError) {
         let text = raw.lowercased()
         if text.isEmpty { throw HostPatternError("must not be empty") }
+        if text.hasPrefix("[") {
+            throw HostPatternError("IPv6 address literals are not supported; use a host name or an IPv4 address, got \"\(raw)\"")
+        }
         if text.contains("://") {
             throw HostPatternError("must be a host name without a scheme (e.g. crm.example.com), got \"\(raw)\"")
         }
