@@ -168,10 +168,18 @@ public final class ExtProcServer: Service, Sendable {
         ]
         connection.headerBlockValidation = strict ? .enabled : .disabled
         connection.contentLengthValidation = strict ? .enabled : .disabled
+        // Envoy ends every Process stream with RST_STREAM (§1): the reset rate equals the exchange
+        // rate. swift-nio-http2's rapid-reset guard (CVE-2023-44487) allows 200 resets per 30 s by
+        // default and would GOAWAY(ENHANCE_YOUR_CALM) a busy Envoy connection within a second.
+        // Allow 20,000 per 100 ms (200k/s per connection, above any exchange rate we can serve) so
+        // a reset flood is still bounded. The limiter preallocates `maximumCount` timestamps.
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.streamResetFrameRateLimit.maximumCount = 20_000
+        stream.streamResetFrameRateLimit.windowLength = .milliseconds(100)
         // Frame mode: NIOHTTP2Handler hands every stream's frames to ExtProcConnectionHandler.
         // Stream frames stop at ExtProcConnectionHandler; connection frames (PING acks) and every
         // user event go on to the management handler (GOAWAY on drain, keepalive, grace timer).
-        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
         try sync.addHandler(ExtProcConnectionHandler(
             shared: shared, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget))
         try sync.addHandler(management)

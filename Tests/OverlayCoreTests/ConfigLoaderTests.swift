@@ -409,13 +409,13 @@ struct ConfigLoaderValidationTests {
     @Test("kind wrong")
     func wrongKind() {
         #expect(problems(seed("kind: AIOverlay", "kind: Overlay")) == [
-            #"Overlay salesforce-copilot: kind: must be AIOverlay, got "Overlay""#
+            #"Overlay salesforce-copilot: kind: must be one of AIOverlay, AIModel, got "Overlay""#
         ])
     }
 
     @Test("kind missing")
     func missingKind() {
-        #expect(problems(seed("kind: AIOverlay\n", "")) == ["resource salesforce-copilot: kind: is required (AIOverlay)"])
+        #expect(problems(seed("kind: AIOverlay\n", "")) == ["resource salesforce-copilot: kind: is required (one of AIOverlay, AIModel)"])
     }
 
     @Test("unknown field under spec")
@@ -534,7 +534,7 @@ struct ConfigLoaderReportingTests {
     @Test("one problem is rendered in the singular")
     func singular() {
         let error = #expect(throws: ConfigError.self) { try ConfigLoader.load(text: seed("kind: AIOverlay", "kind: Overlay"), source: "f.yaml") }
-        #expect(error?.description == "f.yaml: 1 problem:\n  - Overlay salesforce-copilot: kind: must be AIOverlay, got \"Overlay\"")
+        #expect(error?.description == "f.yaml: 1 problem:\n  - Overlay salesforce-copilot: kind: must be one of AIOverlay, AIModel, got \"Overlay\"")
     }
 
     @Test("a valid resource next to an invalid one does not make the document valid")

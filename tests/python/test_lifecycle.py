@@ -105,3 +105,57 @@ def test_sigint_drains_like_sigterm(start_overlayd):
     proc.proc.send_signal(signal.SIGINT)
     assert proc.proc.wait(timeout=10) == 0, proc.describe()
     assert "ext_proc drained" in proc.output()
+
+
+def test_envoy_style_resets_never_trip_the_reset_flood_guard(start_overlayd):
+    """Envoy ends every Process stream with RST_STREAM (envoy-ext-proc.md §1), so one Envoy
+    connection resets a stream per HTTP exchange. 1,000 exchanges ended that way on ONE connection
+    must not make overlayd send GOAWAY (swift-nio-http2's default guard allows 200 per 30 s)."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+
+    from raw_grpc import _connect, grpc_frame
+
+    proc = start_overlayd()
+    sock = _connect(proc.grpc_target, 10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    message = grpc_frame(request_headers("other.example.com", eos=False).SerializeToString())
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/envoy.service.ext_proc.v3.ExternalProcessor/Process"),
+               (":authority", "overlayd"), ("content-type", "application/grpc"), ("te", "trailers")]
+    goaway = []
+
+    def exchange(end: bool):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, headers)
+        conn.send_data(sid, message, end_stream=end)
+        sock.sendall(conn.data_to_send())
+        got_data, trailers = False, None
+        while not (got_data and (trailers is not None or not end)):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed by overlayd; GOAWAY: {goaway}"
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    goaway.append(event)
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    got_data = got_data or event.stream_id == sid
+                elif isinstance(event, h2.events.TrailersReceived) and event.stream_id == sid:
+                    trailers = dict(event.headers)
+            sock.sendall(conn.data_to_send())
+            assert not goaway, f"overlayd sent GOAWAY after {sid // 2} exchanges: {goaway}"
+        if not end:
+            conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)  # Envoy's default close
+            sock.sendall(conn.data_to_send())
+        return trailers
+
+    sock.settimeout(10)
+    for _ in range(1000):
+        exchange(end=False)
+    trailers = exchange(end=True)
+    assert trailers.get("grpc-status") == "0", trailers
+    assert not goaway
+    sock.close()

@@ -1,3 +1,4 @@
+import Foundation
 import Yams
 
 /// Parses and validates a desired-state document into an ``OverlayConfig``.
@@ -16,14 +17,18 @@ public enum ConfigLoader {
         var problems: [ConfigProblem] = []
         let resources = collectResources(text: text, problems: &problems)
         var overlays: [Overlay] = []
+        var models: [ModelSpec] = []
         for (index, node) in resources.enumerated() {
-            if let overlay = parseResource(node, position: index + 1, problems: &problems) {
-                overlays.append(overlay)
+            switch parseResource(node, position: index + 1, problems: &problems) {
+            case .overlay(let overlay): overlays.append(overlay)
+            case .model(let model): models.append(model)
+            case nil: break
             }
         }
         checkUniqueness(overlays, problems: &problems)
+        checkRegistry(models, overlays: overlays, problems: &problems)
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
-        return OverlayConfig(source: source, version: contentVersion(text), overlays: overlays)
+        return OverlayConfig(source: source, version: contentVersion(text), overlays: overlays, models: models)
     }
 
     /// A short stable version string for a document: FNV-1a 64 of its bytes, in hex.
@@ -93,7 +98,15 @@ public enum ConfigLoader {
 
     // MARK: - Resources
 
-    static func parseResource(_ node: Node, position: Int, problems: inout [ConfigProblem]) -> Overlay? {
+    enum Resource {
+        case overlay(Overlay)
+        case model(ModelSpec)
+    }
+
+    /// The kinds a document may hold.
+    public static let kinds = ["AIOverlay", "AIModel"]
+
+    static func parseResource(_ node: Node, position: Int, problems: inout [ConfigProblem]) -> Resource? {
         guard case .mapping(let resource) = node else {
             problems.append(ConfigProblem(
                 resource: "item \(position)", path: "", message: "must be a mapping with apiVersion, kind, metadata, spec"))
@@ -110,21 +123,24 @@ public enum ConfigLoader {
             if value.string != apiVersion { ctx.fail("apiVersion", "must be \(apiVersion), got \(describe(value))") }
         }
         guard let kind else {
-            ctx.fail("kind", resource["kind"] == nil ? "is required (AIOverlay)" : "must be a string")
+            ctx.fail("kind", resource["kind"] == nil ? "is required (one of \(kinds.joined(separator: ", ")))" : "must be a string")
             problems += ctx.problems
             return nil
         }
-        guard kind == "AIOverlay" else {
-            ctx.fail("kind", "must be AIOverlay, got \"\(kind)\"")
-            problems += ctx.problems
-            return nil
+        let parsed: Resource?
+        switch kind {
+        case "AIOverlay": parsed = parseOverlay(resource, name: name, ctx: &ctx).map(Resource.overlay)
+        case "AIModel": parsed = parseModel(resource, name: name, ctx: &ctx).map(Resource.model)
+        default:
+            ctx.fail("kind", "must be one of \(kinds.joined(separator: ", ")), got \"\(kind)\"")
+            parsed = nil
         }
-        let overlay = parseOverlay(resource, name: name, ctx: &ctx)
         problems += ctx.problems
-        return ctx.problems.isEmpty ? overlay : nil
+        return ctx.problems.isEmpty ? parsed : nil
     }
 
-    static func parseOverlay(_ resource: Node.Mapping, name: String?, ctx: inout Context) -> Overlay? {
+    /// apiVersion/kind/metadata/spec/status keys and metadata.name, common to every kind.
+    static func checkEnvelope(_ resource: Node.Mapping, name: String?, ctx: inout Context) {
         checkKeys(resource, allowed: ["apiVersion", "kind", "metadata", "spec", "status"], path: "", ctx: &ctx)
         if resource["metadata"] == nil {
             ctx.fail("metadata", "is required (with metadata.name)")
@@ -137,6 +153,10 @@ public enum ConfigLoader {
         } else {
             ctx.fail("metadata.name", resource["metadata"]?.mapping?["name"] == nil ? "is required" : "must be a string")
         }
+    }
+
+    static func parseOverlay(_ resource: Node.Mapping, name: String?, ctx: inout Context) -> Overlay? {
+        checkEnvelope(resource, name: name, ctx: &ctx)
         guard let specNode = resource["spec"] else {
             ctx.fail("spec", "is required (with spec.hostApp and spec.models)")
             return nil
@@ -187,7 +207,7 @@ public enum ConfigLoader {
                 }
                 checkKeys(model, allowed: ["name", "weight"], path: path + ".", ctx: &ctx)
                 var modelName: String?
-                if let value = model["name"], case .scalar = value, let text = value.string, !text.isEmpty {
+                if let value = model["name"], let text = string(value), !text.isEmpty {
                     modelName = text
                     if !seen.insert(text).inserted { ctx.fail(path + ".name", "duplicate model \"\(text)\" in this overlay") }
                 } else {

@@ -29,6 +29,25 @@ public enum EmbeddedDemo {
             - name: "mock-fast"
             - name: "mock-smart"
           strategy: "Shadow"
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIModel
+        metadata:
+          name: mock-fast
+        spec:
+          provider: mock
+          mock:
+            latency: 20ms
+          fallback: mock-smart
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIModel
+        metadata:
+          name: mock-smart
+        spec:
+          provider: mock
+          mock:
+            latency: 120ms
 
         """
 

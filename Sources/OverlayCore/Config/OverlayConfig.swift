@@ -43,13 +43,16 @@ public struct OverlayConfig: Sendable {
     public let source: String
     public let version: String
     public let overlays: [Overlay]
+    /// The model registry (`AIModel` resources) by name.
+    public let models: [String: ModelSpec]
     public let routes: RouteTable
 
-    /// Compiles validated overlays. Callers get overlays from ``ConfigLoader``, which has checked them.
-    public init(source: String, version: String, overlays: [Overlay]) {
+    /// Compiles validated resources. Callers get them from ``ConfigLoader``, which has checked them.
+    public init(source: String, version: String, overlays: [Overlay], models: [ModelSpec] = []) {
         self.source = source
         self.version = version
         self.overlays = overlays
+        self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.routes = RouteTable(overlays.enumerated().map { ($0.element.host, $0.offset) })
     }
 

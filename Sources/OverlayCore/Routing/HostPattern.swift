@@ -9,6 +9,10 @@ public enum HostPattern: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a `spec.hostApp` value; the error text says what is allowed.
     public init(parsing raw: String) throws(HostPatternError) {
+        // ASCII first: some non-ASCII letters lower-case to ASCII ones (U+212A KELVIN SIGN → "k").
+        guard raw.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw HostPatternError("must be ASCII without spaces (use the punycode form of an internationalised name), got \"\(raw)\"")
+        }
         let text = raw.lowercased()
         if text.isEmpty { throw HostPatternError("must not be empty") }
         if text.hasPrefix("[") {
