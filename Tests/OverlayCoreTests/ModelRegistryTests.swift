@@ -101,6 +101,7 @@ struct ModelRegistryTests {
         ("  provider: openai\n  baseURL: http://x\n  apiKey: {env: 1BAD}", "AIModel m: spec.apiKey.env: must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*), got \"1BAD\""),
         ("  provider: openai\n  baseURL: http://x\n  apiKey: {file: key.txt}", "AIModel m: spec.apiKey.file: must be an absolute file path, got \"key.txt\""),
         ("  provider: mock\n  timeouts: {connect: 2h}", "AIModel m: spec.timeouts.connect: must be a duration such as 500ms, 2s or 1m (1ms...1m), got \"2h\""),
+        ("  provider: mock\n  timeouts: {connect: \"+5s\"}", "AIModel m: spec.timeouts.connect: must be a duration such as 500ms, 2s or 1m (1ms...1m), got \"+5s\""),
         ("  provider: mock\n  timeouts: {connect: 90s}", "AIModel m: spec.timeouts.connect: must be 1ms...1m, got 90s"),
         ("  provider: mock\n  timeouts: {total: 0ms}", "AIModel m: spec.timeouts.total: must be 1ms...10m, got 0ms"),
         ("  provider: mock\n  timeouts: {total: 5}", "AIModel m: spec.timeouts.total: must be a duration such as 500ms, 2s or 1m (1ms...10m), got 5"),

@@ -114,6 +114,47 @@ def parse_bootstrap(data: dict) -> bootstrap_pb2.Bootstrap:
     return bootstrap
 
 
+def parse_message(data: dict, message: Message) -> Message:
+    """Like :func:`parse_bootstrap` for any message (e.g. an Istio EnvoyFilter patch value).
+
+    Fills ``message`` in place with ``ParseDict(ignore_unknown_fields=False)`` after importing
+    the packages of every ``@type`` it names, and returns it.
+    """
+    pool = descriptor_pool.Default()
+    for name in set(_iter_type_names(data)):
+        try:
+            pool.FindMessageTypeByName(name)
+        except KeyError:
+            _import_package_of(name)
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise EnvoyConfigError(f"does not parse as {message.DESCRIPTOR.full_name}: {exc}") from exc
+    return message
+
+
+def check_message(msg: Message, path: str = "") -> list[str]:
+    """Every problem of a parsed fragment that does not need the rest of the bootstrap.
+
+    The same walk as :func:`validate_bootstrap_file` (every Any resolved and unpacked, the PGV
+    subset) plus the ext_proc rules of §1.3 for each ExternalProcessor inside; cross-references
+    (cluster names) are left to the caller, which knows the other fragments.
+    """
+    errors: list[str] = []
+    found: list[tuple[str, Message]] = []
+    try:
+        for sub_path, sub in walk(msg, path):
+            check_pgv(sub, sub_path, errors)
+            found.append((sub_path, sub))
+    except EnvoyConfigError as exc:
+        errors.append(str(exc))
+    if not errors:
+        for sub_path, sub in found:
+            if sub.DESCRIPTOR.full_name == _EXT_PROC:
+                _check_ext_proc(sub, sub_path, errors)
+    return errors
+
+
 # --------------------------------------------------------------------------- walking
 
 

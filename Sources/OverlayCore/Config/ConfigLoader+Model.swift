@@ -224,8 +224,9 @@ extension ConfigLoader {
         else if digits.hasSuffix("s") { digits = digits.dropLast(); factor = 1_000 }
         else if digits.hasSuffix("m") { digits = digits.dropLast(); factor = 60_000 }
         else { factor = 0 }
-        guard factor > 0, !digits.isEmpty, digits.count <= 9, digits.allSatisfy(\.isASCII), let amount = Int(digits),
-            amount >= 0
+        // Digits only: Int("+5") would accept a sign.
+        guard factor > 0, !digits.isEmpty, digits.count <= 9,
+            digits.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let amount = Int(digits)
         else {
             ctx.fail(path, "must be a duration such as 500ms, 2s or 1m (\(limit)), got \"\(text)\"")
             return nil
