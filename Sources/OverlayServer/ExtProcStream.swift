@@ -76,7 +76,7 @@ final class ExtProcStream {
         self.reader = GRPCMessageReader(maxMessageBytes: shared.maxMessageBytes)
     }
 
-    /// The stream is gone (closed or reset): free what it holds.
+    /// The response ended, or the stream is gone (closed or reset): free what it holds. Idempotent.
     func release() {
         deadline?.cancel()
         deadline = nil
@@ -401,7 +401,7 @@ final class ExtProcStream {
         } else {
             write(context, frame)
         }
-        closeMode()
+        release()
     }
 
     private func write(_ context: Context, _ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
@@ -414,16 +414,6 @@ final class ExtProcStream {
         writeLast(context: context, .headers(.init(headers: headers, endStream: true)), thenReset: true)
     }
 
-    private func closeMode() {
-        deadline?.cancel()
-        deadline = nil
-        if countedOpen {
-            countedOpen = false
-            shared.metrics.streamsOpen.decrement()
-        }
-        mode = .closed
-        machine = nil
-    }
 }
 
 @available(*, unavailable)
