@@ -1,15 +1,41 @@
+import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
+import OverlayCore
 import NIOCore
 import ServiceLifecycle
 
 /// The admin HTTP endpoint (Hummingbird): `/metrics` (Prometheus text), `/healthz` (alive),
-/// `/readyz` (config loaded and ext_proc listening; 503 otherwise or while draining).
+/// `/readyz` (config loaded and ext_proc listening; 503 otherwise or while draining), `/config`
+/// (the active version, source, last check and result, last rejection with every problem) and
+/// `/v1/desired-state` (the active document, with an ETag; 304 for a matching If-None-Match).
 public final class AdminServer: Service, Sendable {
     private let app: Application<RouterResponder<BasicRequestContext>>
 
-    public init(host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, logger: Logger) {
+    public init(
+        host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger
+    ) {
         let router = Router()
+        router.get("/config") { _, _ -> Response in
+            let body = try Self.configJSON(configStore.status, config: configStore.current)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        router.get("/v1/desired-state") { request, _ -> Response in
+            // The active document, so one overlayd can be the control plane of others.
+            let status = configStore.status
+            let etag = "\"\(status.version)\""
+            var headers: HTTPFields = [.eTag: etag, .cacheControl: "no-cache"]
+            if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: {
+                $0.trimmingCharacters(in: .whitespaces) == etag || $0.trimmingCharacters(in: .whitespaces) == "*"
+            }) {
+                return Response(status: .notModified, headers: headers)
+            }
+            headers[.contentType] = "application/yaml; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: status.document)))
+        }
         router.get("/metrics") { _, _ -> Response in
             let bytes = metrics.render()
             return Response(
@@ -39,6 +65,53 @@ public final class AdminServer: Service, Sendable {
             },
             logger: logger
         )
+    }
+
+    struct ConfigReport: Encodable {
+        struct Rejection: Encodable {
+            var at: String
+            var source: String
+            var problems: [String]
+        }
+        var version: String
+        var source: String
+        var appliedAt: String
+        var lastCheck: String?
+        var lastResult: String
+        var overlays: [String]
+        var models: [String]
+        var lastRejection: Rejection?
+
+        enum CodingKeys: String, CodingKey {
+            case version, source, appliedAt, lastCheck, lastResult, overlays, models, lastRejection
+        }
+
+        /// Every key is always present (`null` when unset), so clients see one stable shape.
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(version, forKey: .version)
+            try container.encode(source, forKey: .source)
+            try container.encode(appliedAt, forKey: .appliedAt)
+            try container.encode(lastCheck, forKey: .lastCheck)
+            try container.encode(lastResult, forKey: .lastResult)
+            try container.encode(overlays, forKey: .overlays)
+            try container.encode(models, forKey: .models)
+            try container.encode(lastRejection, forKey: .lastRejection)
+        }
+    }
+
+    static func configJSON(_ status: ConfigStore.Status, config: OverlayConfig) throws -> [UInt8] {
+        let time = Date.ISO8601FormatStyle()
+        let report = ConfigReport(
+            version: status.version, source: status.source, appliedAt: status.appliedAt.formatted(time),
+            lastCheck: status.lastCheck?.formatted(time), lastResult: status.lastResult,
+            overlays: config.overlays.map { "\($0.name) (\($0.host))" }, models: config.models.keys.sorted(),
+            lastRejection: status.lastRejection.map {
+                ConfigReport.Rejection(at: $0.at.formatted(time), source: $0.source, problems: $0.problems)
+            })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return Array(try encoder.encode(report)) + [0x0A]
     }
 
     public func run() async throws {

@@ -9,6 +9,10 @@ public struct ServeOptions: Sendable {
     /// `--admin`: default `127.0.0.1:9901`.
     public var adminHost = "127.0.0.1"
     public var adminPort = 9901
+    /// `--config`: the file to watch for changes (nil: the embedded demo, never reloaded).
+    public var configPath: String?
+    /// `--config-poll-interval`: how often the file is checked (default 1 s).
+    public var configPollInterval: Duration = .seconds(1)
 
     public init() {}
 }
@@ -19,21 +23,33 @@ public struct OverlayRuntime: Sendable {
     public let metrics: PrometheusMetrics
     public let extProc: ExtProcServer
     public let admin: AdminServer
+    public let watcher: ConfigFileWatcher?
 
-    public init(options: ServeOptions, config: OverlayConfig, logger: Logger) {
-        configStore = ConfigStore(config)
+    /// - Parameters:
+    ///   - config: the validated configuration to start with; `document` is its text.
+    public init(options: ServeOptions, config: OverlayConfig, document: String, logger: Logger) {
+        configStore = ConfigStore(config, document: document)
         health = HealthState()
         metrics = PrometheusMetrics()
         extProc = ExtProcServer(
             options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger)
-        admin = AdminServer(host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, logger: logger)
+        admin = AdminServer(
+            host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
+            logger: logger)
+        if let path = options.configPath {
+            watcher = ConfigFileWatcher(
+                path: path, interval: options.configPollInterval, store: configStore, metricsFactory: metrics, logger: logger)
+        } else {
+            watcher = nil
+        }
     }
 
     /// The services in start order; they stop in reverse (the admin endpoint outlives the drain).
     public var services: [ServiceGroupConfiguration.ServiceConfiguration] {
-        [
-            .init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup),
-            .init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup),
-        ]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
+        services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup))
+        services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup))
+        return services
     }
 }

@@ -23,6 +23,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "AIOverlay resources (YAML or JSON). Without it, the embedded demo configuration is served.")
     var config: String?
 
+    @Option(help: "Seconds between checks of --config for changes (a changed file is validated whole and swapped in, or rejected and the active one kept).")
+    var configPollInterval: Double = 1
+
     @Option(help: "ext_proc listen address: HOST:PORT (port 0 picks a free port) or unix:/path.")
     var listen = "127.0.0.1:50051"
 
@@ -48,6 +51,9 @@ struct Serve: AsyncParsableCommand {
     var logLevel = "info"
 
     func validate() throws {
+        guard configPollInterval >= 0.05, configPollInterval <= 3600 else {
+            throw ValidationError("--config-poll-interval must be 0.05...3600 seconds, got \(configPollInterval)")
+        }
         guard drainTimeout >= 0, drainTimeout <= 3600 else {
             throw ValidationError("--drain-timeout must be 0...3600 seconds, got \(drainTimeout)")
         }
@@ -92,10 +98,14 @@ struct Serve: AsyncParsableCommand {
         options.extProc.strictHTTP2 = strictHttp2
 
         let overlays: OverlayConfig
+        let document: String
         if let config {
-            overlays = try loadConfig(path: config)
+            (overlays, document) = try loadConfigDocument(path: config)
+            options.configPath = config
+            options.configPollInterval = .milliseconds(Int64(configPollInterval * 1000))
         } else {
             overlays = EmbeddedDemo.load()
+            document = EmbeddedDemo.text
         }
         logger.info(
             "configuration loaded",
@@ -104,7 +114,7 @@ struct Serve: AsyncParsableCommand {
                 "overlays": "\(overlays.overlays.map { "\($0.name)=\($0.host)" }.joined(separator: ","))",
             ])
 
-        let runtime = OverlayRuntime(options: options, config: overlays, logger: logger)
+        let runtime = OverlayRuntime(options: options, config: overlays, document: document, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: runtime.services,
@@ -136,11 +146,15 @@ struct Validate: ParsableCommand {
 
 /// Reads and validates a config file; errors name the file and every problem.
 func loadConfig(path: String) throws -> OverlayConfig {
+    try loadConfigDocument(path: path).0
+}
+
+func loadConfigDocument(path: String) throws -> (OverlayConfig, String) {
     let text: String
     do {
         text = try String(contentsOfFile: path, encoding: .utf8)
     } catch {
         throw ConfigError(source: path, problems: [.init(resource: nil, path: "", message: "cannot read the file: \(error.localizedDescription)")])
     }
-    return try ConfigLoader.load(text: text, source: path)
+    return (try ConfigLoader.load(text: text, source: path), text)
 }
