@@ -48,7 +48,9 @@ public final class AdminServer: Service, Sendable {
             if health.isServing {
                 return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
             }
-            let reason = health.isDraining ? "draining\n" : "not ready\n"
+            let reason =
+                health.isDraining ? "draining\n"
+                : !health.isConfigured ? "no valid configuration: serving pass-through (see /config)\n" : "not ready\n"
             return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: reason)))
         }
         self.app = Application(

@@ -13,13 +13,18 @@ public final class ConfigFileWatcher: Service, Sendable {
     private let path: String
     private let interval: Duration
     private let store: ConfigStore
+    private let health: HealthState
     private let logger: Logger
     private let counters: [String: Counter]
 
-    public init(path: String, interval: Duration, store: ConfigStore, metricsFactory: any MetricsFactoryBox, logger: Logger) {
+    public init(
+        path: String, interval: Duration, store: ConfigStore, health: HealthState, metricsFactory: any MetricsFactoryBox,
+        logger: Logger
+    ) {
         self.path = path
         self.interval = interval
         self.store = store
+        self.health = health
         self.logger = logger
         var counters: [String: Counter] = [:]
         for result in ["applied", "unchanged", "rejected", "unreadable"] {
@@ -72,9 +77,11 @@ public final class ConfigFileWatcher: Service, Sendable {
         switch store.offer(text: text, source: path) {
         case .applied(let version):
             counters["applied"]?.increment()
+            health.markConfigured()
             logger.info("configuration reloaded", metadata: ["path": "\(path)", "version": "\(version)"])
         case .unchanged:
             counters["unchanged"]?.increment()
+            health.markConfigured()
         case .rejected(let problems):
             counters["rejected"]?.increment()
             logger.error(

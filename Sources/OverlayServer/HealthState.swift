@@ -7,15 +7,23 @@ public final class HealthState: Sendable {
 
     private let listening = Atomic<Bool>(false)
     private let draining = Atomic<Bool>(false)
+    private let configured: Atomic<Bool>
 
-    public init() {}
+    /// - Parameter configured: whether a valid configuration is active (false: serving pass-through
+    ///   only, until a valid document arrives).
+    public init(configured: Bool = true) {
+        self.configured = Atomic(configured)
+    }
 
-    /// Ready: listening and not draining.
+    /// Ready: a valid configuration, listening, and not draining.
     public var isServing: Bool {
-        listening.load(ordering: .relaxed) && !draining.load(ordering: .relaxed)
+        listening.load(ordering: .relaxed) && configured.load(ordering: .relaxed) && !draining.load(ordering: .relaxed)
     }
 
     public var isDraining: Bool { draining.load(ordering: .relaxed) }
+    public var isConfigured: Bool { configured.load(ordering: .relaxed) }
+
+    func markConfigured() { configured.store(true, ordering: .relaxed) }
 
     func markListening() { listening.store(true, ordering: .relaxed) }
     func markDraining() { draining.store(true, ordering: .relaxed) }

@@ -27,9 +27,17 @@ public struct OverlayRuntime: Sendable {
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
-    public init(options: ServeOptions, config: OverlayConfig, document: String, logger: Logger) {
+    ///   - initialProblems: set when the configuration could not be loaded at start: overlayd then
+    ///     serves pass-through (`config` should be empty), reports not ready, and becomes ready
+    ///     when the watched file turns valid.
+    public init(
+        options: ServeOptions, config: OverlayConfig, document: String, initialProblems: [String]? = nil, logger: Logger
+    ) {
         configStore = ConfigStore(config, document: document)
-        health = HealthState()
+        health = HealthState(configured: initialProblems == nil)
+        if let problems = initialProblems, let path = options.configPath {
+            configStore.reject(source: path, problems: problems, result: "rejected")
+        }
         metrics = PrometheusMetrics()
         extProc = ExtProcServer(
             options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger)
@@ -38,7 +46,8 @@ public struct OverlayRuntime: Sendable {
             logger: logger)
         if let path = options.configPath {
             watcher = ConfigFileWatcher(
-                path: path, interval: options.configPollInterval, store: configStore, metricsFactory: metrics, logger: logger)
+                path: path, interval: options.configPollInterval, store: configStore, health: health,
+                metricsFactory: metrics, logger: logger)
         } else {
             watcher = nil
         }

@@ -97,10 +97,22 @@ struct Serve: AsyncParsableCommand {
         if let threads { options.extProc.threads = threads }
         options.extProc.strictHTTP2 = strictHttp2
 
-        let overlays: OverlayConfig
-        let document: String
+        var overlays: OverlayConfig
+        var document: String
+        var initialProblems: [String]?
         if let config {
-            (overlays, document) = try loadConfigDocument(path: config)
+            do {
+                (overlays, document) = try loadConfigDocument(path: config)
+            } catch {
+                // No valid configuration at all: serve pass-through, report not ready, and pick the
+                // file up as soon as it is valid (README "Configuration at start").
+                logger.error(
+                    "no valid configuration: serving pass-through until \(config) is valid",
+                    metadata: ["problems": "\(error.problems.map(\.description).joined(separator: "; "))"])
+                overlays = OverlayConfig(source: config, version: "none", overlays: [])
+                document = ""
+                initialProblems = error.problems.map(\.description)
+            }
             options.configPath = config
             options.configPollInterval = .milliseconds(Int64(configPollInterval * 1000))
         } else {
@@ -114,7 +126,8 @@ struct Serve: AsyncParsableCommand {
                 "overlays": "\(overlays.overlays.map { "\($0.name)=\($0.host)" }.joined(separator: ","))",
             ])
 
-        let runtime = OverlayRuntime(options: options, config: overlays, document: document, logger: logger)
+        let runtime = OverlayRuntime(
+            options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: runtime.services,
@@ -149,7 +162,7 @@ func loadConfig(path: String) throws -> OverlayConfig {
     try loadConfigDocument(path: path).0
 }
 
-func loadConfigDocument(path: String) throws -> (OverlayConfig, String) {
+func loadConfigDocument(path: String) throws(ConfigError) -> (OverlayConfig, String) {
     let text: String
     do {
         text = try String(contentsOfFile: path, encoding: .utf8)

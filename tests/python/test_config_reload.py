@@ -113,3 +113,31 @@ def test_desired_state_serves_the_active_document_with_an_etag(start_overlayd):
     assert status == 304 and body == b""
     status, _, _ = _get(proc.admin_addr, "/v1/desired-state", {"If-None-Match": "\"other\""})
     assert status == 200
+
+
+def test_no_valid_config_at_start_serves_pass_through_until_the_file_is_fixed(tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from overlayd_proc import OverlaydProcess
+
+    path = tmp_path / "overlays.yaml"
+    path.write_text(OVERLAY_CONFIG_YAML.replace("weight: 100", "weight: 120"))
+    proc = OverlaydProcess(path, extra_args=("--config-poll-interval", str(POLL))).start()
+    try:
+        channel = grpc.insecure_channel(proc.grpc_target, options=CHANNEL_OPTIONS)
+        status, _, body = _get(proc.admin_addr, "/readyz")
+        assert status == 503 and b"no valid configuration" in body
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        report = _config(proc)
+        assert report["lastResult"] == "rejected"
+        assert report["lastRejection"]["problems"] == ["AIOverlay crm: spec.models[0].weight: must be 0...100, got 120"]
+        assert not _overlaid(channel, "crm.example.com"), "without a valid config every host must pass through"
+
+        _replace(str(path), OVERLAY_CONFIG_YAML)
+        _wait_for(lambda: _get(proc.admin_addr, "/readyz")[0] == 200, POLL + 1, "ready after the fix")
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert _overlaid(channel, "crm.example.com")
+        channel.close()
+    finally:
+        assert proc.stop() == 0, proc.describe()
