@@ -65,6 +65,9 @@ final class ExtProcStream {
     private var reader: GRPCMessageReader
     private var responseHeadersSent = false
     private var countedOpen = false
+    /// Registered with HealthState as a Watch, and the last status sent to it.
+    private var watching = false
+    private var lastWatchStatus: Bool?
     /// The client sent END_STREAM.
     private var peerEnded = false
     private var deadline: Scheduled<Void>?
@@ -80,6 +83,10 @@ final class ExtProcStream {
     func release() {
         deadline?.cancel()
         deadline = nil
+        if watching {
+            watching = false
+            shared.health.removeWatcher(ObjectIdentifier(self))
+        }
         if countedOpen {
             countedOpen = false
             shared.metrics.streamsOpen.decrement()
@@ -205,8 +212,8 @@ final class ExtProcStream {
             case .healthCheck:
                 return answerHealthCheck(context: context, payload: payload)
             case .healthWatch:
-                guard let service = decodeHealthRequest(context: context, payload: payload) else { return }
-                writeHealth(context: context, serving: shared.health.isServing, service: service)
+                guard decodeHealthRequest(context: context, payload: payload) != nil else { return }
+                watchHealth(context: context)
             case .awaitingHeaders, .closed:
                 return
             }
@@ -336,7 +343,27 @@ final class ExtProcStream {
         end(context: context, trailers: GRPCHeaders.okTrailers)
     }
 
+    /// A Watch call: the current status now, then every change (config turning valid, draining).
+    private func watchHealth(context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        shared.health.addWatcher(ObjectIdentifier(self)) { serving in
+            loop.execute {
+                let (stream, context) = bound.value
+                guard case .healthWatch = stream.mode else { return }
+                stream.writeHealth(context: context, serving: serving)
+                context.flush()
+            }
+        }
+        watching = true
+        writeHealth(context: context, serving: shared.health.isServing)
+    }
+
     private func writeHealth(context: ChannelHandlerContext, serving: Bool, service: String = "") {
+        if case .healthWatch = mode {
+            guard lastWatchStatus != serving else { return }  // a Watch sends changes only
+            lastWatchStatus = serving
+        }
         var response = Grpc_Health_V1_HealthCheckResponse()
         response.status = serving ? .serving : .notServing
         guard let frame = try? GRPCFrame.encode(response, allocator: context.channel.allocator) else { return }

@@ -23,8 +23,29 @@ public final class HealthState: Sendable {
     public var isDraining: Bool { draining.load(ordering: .relaxed) }
     public var isConfigured: Bool { configured.load(ordering: .relaxed) }
 
-    func markConfigured() { configured.store(true, ordering: .relaxed) }
+    func markConfigured() { changing { configured.store(true, ordering: .relaxed) } }
 
-    func markListening() { listening.store(true, ordering: .relaxed) }
-    func markDraining() { draining.store(true, ordering: .relaxed) }
+    // MARK: - Watchers (grpc.health.v1 Watch streams)
+
+    private let watchers = Mutex<[ObjectIdentifier: @Sendable (Bool) -> Void]>([:])
+
+    /// Calls `notify` with the new serving status whenever it changes, until removed.
+    func addWatcher(_ id: ObjectIdentifier, _ notify: @escaping @Sendable (Bool) -> Void) {
+        watchers.withLock { $0[id] = notify }
+    }
+
+    func removeWatcher(_ id: ObjectIdentifier) {
+        _ = watchers.withLock { $0.removeValue(forKey: id) }
+    }
+
+    private func changing(_ update: () -> Void) {
+        let before = isServing
+        update()
+        let after = isServing
+        guard before != after else { return }
+        for notify in watchers.withLock({ Array($0.values) }) { notify(after) }
+    }
+
+    func markListening() { changing { listening.store(true, ordering: .relaxed) } }
+    func markDraining() { changing { draining.store(true, ordering: .relaxed) } }
 }

@@ -129,6 +129,8 @@ def test_no_valid_config_at_start_serves_pass_through_until_the_file_is_fixed(tm
         assert status == 503 and b"no valid configuration" in body
         health = health_pb2_grpc.HealthStub(channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         report = _config(proc)
         assert report["lastResult"] == "rejected"
         assert report["lastRejection"]["problems"] == ["AIOverlay crm: spec.models[0].weight: must be 0...100, got 120"]
@@ -136,6 +138,8 @@ def test_no_valid_config_at_start_serves_pass_through_until_the_file_is_fixed(tm
 
         _replace(str(path), OVERLAY_CONFIG_YAML)
         _wait_for(lambda: _get(proc.admin_addr, "/readyz")[0] == 200, POLL + 1, "ready after the fix")
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING, "the watch is told of the change"
+        watch.cancel()
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         assert _overlaid(channel, "crm.example.com")
         channel.close()
