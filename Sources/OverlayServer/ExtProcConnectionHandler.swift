@@ -23,15 +23,32 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
     private let streamWindowTarget: Int
     private var needsFlush = false
     private var readPending = false
+    /// Bytes all streams hold in partial messages, and the cap above which the connection window
+    /// is not refilled (so a client cannot make us buffer more than about cap + one window).
+    private var buffered = 0
+    private let maxBuffered: Int
+    /// The connection's inbound window as last reported, and whether a refill waits for the budget.
+    private var connectionWindow = 65_535
+    private var refillDeferred = false
+    private(set) var context: ChannelHandlerContext?
 
     private static let windowUpdated = ObjectIdentifier(NIOHTTP2WindowUpdatedEvent.self)
     private static let streamClosed = ObjectIdentifier(StreamClosedEvent.self)
     private static let shouldQuiesce = ObjectIdentifier(ChannelShouldQuiesceEvent.self)
 
-    init(shared: ExtProcShared, connectionWindowTarget: Int, streamWindowTarget: Int) {
+    init(shared: ExtProcShared, connectionWindowTarget: Int, streamWindowTarget: Int, maxBufferedBytes: Int) {
         self.shared = shared
         self.connectionWindowTarget = connectionWindowTarget
         self.streamWindowTarget = streamWindowTarget
+        self.maxBuffered = maxBufferedBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -110,6 +127,11 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
         guard let window = event.inboundWindowSize else { return }
         let target: Int
         if event.streamID == .rootStream {
+            connectionWindow = window
+            guard buffered <= maxBuffered else {
+                refillDeferred = true  // resumed by bufferedChanged once messages complete
+                return
+            }
             target = connectionWindowTarget
         } else {
             guard streams[event.streamID] != nil else { return }
@@ -117,6 +139,20 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
         }
         guard window <= target / 2 else { return }
         write(context, HTTP2Frame(streamID: event.streamID, payload: .windowUpdate(windowSizeIncrement: target - window)), promise: nil)
+    }
+
+    /// A stream's partial-message bytes changed by `delta`.
+    func bufferedChanged(context: ChannelHandlerContext, by delta: Int) {
+        buffered += delta
+        if refillDeferred && buffered <= maxBuffered {
+            refillDeferred = false
+            let increment = connectionWindowTarget - connectionWindow
+            if increment > 0 {
+                connectionWindow = connectionWindowTarget
+                write(context, HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)), promise: nil)
+                flushIfNeeded(context: context)
+            }
+        }
     }
 
     func read(context: ChannelHandlerContext) {

@@ -180,8 +180,11 @@ public final class ExtProcServer: Service, Sendable {
         // Stream frames stop at ExtProcConnectionHandler; connection frames (PING acks) and every
         // user event go on to the management handler (GOAWAY on drain, keepalive, grace timer).
         try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
+        // Partial messages of all streams may hold at most two maximum-size messages before the
+        // connection window stops being refilled.
         try sync.addHandler(ExtProcConnectionHandler(
-            shared: shared, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget))
+            shared: shared, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget,
+            maxBufferedBytes: 2 * shared.maxMessageBytes))
         try sync.addHandler(management)
     }
 

@@ -80,9 +80,22 @@ final class ExtProcStream {
     }
 
     /// The response ended, or the stream is gone (closed or reset): free what it holds. Idempotent.
+    private func reportBuffered(context: ChannelHandlerContext) {
+        let now = reader.bufferedBytes
+        if now != reportedBuffered {
+            connection.bufferedChanged(context: context, by: now - reportedBuffered)
+            reportedBuffered = now
+        }
+    }
+
     func release() {
         deadline?.cancel()
         deadline = nil
+        reader = GRPCMessageReader(maxMessageBytes: shared.maxMessageBytes)
+        if reportedBuffered != 0, let context = connection.context {
+            connection.bufferedChanged(context: context, by: -reportedBuffered)
+            reportedBuffered = 0
+        }
         if watching {
             watching = false
             shared.health.removeWatcher(ObjectIdentifier(self))
@@ -188,10 +201,14 @@ final class ExtProcStream {
 
     // MARK: - Messages
 
+    /// Bytes this stream holds in a partial message (reported to the connection's budget).
+    private var reportedBuffered = 0
+
     private func received(context: ChannelHandlerContext, bytes: ByteBuffer) {
         if case .closed = mode { return }
         if case .awaitingHeaders = mode { return }
         reader.append(bytes)
+        defer { reportBuffered(context: context) }
         while true {
             let payload: ByteBuffer
             do throws(GRPCMessageReader.Failure) {

@@ -23,6 +23,9 @@ struct GRPCMessageReader {
     /// True while a partial message is held (the stream must not end here).
     var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
 
+    /// Bytes held for a message not complete yet.
+    var bufferedBytes: Int { buffer?.readableBytes ?? 0 }
+
     mutating func append(_ data: ByteBuffer) {
         if var existing = buffer, existing.readableBytes > 0 {
             var data = data

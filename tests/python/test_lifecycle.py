@@ -159,3 +159,77 @@ def test_envoy_style_resets_never_trip_the_reset_flood_guard(start_overlayd):
     assert trailers.get("grpc-status") == "0", trailers
     assert not goaway
     sock.close()
+
+
+def test_partial_messages_cannot_grow_memory_without_bound(start_overlayd):
+    """A client that never completes its messages can make overlayd hold at most its connection
+    window (16 MiB) plus the partial-message budget (2 x --max-message-bytes): past that the
+    connection window is not refilled. Other connections are unaffected."""
+    import socket as socketlib
+    import struct
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from raw_grpc import _connect
+
+    limit = 1 << 20
+    proc = start_overlayd(extra_args=("--max-message-bytes", str(limit)))
+    sock = _connect(proc.grpc_target, 10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/envoy.service.ext_proc.v3.ExternalProcessor/Process"),
+               (":authority", "overlayd"), ("content-type", "application/grpc"), ("te", "trailers")]
+    streams = {}
+    for _ in range(40):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, headers)
+        # A message that claims 1 MiB (the limit) and never gets its last 100 bytes.
+        streams[sid] = struct.pack(">BI", 0, limit) + b"x" * (limit - 100)
+    sent = 0
+
+    def pump(timeout: float) -> bool:
+        sock.settimeout(timeout)
+        try:
+            chunk = sock.recv(1 << 20)
+        except socketlib.timeout:
+            return False
+        assert chunk, "overlayd closed the connection"
+        conn.receive_data(chunk)
+        sock.sendall(conn.data_to_send())
+        return True
+
+    idle_rounds = 0
+    while idle_rounds < 2:  # the server grants no more window for two quiet periods in a row
+        progressed = False
+        for sid, data in streams.items():
+            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, len(data))
+            if room > 0:
+                conn.send_data(sid, data[:room])
+                streams[sid] = data[room:]
+                sent += room
+                progressed = True
+        sock.sendall(conn.data_to_send())
+        if progressed:
+            idle_rounds = 0
+            while pump(0.05):
+                pass
+        else:
+            idle_rounds += 0 if pump(1.0) else 1
+        if sum(len(d) for d in streams.values()) == 0:
+            break
+    total = 40 * (limit + 5 - 100)
+    bound = (1 << 24) + 2 * limit + (1 << 20)  # window + budget + one stream window of slack
+    assert sent <= bound, f"the client pushed {sent} bytes of unfinished messages (bound {bound})"
+    assert sent < total, "every byte was accepted: nothing bounds what a connection may buffer"
+
+    # Other connections still work.
+    channel = grpc.insecure_channel(proc.grpc_target, options=CHANNEL_OPTIONS)
+    stream = Stream(channel)
+    stream.send(request_headers(OVERLAID, eos=True))
+    assert stream.recv(why="another connection").HasField("request_headers")
+    assert stream.close().code == grpc.StatusCode.OK
+    channel.close()
+    sock.close()
