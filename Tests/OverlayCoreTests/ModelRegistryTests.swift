@@ -23,21 +23,8 @@ struct ModelRegistryTests {
           provider: openai
           baseURL: http://127.0.0.1:11434/v1
         """)
-    static let seedOverlay = """
-        apiVersion: orchestrator.io/v1
-        kind: AIOverlay
-        metadata:
-          name: salesforce-copilot
-        spec:
-          hostApp: "salesforce.com"
-          models:
-            - name: "gpt-4-turbo"
-              weight: 80
-            - name: "llama-3-local"
-              weight: 20
-          strategy: "Canary"
-
-        """
+    /// The seed example (ConfigLoaderTests.swift), as one document of a stream.
+    static let seedOverlay = seedYAML + "\n"
 
     static func problems(_ text: String) -> [String] {
         do {

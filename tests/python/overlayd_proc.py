@@ -272,3 +272,14 @@ def poll_metric(addr: str, name: str, predicate, *, timeout: float = 10.0, inter
         if time.monotonic() >= deadline:
             raise AssertionError(f"{name}{labels or ''} still {last!r} after {timeout}s of polling /metrics")
         time.sleep(interval)  # poll interval, bounded by the deadline above
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not within {timeout}s")

@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 
 from extproc_helpers import CHANNEL_OPTIONS, Stream, request_headers
-from overlayd_proc import OVERLAY_CONFIG_YAML
+from overlayd_proc import wait_until, OVERLAY_CONFIG_YAML
 
 POLL = 0.2
 NEW_HOST_DOC = OVERLAY_CONFIG_YAML.replace("crm.example.com", "erp.example.com")
@@ -45,16 +45,6 @@ def _config(proc) -> dict:
     return json.loads(body)
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not within {timeout}s")
-
-
 def _overlaid(channel, host: str) -> bool:
     stream = Stream(channel)
     stream.send(request_headers(host, eos=True))
@@ -74,14 +64,14 @@ def test_a_changed_file_is_applied_and_a_bad_one_rejected(start_overlayd):
     # A valid change takes effect within the poll interval + 1 s.
     changed_at = time.monotonic()
     _replace(path, NEW_HOST_DOC)
-    second = _wait_for(lambda: (c := _config(proc))["version"] != first["version"] and c, POLL + 1, "reload")
+    second = wait_until(lambda: (c := _config(proc))["version"] != first["version"] and c, POLL + 1, "reload")
     assert time.monotonic() - changed_at <= POLL + 1
     assert second["lastResult"] == "applied"
     assert _overlaid(channel, "erp.example.com") and not _overlaid(channel, "crm.example.com")
 
     # An invalid document changes nothing; /config says why, with every problem.
     _replace(path, NEW_HOST_DOC.replace("weight: 100", "weight: 120").replace("strategy: Canary", "strategy: Blue"))
-    third = _wait_for(lambda: (c := _config(proc))["lastResult"] == "rejected" and c, POLL + 1, "rejection")
+    third = wait_until(lambda: (c := _config(proc))["lastResult"] == "rejected" and c, POLL + 1, "rejection")
     assert third["version"] == second["version"]
     problems = third["lastRejection"]["problems"]
     assert "AIOverlay crm: spec.strategy: must be one of Canary, Shadow, got \"Blue\"" in problems, problems
@@ -91,7 +81,7 @@ def test_a_changed_file_is_applied_and_a_bad_one_rejected(start_overlayd):
 
     # A file that disappears is reported and changes nothing either.
     os.remove(path)
-    fourth = _wait_for(lambda: (c := _config(proc))["lastResult"] == "unreadable" and c, POLL + 1, "unreadable")
+    fourth = wait_until(lambda: (c := _config(proc))["lastResult"] == "unreadable" and c, POLL + 1, "unreadable")
     assert fourth["version"] == second["version"]
     assert _overlaid(channel, "erp.example.com")
 
@@ -137,7 +127,7 @@ def test_no_valid_config_at_start_serves_pass_through_until_the_file_is_fixed(tm
         assert not _overlaid(channel, "crm.example.com"), "without a valid config every host must pass through"
 
         _replace(str(path), OVERLAY_CONFIG_YAML)
-        _wait_for(lambda: _get(proc.admin_addr, "/readyz")[0] == 200, POLL + 1, "ready after the fix")
+        wait_until(lambda: _get(proc.admin_addr, "/readyz")[0] == 200, POLL + 1, "ready after the fix")
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING, "the watch is told of the change"
         watch.cancel()
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING

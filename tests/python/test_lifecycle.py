@@ -16,19 +16,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc_helpers import CHANNEL_OPTIONS, Stream, request_headers, response_headers
-from overlayd_proc import http_get
+from overlayd_proc import wait_until, http_get
 
 OVERLAID = "crm.example.com"
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not within {timeout}s")
 
 
 def _connect_refused(addr: str) -> bool:
@@ -63,9 +53,9 @@ def test_sigterm_lets_an_in_flight_stream_finish(start_overlayd):
     proc.proc.send_signal(signal.SIGTERM)
 
     # Draining: not ready, health NOT_SERVING, the listener closed to new connections.
-    _wait(lambda: _readyz(proc) == 503, 10, "/readyz 503 while draining")
+    wait_until(lambda: _readyz(proc) == 503, 10, "/readyz 503 while draining")
     assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-    _wait(lambda: _connect_refused(proc.grpc_target), 10, "new connections refused")
+    wait_until(lambda: _connect_refused(proc.grpc_target), 10, "new connections refused")
     assert proc.alive(), "overlayd exited while a stream was still in flight"
 
     # The stream that was under way still gets its answers, in order, and ends OK.

@@ -4,15 +4,7 @@ import Yams
 extension ConfigLoader {
     /// Parses one `AIModel` (see ``ModelSpec`` for the shape, defaults and limits).
     static func parseModel(_ resource: Node.Mapping, name: String?, ctx: inout Context) -> ModelSpec? {
-        checkEnvelope(resource, name: name, ctx: &ctx)
-        guard let specNode = resource["spec"] else {
-            ctx.fail("spec", "is required (with spec.provider)")
-            return nil
-        }
-        guard case .mapping(let spec) = specNode else {
-            ctx.fail("spec", "must be a mapping")
-            return nil
-        }
+        guard let spec = envelopeSpec(resource, name: name, specHint: "with spec.provider", ctx: &ctx) else { return nil }
         checkKeys(
             spec, allowed: ["provider", "baseURL", "model", "apiKey", "timeouts", "maxConcurrency", "fallback", "mock"],
             path: "spec.", ctx: &ctx)

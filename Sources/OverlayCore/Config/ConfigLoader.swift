@@ -139,8 +139,11 @@ public enum ConfigLoader {
         return ctx.problems.isEmpty ? parsed : nil
     }
 
-    /// apiVersion/kind/metadata/spec/status keys and metadata.name, common to every kind.
-    static func checkEnvelope(_ resource: Node.Mapping, name: String?, ctx: inout Context) {
+    /// apiVersion/kind/metadata/spec/status keys and metadata.name, common to every kind; returns
+    /// `spec` when it is a mapping (`specHint` says what a missing spec must hold).
+    static func envelopeSpec(
+        _ resource: Node.Mapping, name: String?, specHint: String, ctx: inout Context
+    ) -> Node.Mapping? {
         checkKeys(resource, allowed: ["apiVersion", "kind", "metadata", "spec", "status"], path: "", ctx: &ctx)
         if resource["metadata"] == nil {
             ctx.fail("metadata", "is required (with metadata.name)")
@@ -153,18 +156,20 @@ public enum ConfigLoader {
         } else {
             ctx.fail("metadata.name", resource["metadata"]?.mapping?["name"] == nil ? "is required" : "must be a string")
         }
-    }
-
-    static func parseOverlay(_ resource: Node.Mapping, name: String?, ctx: inout Context) -> Overlay? {
-        checkEnvelope(resource, name: name, ctx: &ctx)
         guard let specNode = resource["spec"] else {
-            ctx.fail("spec", "is required (with spec.hostApp and spec.models)")
+            ctx.fail("spec", "is required (\(specHint))")
             return nil
         }
         guard case .mapping(let spec) = specNode else {
             ctx.fail("spec", "must be a mapping")
             return nil
         }
+        return spec
+    }
+
+    static func parseOverlay(_ resource: Node.Mapping, name: String?, ctx: inout Context) -> Overlay? {
+        guard let spec = envelopeSpec(resource, name: name, specHint: "with spec.hostApp and spec.models", ctx: &ctx)
+        else { return nil }
         checkKeys(spec, allowed: ["hostApp", "models", "strategy"], path: "spec.", ctx: &ctx)
 
         var host: HostPattern?
