@@ -43,7 +43,11 @@ public enum RequestRouter {
         config: OverlayConfig, authority: Substring, path: Substring, method: Substring
     ) -> RequestDecision {
         guard let overlay = config.overlay(forAuthority: authority) else { return .passThrough }
-        guard path.utf8.starts(with: ownPrefix.utf8) else { return .overlay(overlay) }
+        guard path.utf8.starts(with: ownPrefix.utf8) else {
+            // Own endpoints answer on every path of an overlaid host; the overlay itself only
+            // under its spec.paths prefixes.
+            return OverlaySettings.matches(overlay.settings.paths, path: path) ? .overlay(overlay) : .passThrough
+        }
         var endpoint = path.dropFirst(ownPrefix.count)
         if let query = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) { endpoint = endpoint[..<query] }
         return .ownEndpoint(ownEndpoint(String(endpoint), method: method, overlay: overlay))

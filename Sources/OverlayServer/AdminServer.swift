@@ -8,7 +8,8 @@ import ServiceLifecycle
 
 /// The admin HTTP endpoint (Hummingbird): `/metrics` (Prometheus text), `/healthz` (alive),
 /// `/readyz` (config loaded and ext_proc listening; 503 otherwise or while draining), `/config`
-/// (the active version, source, last check and result, last rejection with every problem) and
+/// (the active version, source, last check and result, last rejection with every problem, the
+/// control plane's last fetch, documents parsed) and
 /// `/v1/desired-state` (the active document, with an ETag; 304 for a matching If-None-Match).
 public final class AdminServer: Service, Sendable {
     private let app: Application<RouterResponder<BasicRequestContext>>
@@ -83,9 +84,36 @@ public final class AdminServer: Service, Sendable {
         var overlays: [String]
         var models: [String]
         var lastRejection: Rejection?
+        struct Fetch: Encodable {
+            var at: String
+            var url: String
+            var result: String
+            var httpStatus: Int?
+            var error: String?
+            var etag: String?
+            var consecutiveFailures: Int
+
+            enum CodingKeys: String, CodingKey {
+                case at, url, result, httpStatus, error, etag, consecutiveFailures
+            }
+
+            func encode(to encoder: any Encoder) throws {
+                var container = encoder.container(keyedBy: CodingKeys.self)
+                try container.encode(at, forKey: .at)
+                try container.encode(url, forKey: .url)
+                try container.encode(result, forKey: .result)
+                try container.encode(httpStatus, forKey: .httpStatus)
+                try container.encode(error, forKey: .error)
+                try container.encode(etag, forKey: .etag)
+                try container.encode(consecutiveFailures, forKey: .consecutiveFailures)
+            }
+        }
+        var lastFetch: Fetch?
+        var documentsParsed: Int
 
         enum CodingKeys: String, CodingKey {
-            case version, source, appliedAt, lastCheck, lastResult, overlays, models, lastRejection
+            case version, source, appliedAt, lastCheck, lastResult, overlays, models, lastRejection, lastFetch,
+                documentsParsed
         }
 
         /// Every key is always present (`null` when unset), so clients see one stable shape.
@@ -99,6 +127,8 @@ public final class AdminServer: Service, Sendable {
             try container.encode(overlays, forKey: .overlays)
             try container.encode(models, forKey: .models)
             try container.encode(lastRejection, forKey: .lastRejection)
+            try container.encode(lastFetch, forKey: .lastFetch)
+            try container.encode(documentsParsed, forKey: .documentsParsed)
         }
     }
 
@@ -110,7 +140,13 @@ public final class AdminServer: Service, Sendable {
             overlays: config.overlays.map { "\($0.name) (\($0.host))" }, models: config.models.keys.sorted(),
             lastRejection: status.lastRejection.map {
                 ConfigReport.Rejection(at: $0.at.formatted(time), source: $0.source, problems: $0.problems)
-            })
+            },
+            lastFetch: status.lastFetch.map {
+                ConfigReport.Fetch(
+                    at: $0.at.formatted(time), url: $0.url, result: $0.result, httpStatus: $0.httpStatus, error: $0.error,
+                    etag: $0.etag, consecutiveFailures: $0.consecutiveFailures)
+            },
+            documentsParsed: status.documentsParsed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return Array(try encoder.encode(report)) + [0x0A]

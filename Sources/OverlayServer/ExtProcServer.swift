@@ -121,8 +121,7 @@ public final class ExtProcServer: Service, Sendable {
     private func bind(quiesce: ServerQuiescingHelper, shared: ExtProcShared, options: ExtProcServerOptions) async throws -> any Channel {
         let maxStreams = options.maxConcurrentStreams
         let strict = options.strictHTTP2
-        let grace = TimeAmount.nanoseconds(Int64(options.drainTimeout.components.seconds) * 1_000_000_000
-            + options.drainTimeout.components.attoseconds / 1_000_000_000)
+        let grace = options.drainTimeout.timeAmount
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -13,6 +13,12 @@ public struct ServeOptions: Sendable {
     public var configPath: String?
     /// `--config-poll-interval`: how often the file is checked (default 1 s).
     public var configPollInterval: Duration = .seconds(1)
+    /// `--control-plane` and its settings (nil: no poller).
+    public var controlPlane: ControlPlaneOptions?
+    /// The ETag of the starting document when it is the control plane's last known good.
+    public var controlPlaneETag: String?
+    /// The starting document was read from `--state-dir` (the control plane's last known good).
+    public var startedFromStateDir = false
 
     public init() {}
 }
@@ -24,6 +30,7 @@ public struct OverlayRuntime: Sendable {
     public let extProc: ExtProcServer
     public let admin: AdminServer
     public let watcher: ConfigFileWatcher?
+    public let poller: ControlPlanePoller?
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
@@ -33,10 +40,11 @@ public struct OverlayRuntime: Sendable {
     public init(
         options: ServeOptions, config: OverlayConfig, document: String, initialProblems: [String]? = nil, logger: Logger
     ) {
-        configStore = ConfigStore(config, document: document)
+        configStore = ConfigStore(
+            config, document: document, result: options.startedFromStateDir ? "last-known-good" : "applied")
         health = HealthState(configured: initialProblems == nil)
-        if let problems = initialProblems, let path = options.configPath {
-            configStore.reject(source: path, problems: problems, result: "rejected")
+        if let problems = initialProblems, let source = options.configPath ?? options.controlPlane?.url {
+            configStore.reject(source: source, problems: problems, result: "rejected")
         }
         metrics = PrometheusMetrics()
         extProc = ExtProcServer(
@@ -51,12 +59,20 @@ public struct OverlayRuntime: Sendable {
         } else {
             watcher = nil
         }
+        if let controlPlane = options.controlPlane {
+            poller = ControlPlanePoller(
+                options: controlPlane, store: configStore, health: health, metricsFactory: metrics, logger: logger,
+                etag: options.controlPlaneETag)
+        } else {
+            poller = nil
+        }
     }
 
     /// The services in start order; they stop in reverse (the admin endpoint outlives the drain).
     public var services: [ServiceGroupConfiguration.ServiceConfiguration] {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
+        if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
         services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup))
         services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup))
         return services

@@ -421,7 +421,7 @@ struct ConfigLoaderValidationTests {
     @Test("unknown field under spec")
     func unknownSpecField() {
         #expect(problems(seedYAML + "\n  hostapp: typo.example.com") == [
-            prefix + "spec.hostapp: unknown field; allowed here: hostApp, models, strategy"
+            prefix + "spec.hostapp: unknown field; allowed here: hostApp, models, strategy, paths, userKey, modelHeader, shadow, prompt, injection"
         ])
     }
 
@@ -518,7 +518,7 @@ struct ConfigLoaderReportingTests {
         let text = first + "---\n" + second
         let expected = [
             #"AIOverlay salesforce-copilot: apiVersion: must be orchestrator.io/v1, got "v2""#,
-            "AIOverlay salesforce-copilot: spec.color: unknown field; allowed here: hostApp, models, strategy",
+            "AIOverlay salesforce-copilot: spec.color: unknown field; allowed here: hostApp, models, strategy, paths, userKey, modelHeader, shadow, prompt, injection",
             #"AIOverlay salesforce-copilot: spec.hostApp: must be a host name without a port, got "salesforce.com:443""#,
             #"AIOverlay salesforce-copilot: spec.strategy: must be one of Canary, Shadow, got "Blue""#,
             #"AIOverlay salesforce-copilot: spec.models[1].name: duplicate model "gpt-4-turbo" in this overlay"#,

@@ -3,8 +3,8 @@
 Each fixture file starts with comment lines ``# key: value``:
 
 * ``expect``: ``accept`` (the CRDs and overlayd both accept), ``reject`` (both reject),
-  ``overlayd-only`` (a cross-resource rule: the CRDs accept every document, overlayd rejects the
-  set) or ``crd-only`` (a bound the CRD needs for its CEL cost budget; overlayd accepts);
+  ``overlayd-only`` (a rule the schema does not express: a cross-resource rule, or the prompt
+  template's variables; the CRDs accept every document, overlayd rejects the set) or ``crd-only`` (a bound the CRD needs for its CEL cost budget; overlayd accepts);
 * ``why`` / ``breaks``: in words, what the file shows or which rule it breaks;
 * ``path``: for every verdict but ``accept``, the field the rejection must name, in overlayd's
   notation (``spec.models[0].weight``); both judges must name it (or a field below it).

@@ -67,10 +67,12 @@ def _normalise_tcp(token: str) -> str:
 class OverlaydProcess:
     """One overlayd process. ``start()`` returns once it listens; ``stop()`` SIGTERMs it."""
 
-    def __init__(self, config_path: Path, listen: str = "127.0.0.1:0", admin: str = "127.0.0.1:0",
+    def __init__(self, config_path: Path | None, listen: str = "127.0.0.1:0", admin: str = "127.0.0.1:0",
                  extra_args: tuple[str, ...] = ()):
+        """``config_path`` None: no ``--config`` (give ``--control-plane`` in ``extra_args``)."""
         self.binary = overlayd_bin()
-        self.args = [str(self.binary), "serve", "--config", str(config_path), "--listen", listen,
+        config_args = ["--config", str(config_path)] if config_path is not None else []
+        self.args = [str(self.binary), "serve", *config_args, "--listen", listen,
                      "--admin", admin, "--drain-timeout", DRAIN_TIMEOUT_ARG, *extra_args]
         self.listen_arg = listen
         self.proc: subprocess.Popen | None = None

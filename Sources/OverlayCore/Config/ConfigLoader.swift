@@ -170,7 +170,7 @@ public enum ConfigLoader {
     static func parseOverlay(_ resource: Node.Mapping, name: String?, ctx: inout Context) -> Overlay? {
         guard let spec = envelopeSpec(resource, name: name, specHint: "with spec.hostApp and spec.models", ctx: &ctx)
         else { return nil }
-        checkKeys(spec, allowed: ["hostApp", "models", "strategy"], path: "spec.", ctx: &ctx)
+        checkKeys(spec, allowed: overlaySpecKeys, path: "spec.", ctx: &ctx)
 
         var host: HostPattern?
         switch spec["hostApp"] {
@@ -247,8 +247,9 @@ public enum ConfigLoader {
                 }
             }
         }
+        let settings = parseSettings(spec, strategy: strategy, ctx: &ctx)
         guard let name, let host else { return nil }
-        return Overlay(name: name, host: host, models: models, strategy: strategy)
+        return Overlay(name: name, host: host, models: models, strategy: strategy, settings: settings)
     }
 
     static func checkUniqueness(_ overlays: [Overlay], problems: inout [ConfigProblem]) {

@@ -26,12 +26,18 @@ public struct Overlay: Sendable, Hashable {
     public var host: HostPattern
     public var models: [ModelWeight]
     public var strategy: OverlayStrategy
+    /// Everything optional, with its defaults.
+    public var settings: OverlaySettings
 
-    public init(name: String, host: HostPattern, models: [ModelWeight], strategy: OverlayStrategy) {
+    public init(
+        name: String, host: HostPattern, models: [ModelWeight], strategy: OverlayStrategy,
+        settings: OverlaySettings = OverlaySettings()
+    ) {
         self.name = name
         self.host = host
         self.models = models
         self.strategy = strategy
+        self.settings = settings
     }
 }
 

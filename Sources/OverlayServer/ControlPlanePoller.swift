@@ -1,0 +1,253 @@
+import AsyncHTTPClient
+import CoreMetrics
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import OverlayCore
+import ServiceLifecycle
+
+/// `--control-plane URL`: how the poller fetches.
+public struct ControlPlaneOptions: Sendable {
+    /// An http or https URL serving the desired-state document (YAML or JSON; a Kubernetes API
+    /// server's `AIOverlayList`, or another overlayd's `/v1/desired-state`).
+    public var url: String
+    /// Interval, jitter and backoff (``PollSchedule``).
+    public var schedule = PollSchedule(intervalMs: 10_000)
+    /// Per fetch, from the request until the last body byte.
+    public var timeout: Duration = .seconds(5)
+    /// Largest document accepted, in bytes.
+    public var maxBytes = 4 * 1024 * 1024
+    /// A file holding a bearer token (a Kubernetes service-account token), read before every fetch
+    /// so a rotated token is picked up.
+    public var tokenFile: String?
+    /// `--state-dir`: the last applied document is written here.
+    public var stateDirectory: StateDirectory?
+
+    public init(url: String) {
+        self.url = url
+    }
+
+    /// Checks the URL: http or https with a host; the error says what is allowed.
+    public static func validate(url: String) throws(ControlPlaneError) {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https"
+        else {
+            throw ControlPlaneError("--control-plane must be an http:// or https:// URL, got \"\(url)\"")
+        }
+        guard let host = parsed.host, !host.isEmpty else {
+            throw ControlPlaneError("--control-plane must name a host, got \"\(url)\"")
+        }
+        guard parsed.fragment == nil else {
+            throw ControlPlaneError("--control-plane must not carry a #fragment, got \"\(url)\"")
+        }
+    }
+}
+
+public struct ControlPlaneError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    /// The HTTP status, when the failure is one.
+    public var status: Int?
+    public init(_ description: String, status: Int? = nil) {
+        self.description = description
+        self.status = status
+    }
+}
+
+/// Follows the desired state published at a control-plane URL.
+///
+/// Every fetch sends `If-None-Match` with the last ETag received, so an unchanged document costs a
+/// 304 and no parsing. A 200 body (at most `maxBytes`, within `timeout`) is offered to the
+/// ``ConfigStore``, which validates it whole and swaps it in atomically or rejects it and keeps the
+/// active one. An applied document is saved to `--state-dir`. Failures (connect errors, timeouts,
+/// statuses other than 200/304, oversized or non-UTF-8 bodies) change nothing and back off
+/// exponentially (``PollSchedule``); the active configuration keeps serving.
+///
+/// Metrics: `overlayd_control_plane_fetches_total{result=applied|unchanged|not_modified|rejected|failed}`,
+/// `overlayd_control_plane_consecutive_failures`.
+public final class ControlPlanePoller: Service, Sendable {
+    private let options: ControlPlaneOptions
+    private let store: ConfigStore
+    private let health: HealthState
+    private let logger: Logger
+    private let counters: [String: Counter]
+    private let failureGauge: Gauge
+    private let initialETag: String?
+
+    /// - Parameter etag: the ETag of the document the store starts with (from `--state-dir`), if
+    ///   it came from this URL: the first fetch may then be a 304.
+    public init(
+        options: ControlPlaneOptions, store: ConfigStore, health: HealthState, metricsFactory: any MetricsFactoryBox,
+        logger: Logger, etag: String? = nil
+    ) {
+        self.options = options
+        self.store = store
+        self.health = health
+        self.logger = logger
+        self.initialETag = etag
+        var counters: [String: Counter] = [:]
+        for result in ["applied", "unchanged", "not_modified", "rejected", "failed"] {
+            counters[result] = Counter(
+                label: "overlayd_control_plane_fetches_total", dimensions: [("result", result)],
+                factory: metricsFactory.factory)
+        }
+        self.counters = counters
+        self.failureGauge = Gauge(label: "overlayd_control_plane_consecutive_failures", factory: metricsFactory.factory)
+    }
+
+    public func run() async throws {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: options.timeout.timeAmount)
+        configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        var etag = initialETag
+        var failures = 0
+        var generator = SystemRandomNumberGenerator()
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let outcome = await fetchOnce(client: client, etag: etag)
+            switch outcome {
+            case .failed: failures += 1
+            default: failures = 0
+            }
+            if case .received(_, let newTag) = outcome { etag = newTag }
+            failureGauge.record(failures)
+            let delay = options.schedule.delayMs(
+                consecutiveFailures: failures, unit: Double.random(in: 0..<1, using: &generator))
+            do {
+                try await Task.sleep(for: .milliseconds(delay))
+            } catch {
+                break  // cancelled: shutting down
+            }
+        }
+        try? await client.shutdown()
+    }
+
+    enum Outcome {
+        case received(result: String, etag: String?)
+        case notModified
+        case failed
+    }
+
+    /// Fetches once, offers what arrived, records and counts the result.
+    func fetchOnce(client: HTTPClient, etag: String?) async -> Outcome {
+        let started = Date()
+        var record = ConfigStore.Fetch(
+            at: started, url: options.url, result: "failed", httpStatus: nil, error: nil, etag: etag,
+            consecutiveFailures: (store.status.lastFetch?.consecutiveFailures ?? 0))
+        let fetched: Fetched
+        do {
+            fetched = try await withTimeout(options.timeout) { try await self.fetch(client: client, etag: etag) }
+        } catch {
+            record.error = "\(error)"
+            record.httpStatus = (error as? ControlPlaneError)?.status
+            record.consecutiveFailures += 1
+            store.recordFetch(record)
+            counters["failed"]?.increment()
+            logger.warning(
+                "control-plane fetch failed; keeping the active configuration",
+                metadata: ["url": "\(options.url)", "error": "\(error)", "consecutiveFailures": "\(record.consecutiveFailures)"])
+            return .failed
+        }
+        record.httpStatus = fetched.status
+        record.consecutiveFailures = 0
+        guard let text = fetched.text else {
+            record.result = "not_modified"
+            store.recordFetch(record)
+            counters["not_modified"]?.increment()
+            return .notModified
+        }
+        record.etag = fetched.etag
+        let result: String
+        switch store.offer(text: text, source: options.url, now: started, fetch: record) {
+        case .applied(let version):
+            result = "applied"
+            health.markConfigured()
+            logger.info("configuration applied from the control plane", metadata: ["url": "\(options.url)", "version": "\(version)"])
+            save(text: text, etag: fetched.etag, at: started)
+        case .unchanged:
+            result = "unchanged"
+            health.markConfigured()
+        case .rejected(let problems):
+            result = "rejected"
+            logger.error(
+                "control-plane document rejected; keeping the active configuration",
+                metadata: ["url": "\(options.url)", "problems": "\(problems.joined(separator: "; "))"])
+        }
+        counters[result]?.increment()
+        return .received(result: result, etag: fetched.etag)
+    }
+
+    struct Fetched {
+        var status: Int
+        /// nil for 304.
+        var text: String?
+        var etag: String?
+    }
+
+    func fetch(client: HTTPClient, etag: String?) async throws -> Fetched {
+        var request = HTTPClientRequest(url: options.url)
+        request.headers.add(name: "accept", value: "application/yaml, application/json;q=0.9, */*;q=0.1")
+        request.headers.add(name: "user-agent", value: "overlayd")
+        if let etag { request.headers.add(name: "if-none-match", value: etag) }
+        if let tokenFile = options.tokenFile {
+            let token: String
+            do {
+                token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ControlPlaneError("cannot read --control-plane-token-file \(tokenFile): \(error.localizedDescription)")
+            }
+            guard !token.isEmpty else { throw ControlPlaneError("--control-plane-token-file \(tokenFile) is empty") }
+            request.headers.add(name: "authorization", value: "Bearer \(token)")
+        }
+        // The whole fetch is bounded by `withTimeout` in `fetchOnce`; this deadline is a backstop.
+        let response = try await client.execute(request, timeout: options.timeout.timeAmount + .seconds(1))
+        switch response.status.code {
+        case 304:
+            return Fetched(status: 304, text: nil, etag: etag)
+        case 200:
+            break
+        default:
+            throw ControlPlaneError(
+                "HTTP \(response.status.code) \(response.status.reasonPhrase)", status: Int(response.status.code))
+        }
+        if let length = response.headers.first(name: "content-length").flatMap(Int.init), length > options.maxBytes {
+            throw ControlPlaneError("document of \(length) bytes exceeds the limit of \(options.maxBytes) (--control-plane-max-bytes)")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await response.body.collect(upTo: options.maxBytes)
+        } catch is NIOTooManyBytesError {
+            throw ControlPlaneError("document exceeds the limit of \(options.maxBytes) bytes (--control-plane-max-bytes)")
+        }
+        guard let text = body.getString(at: body.readerIndex, length: body.readableBytes), text.utf8.count == body.readableBytes,
+            !body.readableBytesView.contains(0)
+        else {
+            throw ControlPlaneError("the body is not UTF-8 text")
+        }
+        return Fetched(status: 200, text: text, etag: response.headers.first(name: "etag"))
+    }
+
+    private func save(text: String, etag: String?, at: Date) {
+        guard let directory = options.stateDirectory else { return }
+        do {
+            try directory.save(.init(source: options.url, etag: etag, savedAt: at, document: text))
+        } catch {
+            logger.error("cannot save the last known good document", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Runs `operation`, cancelling it and throwing when `timeout` passes first.
+func withTimeout<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw ControlPlaneError("timed out after \(timeout) (--control-plane-timeout)")
+        }
+        return value
+    }
+}
