@@ -52,17 +52,36 @@ let package = Package(
         // Pure decisions: sticky splits, shadow sampling, drift scoring, prompt templates, the
         // mock model's text. Standard library only.
         .target(name: "OverlayDecisions", swiftSettings: strict),
+        // Pure injection: the streaming HTML injector, the overlay snippet, CSP decisions, JSON
+        // enrichment. Standard library only.
+        .target(name: "OverlayInject", swiftSettings: strict),
         // Pure core: configuration, overlay matching, decisions. No network imports.
         .target(
             name: "OverlayCore",
             dependencies: ["OverlayDecisions", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
+        // Pure model-call logic: the chat-completions codec, SSE, retries with a budget, the
+        // circuit breaker, the concurrency limiter. No network imports.
+        .target(name: "BackendCore", swiftSettings: strict),
+        // Model backends: the OpenAI-compatible client (async-http-client), the mock, fallback routing.
+        .target(
+            name: "Backends",
+            dependencies: [
+                "OverlayCore", "OverlayDecisions", "BackendCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Pure ext_proc protocol core: the per-exchange state machine over Envoy's messages.
         .target(
             name: "ExtProcCore",
             dependencies: [
-                "OverlayCore", "ExtProcProto",
+                "OverlayCore", "OverlayDecisions", "OverlayInject", "ExtProcProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strict
@@ -71,7 +90,7 @@ let package = Package(
         .target(
             name: "OverlayServer",
             dependencies: [
-                "OverlayCore", "ExtProcCore", "ExtProcProto",
+                "OverlayCore", "ExtProcCore", "ExtProcProto", "OverlayDecisions", "Backends", "BackendCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -100,6 +119,20 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "OverlayDecisionsTests", dependencies: ["OverlayDecisions"], swiftSettings: strict),
+        .testTarget(name: "OverlayInjectTests", dependencies: ["OverlayInject"], swiftSettings: strict),
+        .testTarget(name: "BackendCoreTests", dependencies: ["BackendCore"], swiftSettings: strict),
+        .testTarget(
+            name: "BackendsTests",
+            dependencies: [
+                "Backends", "BackendCore", "OverlayCore", "OverlayDecisions",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "OverlayCoreTests",
             dependencies: ["OverlayCore"],
@@ -107,7 +140,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ExtProcCoreTests",
-            dependencies: ["ExtProcCore", "ExtProcProto", "OverlayCore"],
+            dependencies: [
+                "ExtProcCore", "ExtProcProto", "OverlayCore", "OverlayDecisions", "OverlayInject",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),

@@ -1,6 +1,9 @@
 import ExtProcProto
 import Foundation
 import OverlayCore
+import OverlayDecisions
+import OverlayInject
+import SwiftProtobuf
 
 /// What the adapter does after one `ProcessingRequest`.
 public enum ExchangeAction: Sendable {
@@ -10,6 +13,9 @@ public enum ExchangeAction: Sendable {
     case respondStreamed([ProcessingResponse])
     /// Send nothing: observability mode, where Envoy expects no answers (§1.5).
     case none
+    /// Send this answer and start the model call(s) of this plan (request headers of an overlaid
+    /// request).
+    case respondAndCall(ExchangeAnswer, OverlayPlan)
 }
 
 /// One answer: a constant the adapter may have pre-encoded, or a message built for this exchange.
@@ -62,11 +68,44 @@ public struct ExchangeStateMachine: Sendable {
 
     /// What was decided at request headers (nil until then, or if request headers are skipped).
     public private(set) var decision: RequestDecision?
+    /// The overlay plan of an overlaid request (set at request headers).
+    public private(set) var plan: OverlayPlan?
+    /// What was decided for the response body (set at response headers of an overlaid request).
+    public private(set) var responsePlan: ResponsePlan?
+    /// The body rewrite under way, if any (its `outcome` is read for metrics).
+    public private(set) var rewrite: ResponseRewrite?
+    /// The AI result the response phase puts into the page; the adapter sets it before passing
+    /// response headers (see ``wantsResult(for:)``).
+    public var result: OverlayResultView?
+    private var overlay: Overlay?
+    private var method: Substring = "GET"
+    private var path: Substring = "/"
+    private var random: SplitMix64
+    private let results: (any OverlayResultLookup)?
 
-    /// - Parameter config: the snapshot this exchange keeps for its whole life.
-    public init(config: OverlayConfig) {
+    /// - Parameters:
+    ///   - config: the snapshot this exchange keeps for its whole life.
+    ///   - seed: the per-exchange random source (splits without a user key, shadow sampling).
+    ///   - results: where `/__overlay/results/{token}` looks results up.
+    public init(config: OverlayConfig, seed: UInt64 = 0, results: (any OverlayResultLookup)? = nil) {
         self.config = config
+        self.random = SplitMix64(seed: seed)
+        self.results = results
     }
+
+    /// True when `message` is the response headers of an overlaid exchange whose body would be
+    /// rewritten: the adapter then sets ``result`` first (waiting up to the latency budget).
+    public func wantsResult(for message: ProcessingRequest) -> Bool {
+        guard plan != nil, let overlay, case .responseHeaders(let headers) = message.request, !message.observabilityMode
+        else { return false }
+        switch ResponsePlan.decide(settings: overlay.settings, method: method, path: path, headers: headers.headers.headers) {
+        case .html, .json: return true
+        case .untouched: return false
+        }
+    }
+
+    /// The overlay of this exchange, if it is overlaid.
+    public var overlaySettings: OverlaySettings? { overlay?.settings }
 
     /// Steps the machine with the next message from Envoy.
     public mutating func receive(_ message: ProcessingRequest) throws(ExchangeError) -> ExchangeAction {
@@ -97,16 +136,54 @@ public struct ExchangeStateMachine: Sendable {
             switch decision {
             case .passThrough:
                 return .respond(.canned(.passThrough))
-            case .overlay:
-                return .respond(.canned(.continueRequestHeaders))
+            case .overlay(let overlay):
+                let list = headers.headers.headers
+                var host = ""
+                for header in list where header.key == ":authority" || header.key == ":path" || header.key == ":method" {
+                    switch header.key {
+                    case ":authority": host = header.textValue
+                    case ":path": path = header.textValue[...]
+                    default: method = header.textValue[...]
+                    }
+                }
+                let plan = overlay.plan(
+                    method: String(method), host: host, path: String(path),
+                    headers: list.lazy.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) },
+                    random: &random)
+                self.overlay = overlay
+                self.plan = plan
+                return .respondAndCall(.message(Self.planAnswer(plan, overlay: overlay, version: config.version)), plan)
             case .ownEndpoint(let local):
                 immediateResponseSent = true
                 return .respond(.message(Self.immediateResponse(local)))
+            case .result(let token):
+                immediateResponseSent = true
+                return .respond(.message(Self.immediateResponse(Self.resultResponse(token: token, results: results))))
             }
 
         case .responseHeaders(let headers):
             try Self.enterHeaders(&response, direction: "response", endOfStream: headers.endOfStream)
-            return observe ? .none : .respond(.canned(.continueResponseHeaders))
+            if observe { return .none }
+            guard let overlay, let plan else { return .respond(.canned(.continueResponseHeaders)) }
+            let decided = ResponsePlan.decide(
+                settings: overlay.settings, method: method, path: path, headers: headers.headers.headers)
+            responsePlan = decided
+            let view = result ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending)
+            switch decided {
+            case .html(let nonce):
+                rewrite = ResponseRewrite(
+                    html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: overlay.settings.maxBodyBytes)
+            case .json:
+                rewrite = ResponseRewrite(jsonKey: overlay.settings.jsonKey, value: view.json, limit: overlay.settings.maxBodyBytes)
+            case .untouched:
+                break
+            }
+            if headers.endOfStream {
+                // No body follows: nothing to rewrite, nothing to switch off.
+                rewrite = nil
+                return .respond(.canned(.continueResponseHeaders))
+            }
+            return .respond(.message(Self.responseHeadersAnswer(rewriting: rewrite != nil, configured: responseBodyMode)))
 
         case .requestBody(let body):
             try Self.enterBody(&request, direction: "request", endOfStream: body.endOfStream)
@@ -119,6 +196,18 @@ public struct ExchangeStateMachine: Sendable {
         case .responseBody(let body):
             try Self.enterBody(&response, direction: "response", endOfStream: body.endOfStream)
             if observe { return .none }
+            if rewrite != nil {
+                let replaced = rewrite!.rewrite(body.body, endOfStream: body.endOfStream)
+                if Self.answersStreamed(responseBodyMode) {
+                    var echoed = body
+                    if let replaced { echoed.body = Data(replaced) }
+                    return .respondStreamed(Self.streamedEcho(echoed, request: false))
+                }
+                guard let replaced else { return .respond(.canned(.continueResponseBody)) }
+                var answer = ProcessingResponse()
+                answer.responseBody.response.bodyMutation.body = Data(replaced)
+                return .respond(.message(answer))
+            }
             if Self.answersStreamed(responseBodyMode) {
                 return .respondStreamed(Self.streamedEcho(body, request: false))
             }
@@ -175,14 +264,73 @@ public struct ExchangeStateMachine: Sendable {
         guard config.overlay(forAuthority: authority.textValue[...]) != nil else { return .passThrough }
         var path: Substring = "/"
         var method: Substring = "GET"
-        for header in headers where header.key.utf8.first == UInt8(ascii: ":") {
+        var ifNoneMatch: Substring?
+        for header in headers {
             switch header.key {
             case ":path": path = header.textValue[...]
             case ":method": method = header.textValue[...]
+            case "if-none-match": ifNoneMatch = header.textValue[...]
             default: continue
             }
         }
-        return RequestRouter.decide(config: config, authority: authority.textValue[...], path: path, method: method)
+        return RequestRouter.decide(
+            config: config, authority: authority.textValue[...], path: path, method: method, ifNoneMatch: ifNoneMatch)
+    }
+
+    /// The request-headers answer of an overlaid request: the chosen model as a request header for
+    /// the host app, and the decision as dynamic metadata (namespace `overlayd`) for access logs.
+    static func planAnswer(_ plan: OverlayPlan, overlay: Overlay, version: String) -> ProcessingResponse {
+        var answer = ProcessingResponse()
+        var option = Envoy_Config_Core_V3_HeaderValueOption()
+        option.header.key = overlay.settings.modelHeader
+        option.header.rawValue = Data(plan.model.utf8)
+        answer.requestHeaders.response.headerMutation.setHeaders = [option]
+        answer.dynamicMetadata = metadata(plan, version: version)
+        return answer
+    }
+
+    static func metadata(_ plan: OverlayPlan, version: String) -> Google_Protobuf_Struct {
+        var fields: [String: Google_Protobuf_Value] = [
+            "overlay": Google_Protobuf_Value(stringValue: plan.overlay),
+            "model": Google_Protobuf_Value(stringValue: plan.model),
+            "config_version": Google_Protobuf_Value(stringValue: version),
+            "sticky": Google_Protobuf_Value(boolValue: plan.sticky),
+        ]
+        if let challenger = plan.challenger { fields["shadow"] = Google_Protobuf_Value(stringValue: challenger) }
+        var inner = Google_Protobuf_Struct()
+        inner.fields = fields
+        var outer = Google_Protobuf_Struct()
+        outer.fields = ["overlayd": Google_Protobuf_Value(structValue: inner)]
+        return outer
+    }
+
+    /// The response-headers answer of an overlaid exchange. Rewriting: drop `content-length`
+    /// (the body changes; §8) and make sure the body is streamed to us. Not rewriting: ask Envoy
+    /// not to send the body at all.
+    static func responseHeadersAnswer(rewriting: Bool, configured: BodySendMode) -> ProcessingResponse {
+        var answer = ProcessingResponse()
+        answer.responseHeaders = .init()
+        var mode = ProcessingMode()
+        if rewriting {
+            answer.responseHeaders.response.headerMutation.removeHeaders = ["content-length"]
+            switch configured {
+            case .streamed, .fullDuplexStreamed, .buffered: return answer
+            default: mode.responseBodyMode = .streamed
+            }
+        } else {
+            mode.responseBodyMode = .none
+        }
+        answer.modeOverride = mode
+        return answer
+    }
+
+    static func resultResponse(token: String, results: (any OverlayResultLookup)?) -> LocalResponse {
+        let headers = [("cache-control", "no-store"), ("x-content-type-options", "nosniff")]
+        guard let view = results?.view(token: token) else {
+            return LocalResponse(
+                status: 404, contentType: "application/json", body: Array("{\"status\":\"expired\"}".utf8), extraHeaders: headers)
+        }
+        return LocalResponse(status: 200, contentType: "application/json", body: view.json, extraHeaders: headers)
     }
 
     static func immediateResponse(_ local: LocalResponse) -> ProcessingResponse {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// What overlayd decides for one HTTP exchange at request-header time, transport-agnostic.
 ///
 /// Both adapters (ext_proc and, later, the reverse proxy) ask this one place.
@@ -8,6 +10,8 @@ public enum RequestDecision: Sendable, Equatable {
     case overlay(Overlay)
     /// A request for one of overlayd's own endpoints (`/__overlay/...`) on an overlaid host.
     case ownEndpoint(LocalResponse)
+    /// `GET /__overlay/results/{token}`: the adapter looks the result up in its store.
+    case result(token: String)
 }
 
 /// A response overlayd produces itself (ext_proc `immediate_response`, or written by the proxy).
@@ -39,8 +43,9 @@ public enum RequestRouter {
     ///   - authority: `:authority` / `Host`.
     ///   - path: `:path` including any query.
     ///   - method: `:method`.
+    ///   - ifNoneMatch: the request's `If-None-Match` (for overlay.js).
     public static func decide(
-        config: OverlayConfig, authority: Substring, path: Substring, method: Substring
+        config: OverlayConfig, authority: Substring, path: Substring, method: Substring, ifNoneMatch: Substring? = nil
     ) -> RequestDecision {
         guard let overlay = config.overlay(forAuthority: authority) else { return .passThrough }
         guard path.utf8.starts(with: ownPrefix.utf8) else {
@@ -50,11 +55,36 @@ public enum RequestRouter {
         }
         var endpoint = path.dropFirst(ownPrefix.count)
         if let query = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) { endpoint = endpoint[..<query] }
-        return .ownEndpoint(ownEndpoint(String(endpoint), method: method, overlay: overlay))
+        if endpoint.hasPrefix("results/") {
+            let token = endpoint.dropFirst("results/".count)
+            guard method == "GET" || method == "HEAD" else { return .ownEndpoint(methodNotAllowed("GET, HEAD")) }
+            guard token.utf8.count == 32, token.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+            else {
+                return .ownEndpoint(LocalResponse(
+                    status: 404, contentType: "application/json", body: Array("{\"status\":\"expired\"}".utf8),
+                    extraHeaders: [("cache-control", "no-store")]))
+            }
+            return .result(token: String(token))
+        }
+        return .ownEndpoint(ownEndpoint(String(endpoint), method: method, overlay: overlay, ifNoneMatch: ifNoneMatch))
     }
 
-    static func ownEndpoint(_ name: String, method: Substring, overlay: Overlay) -> LocalResponse {
+    static func ownEndpoint(_ name: String, method: Substring, overlay: Overlay, ifNoneMatch: Substring? = nil) -> LocalResponse {
         switch name {
+        case "overlay.js":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed("GET, HEAD") }
+            let headers = [
+                ("etag", OverlayScript.etag), ("cache-control", "public, max-age=300"),
+                ("x-content-type-options", "nosniff"),
+            ]
+            if let ifNoneMatch, ifNoneMatch.split(separator: ",").contains(where: {
+                let tag = $0.trimmingCharacters(in: .whitespaces)
+                return tag == OverlayScript.etag || tag == "W/" + OverlayScript.etag || tag == "*"
+            }) {
+                return LocalResponse(status: 304, contentType: "text/javascript; charset=utf-8", body: [], extraHeaders: headers)
+            }
+            return LocalResponse(
+                status: 200, contentType: "text/javascript; charset=utf-8", body: OverlayScript.bytes, extraHeaders: headers)
         case "healthz":
             guard method == "GET" || method == "HEAD" else { return methodNotAllowed("GET, HEAD") }
             return LocalResponse(

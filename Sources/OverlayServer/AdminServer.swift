@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import OverlayCore
+import OverlayDecisions
 import NIOCore
 import ServiceLifecycle
 
@@ -15,9 +16,16 @@ public final class AdminServer: Service, Sendable {
     private let app: Application<RouterResponder<BasicRequestContext>>
 
     public init(
-        host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger
+        host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger,
+        drift: DriftBoard? = nil
     ) {
         let router = Router()
+        router.get("/drift") { _, _ -> Response in
+            let body = try Self.driftJSON(drift?.report() ?? [:])
+            return Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
         router.get("/config") { _, _ -> Response in
             let body = try Self.configJSON(configStore.status, config: configStore.current)
             return Response(
@@ -150,6 +158,47 @@ public final class AdminServer: Service, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return Array(try encoder.encode(report)) + [0x0A]
+    }
+
+    struct DriftReport: Encodable {
+        struct Pair: Encodable {
+            var sequence: UInt64
+            var champion: String
+            var challenger: String
+            var similarity: Double
+            var tokenJaccard: Double
+            var editSimilarity: Double
+            var lengthRatio: Double
+            var latencyDeltaMs: Double
+            var errorMismatch: Bool
+        }
+        var windowSize: Int
+        var samples: Int
+        var mean: Double?
+        var p10: Double?
+        var threshold: Double
+        var drifting: Bool
+        var pairsRecorded: UInt64
+        var lastPairs: [Pair]
+    }
+
+    /// Per Shadow overlay: its drift window (scores, lengths and latencies only: no user data).
+    static func driftJSON(_ windows: [String: DriftWindow]) throws -> [UInt8] {
+        var report: [String: DriftReport] = [:]
+        for (overlay, window) in windows {
+            report[overlay] = DriftReport(
+                windowSize: window.capacity, samples: window.count, mean: window.mean, p10: window.p10,
+                threshold: window.threshold, drifting: window.drifting, pairsRecorded: window.totalRecorded,
+                lastPairs: window.lastPairs(20).map {
+                    DriftReport.Pair(
+                        sequence: $0.sequence, champion: $0.championModel, challenger: $0.challengerModel,
+                        similarity: $0.similarity, tokenJaccard: $0.tokenJaccard, editSimilarity: $0.editSimilarity,
+                        lengthRatio: $0.lengthRatio, latencyDeltaMs: $0.latencyDeltaMs, errorMismatch: $0.errorMismatch)
+                })
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return Array(try encoder.encode(["overlays": report])) + [0x0A]
     }
 
     public func run() async throws {

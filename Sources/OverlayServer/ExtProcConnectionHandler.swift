@@ -1,4 +1,5 @@
 import NIOCore
+import OverlayDecisions
 import NIOHTTP2
 
 /// One HTTP/2 connection from Envoy: routes swift-nio-http2's frames to per-stream state.
@@ -31,10 +32,17 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
     private var connectionWindow = 65_535
     private var refillDeferred = false
     private(set) var context: ChannelHandlerContext?
+    /// Seeds the per-exchange random sources (splits without a user key, shadow sampling).
+    private var seeds: SplitMix64 = {
+        var system = SystemRandomNumberGenerator()
+        return SplitMix64(seed: system.next())
+    }()
 
     private static let windowUpdated = ObjectIdentifier(NIOHTTP2WindowUpdatedEvent.self)
     private static let streamClosed = ObjectIdentifier(StreamClosedEvent.self)
     private static let shouldQuiesce = ObjectIdentifier(ChannelShouldQuiesceEvent.self)
+
+    func nextSeed() -> UInt64 { seeds.next() }
 
     init(shared: ExtProcShared, connectionWindowTarget: Int, streamWindowTarget: Int, maxBufferedBytes: Int) {
         self.shared = shared

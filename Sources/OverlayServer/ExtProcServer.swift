@@ -47,12 +47,12 @@ public final class ExtProcServer: Service, Sendable {
 
     public init(
         options: ExtProcServerOptions, configStore: ConfigStore, health: HealthState,
-        metricsFactory: any MetricsFactoryBox, logger: Logger
+        metricsFactory: any MetricsFactoryBox, logger: Logger, engine: OverlayEngine? = nil
     ) {
         self.options = options
         self.shared = ExtProcShared(
             configStore: configStore, health: health, metrics: ExtProcMetrics(factory: metricsFactory.factory),
-            logger: logger, maxMessageBytes: options.maxMessageBytes)
+            logger: logger, maxMessageBytes: options.maxMessageBytes, engine: engine)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
         (bound, boundContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1))
     }

@@ -19,10 +19,16 @@ final class ExtProcShared: Sendable {
     let metrics: ExtProcMetrics
     let logger: Logger
     let maxMessageBytes: Int
+    /// Runs model calls (nil: overlaid exchanges get a failed result, e.g. in protocol-only tests).
+    let engine: OverlayEngine?
     /// `CannedResponse.rawValue` → its gRPC frame, encoded once.
     let cannedFrames: [ByteBuffer]
 
-    init(configStore: ConfigStore, health: HealthState, metrics: ExtProcMetrics, logger: Logger, maxMessageBytes: Int) {
+    init(
+        configStore: ConfigStore, health: HealthState, metrics: ExtProcMetrics, logger: Logger, maxMessageBytes: Int,
+        engine: OverlayEngine? = nil
+    ) {
+        self.engine = engine
         self.configStore = configStore
         self.health = health
         self.metrics = metrics
@@ -71,6 +77,15 @@ final class ExtProcStream {
     /// The client sent END_STREAM.
     private var peerEnded = false
     private var deadline: Scheduled<Void>?
+    /// The config snapshot of this exchange (the machine's), for the engine.
+    private var config: OverlayConfig?
+    /// The served model's call of an overlaid exchange, and its result once in.
+    private var call: ModelCall?
+    /// Response headers waiting for the result (up to the latency budget), and what came after.
+    private var paused: ProcessingRequest?
+    private var pausedStarted: NIODeadline?
+    private var queued: [ByteBuffer] = []
+    private var budgetTimer: Scheduled<Void>?
 
     init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
         self.streamID = id
@@ -91,6 +106,12 @@ final class ExtProcStream {
     func release() {
         deadline?.cancel()
         deadline = nil
+        budgetTimer?.cancel()
+        budgetTimer = nil
+        paused = nil
+        queued = []
+        call?.forgetWaiter()
+        call = nil
         reader = GRPCMessageReader(maxMessageBytes: shared.maxMessageBytes)
         if reportedBuffered != 0, let context = connection.context {
             connection.bufferedChanged(context: context, by: -reportedBuffered)
@@ -168,7 +189,10 @@ final class ExtProcStream {
         }
         switch path {
         case ExtProcShared.processPath:
-            machine = ExchangeStateMachine(config: shared.configStore.current)
+            let snapshot = shared.configStore.current
+            config = snapshot
+            machine = ExchangeStateMachine(
+                config: snapshot, seed: connection.nextSeed(), results: shared.engine?.results)
             mode = .process
             countedOpen = true
             shared.metrics.streamsOpen.increment()
@@ -209,7 +233,17 @@ final class ExtProcStream {
         if case .awaitingHeaders = mode { return }
         reader.append(bytes)
         defer { reportBuffered(context: context) }
+        drain(context: context)
+    }
+
+    /// Processes every complete message the reader holds (unless paused for a result).
+    private func drain(context: ChannelHandlerContext) {
         while true {
+            if paused != nil {
+                // Waiting for the AI result: keep later messages, in order, until it resumes.
+                while let next = try? reader.next() { queued.append(next) }
+                return
+            }
             let payload: ByteBuffer
             do throws(GRPCMessageReader.Failure) {
                 guard let next = try reader.next() else { return }
@@ -237,9 +271,9 @@ final class ExtProcStream {
         }
     }
 
-    /// Steps the core with one message and writes its answer. Returns false when the stream ended.
+    /// Steps the core with one message and writes its answer. Returns false when the stream ended
+    /// or paused (waiting for the AI result).
     private func process(context: ChannelHandlerContext, payload: ByteBuffer) -> Bool {
-        let started = NIODeadline.now()
         let request: ProcessingRequest
         do {
             request = try ProcessingRequest(serializedBytes: ProtobufBytes(payload))
@@ -251,7 +285,66 @@ final class ExtProcStream {
             shared.metrics.messages[phase.rawValue].increment()
         }
         if request.carriesUnknownFields { shared.metrics.unknownFields.increment() }
+        if let call, machine?.result == nil, machine?.wantsResult(for: request) == true {
+            if let result = call.result {
+                machine?.result = result
+            } else {
+                let budget = TimeAmount.milliseconds(Int64(machine?.overlaySettings?.latencyBudgetMs ?? 0))
+                let remaining = call.started + budget - NIODeadline.now()
+                if remaining <= .zero {
+                    machine?.result = pendingView(call)
+                } else {
+                    pause(context: context, request, for: remaining)
+                    return false
+                }
+            }
+        }
+        return handle(context: context, request)
+    }
 
+    private func pendingView(_ call: ModelCall) -> OverlayResultView {
+        OverlayResultView(overlay: call.plan.overlay, model: call.plan.model, token: call.token, status: .pending)
+    }
+
+    /// Holds the response headers until the result arrives or the latency budget runs out.
+    private func pause(context: ChannelHandlerContext, _ request: ProcessingRequest, for remaining: TimeAmount) {
+        paused = request
+        pausedStarted = .now()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        budgetTimer = context.eventLoop.scheduleTask(in: remaining) {
+            let (stream, context) = bound.value
+            stream.resume(context: context)
+        }
+    }
+
+    /// The result arrived or the budget ran out: answer the held headers, then what queued behind.
+    private func resume(context: ChannelHandlerContext) {
+        guard let request = paused, let call else { return }
+        paused = nil
+        budgetTimer?.cancel()
+        budgetTimer = nil
+        machine?.result = call.result ?? pendingView(call)
+        guard handle(context: context, request) else {
+            context.flush()
+            return
+        }
+        let backlog = queued
+        queued = []
+        for payload in backlog {
+            guard process(context: context, payload: payload) else {
+                // Paused again (cannot happen: the result is set) or ended.
+                if paused != nil { queued.append(contentsOf: backlog.drop(while: { $0 != payload }).dropFirst()) }
+                context.flush()
+                return
+            }
+        }
+        drain(context: context)
+        if peerEnded, case .process = mode { clientEnded(context: context) }
+        context.flush()
+    }
+
+    private func handle(context: ChannelHandlerContext, _ request: ProcessingRequest) -> Bool {
+        let started = NIODeadline.now()
         let action: ExchangeAction
         do throws(ExchangeError) {
             action = try machine!.receive(request)
@@ -264,6 +357,10 @@ final class ExtProcStream {
         switch action {
         case .none:
             break
+        case .respondAndCall(let answer, let plan):
+            guard let frame = encode(context: context, answer.message) else { return false }
+            writeMessage(context: context, frame: frame)
+            startCall(context: context, plan: plan)
         case .respond(.canned(let canned)):
             writeMessage(context: context, frame: shared.cannedFrames[canned.rawValue])
         case .respond(.message(let message)):
@@ -281,7 +378,29 @@ final class ExtProcStream {
         switch decision {
         case .passThrough, nil: shared.metrics.passThrough.increment()
         case .overlay: shared.metrics.overlaid.increment()
-        case .ownEndpoint: shared.metrics.ownEndpoint.increment()
+        case .ownEndpoint, .result: shared.metrics.ownEndpoint.increment()
+        }
+    }
+
+    /// Starts the served model's call (it overlaps the upstream's work).
+    private func startCall(context: ChannelHandlerContext, plan: OverlayPlan) {
+        guard let engine = shared.engine, let config else {
+            let call = ModelCall(token: "", plan: plan, started: .now())
+            call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
+            self.call = call
+            return
+        }
+        let started = engine.start(plan: plan, config: config)
+        call = started
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        started.onResult { _ in
+            // Told only while the stream lives (release() forgets the waiter), so the loop is up.
+            loop.execute {
+                let (stream, context) = bound.value
+                guard stream.call === started, stream.paused != nil else { return }
+                stream.resume(context: context)
+            }
         }
     }
 
@@ -329,6 +448,7 @@ final class ExtProcStream {
             // Ended without a request message.
             finishTrailersOnlyOrEnd(context: context, .internal, "Health/Check needs one request message")
         case .process:
+            if paused != nil { return }  // answered when the result arrives (resume re-checks)
             if reader.hasPartialMessage {
                 shared.metrics.error(ExchangeError.Kind.framing.name)
                 finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: framing: stream ended inside a message")

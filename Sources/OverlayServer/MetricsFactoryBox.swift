@@ -20,6 +20,11 @@ public final class PrometheusMetrics: MetricsFactoryBox {
             .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2.5), .milliseconds(5),
             .milliseconds(10), .milliseconds(25), .milliseconds(100), .seconds(1),
         ]
+        // Model calls take milliseconds to many seconds.
+        factory.durationHistogramBuckets["overlayd_model_call_seconds"] = [
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30),
+        ]
         self.registry = registry
         self.factory = factory
     }

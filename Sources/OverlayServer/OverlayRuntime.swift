@@ -19,6 +19,8 @@ public struct ServeOptions: Sendable {
     public var controlPlaneETag: String?
     /// The starting document was read from `--state-dir` (the control plane's last known good).
     public var startedFromStateDir = false
+    /// Shadow queue and result store bounds.
+    public var engine = OverlayEngine.Options()
 
     public init() {}
 }
@@ -31,6 +33,7 @@ public struct OverlayRuntime: Sendable {
     public let admin: AdminServer
     public let watcher: ConfigFileWatcher?
     public let poller: ControlPlanePoller?
+    public let engine: OverlayEngine
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
@@ -47,11 +50,13 @@ public struct OverlayRuntime: Sendable {
             configStore.reject(source: source, problems: problems, result: "rejected")
         }
         metrics = PrometheusMetrics()
+        engine = OverlayEngine(options: options.engine, metricsFactory: metrics, logger: logger)
         extProc = ExtProcServer(
-            options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger)
+            options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger,
+            engine: engine)
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
-            logger: logger)
+            logger: logger, drift: engine.drift)
         if let path = options.configPath {
             watcher = ConfigFileWatcher(
                 path: path, interval: options.configPollInterval, store: configStore, health: health,
@@ -71,6 +76,8 @@ public struct OverlayRuntime: Sendable {
     /// The services in start order; they stop in reverse (the admin endpoint outlives the drain).
     public var services: [ServiceGroupConfiguration.ServiceConfiguration] {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // First in, last out: shadow work is cancelled only after the ext_proc drain.
+        services.append(.init(service: engine, successTerminationBehavior: .ignore))
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
         if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
         services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup))

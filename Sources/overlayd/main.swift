@@ -50,6 +50,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Directory where the last document applied from the control plane is kept (atomically), and read at start when the control plane cannot be reached.")
     var stateDir: String?
 
+    @Option(help: "Shadow jobs (challenger calls) that may wait; when full, new ones are dropped and counted.")
+    var shadowQueue = 256
+
+    @Option(help: "Shadow jobs that may run at once.")
+    var shadowConcurrency = 8
+
     @Option(help: "ext_proc listen address: HOST:PORT (port 0 picks a free port) or unix:/path.")
     var listen = "127.0.0.1:50051"
 
@@ -111,6 +117,12 @@ struct Serve: AsyncParsableCommand {
         guard controlPlaneMaxBytes >= 1024, controlPlaneMaxBytes <= 1 << 30 else {
             throw ValidationError("--control-plane-max-bytes must be 1024...1073741824, got \(controlPlaneMaxBytes)")
         }
+        guard (0...1_000_000).contains(shadowQueue) else {
+            throw ValidationError("--shadow-queue must be 0...1000000, got \(shadowQueue)")
+        }
+        guard (1...10_000).contains(shadowConcurrency) else {
+            throw ValidationError("--shadow-concurrency must be 1...10000, got \(shadowConcurrency)")
+        }
         if let threads, !(1...256).contains(threads) {
             throw ValidationError("--threads must be 1...256, got \(threads)")
         }
@@ -144,6 +156,8 @@ struct Serve: AsyncParsableCommand {
         options.extProc.maxConcurrentStreams = maxConcurrentStreams
         if let threads { options.extProc.threads = threads }
         options.extProc.strictHTTP2 = strictHttp2
+        options.engine.shadowQueueCapacity = shadowQueue
+        options.engine.shadowConcurrency = shadowConcurrency
 
         var overlays: OverlayConfig
         var document: String

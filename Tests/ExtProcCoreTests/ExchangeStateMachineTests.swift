@@ -102,7 +102,7 @@ struct FullExchangeTests {
     }
 
     /// One HTTP exchange as Envoy drives it, with what each message must get back.
-    static func exchange(mode: BodySendMode, trailers: Bool, authority: String) -> [(ProcessingRequest, Sent)] {
+    static func exchange(mode: BodySendMode, trailers: Bool, authority: String) throws -> [(ProcessingRequest, Sent)] {
         var script: [(ProcessingRequest, Sent)] = []
         func body(_ text: String, eos: Bool, request: Bool) -> (ProcessingRequest, Sent) {
             let message = request ? Envoy.requestBody(text, endOfStream: eos) : Envoy.responseBody(text, endOfStream: eos)
@@ -113,14 +113,14 @@ struct FullExchangeTests {
         }
         script.append((
             Envoy.requestHeaders(authority: authority, path: "/chat", method: "POST").withProtocolConfig(request: mode, response: mode),
-            .canned(.continueRequestHeaders)))
+            .overlayRequestHeaders(model: try Fixture.model(for: authority))))
         let requestChunks = chunks(mode, "req")
         for (index, chunk) in requestChunks.enumerated() {
             // end_of_stream only on the last chunk, and only when no trailers follow (§1.3).
             script.append(body(chunk, eos: !trailers && index == requestChunks.count - 1, request: true))
         }
         if trailers { script.append((Envoy.requestTrailers(), .canned(.continueRequestTrailers))) }
-        script.append((Envoy.responseHeaders(), .canned(.continueResponseHeaders)))
+        script.append((Envoy.responseHeaders(), .overlayResponseHeaders))
         let responseChunks = chunks(mode, "resp")
         for (index, chunk) in responseChunks.enumerated() {
             script.append(body(chunk, eos: !trailers && index == responseChunks.count - 1, request: false))
@@ -134,7 +134,7 @@ struct FullExchangeTests {
     func fullExchange(mode: BodySendMode, trailers: Bool) throws {
         let config = try Fixture.config()
         var machine = ExchangeStateMachine(config: config)
-        for (message, expected) in Self.exchange(mode: mode, trailers: trailers, authority: Fixture.overlayHost) {
+        for (message, expected) in try Self.exchange(mode: mode, trailers: trailers, authority: Fixture.overlayHost) {
             let action = try machine.receive(message)
             #expect(action.sent == expected, "\(ExchangePhase(of: message)!.label)")
             let answers = action.answers
@@ -148,7 +148,7 @@ struct FullExchangeTests {
     func wildcardHost(mode: BodySendMode) throws {
         let config = try Fixture.config()
         var machine = ExchangeStateMachine(config: config)
-        for (message, expected) in Self.exchange(mode: mode, trailers: true, authority: Fixture.wildcardHost + ":8443") {
+        for (message, expected) in try Self.exchange(mode: mode, trailers: true, authority: Fixture.wildcardHost + ":8443") {
             #expect(try machine.receive(message).sent == expected)
         }
         #expect(machine.decision == .overlay(config.overlays[1]))
@@ -161,7 +161,7 @@ struct FullExchangeTests {
             Envoy.requestHeaders(authority: Fixture.overlayHost, endOfStream: true).withProtocolConfig(request: mode, response: mode),
             Envoy.responseHeaders(endOfStream: true),
         ])
-        #expect(actions.map(\.sent) == [.canned(.continueRequestHeaders), .canned(.continueResponseHeaders)])
+        #expect(actions.map(\.sent) == [.overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)), .overlayResponseHeaders])
     }
 
     @Test("early upstream answer: response_headers while the request body is still streaming is accepted (§1 note)",
@@ -184,7 +184,8 @@ struct FullExchangeTests {
             Envoy.responseBody("!", endOfStream: true),
         ])
         #expect(actions.map(\.sent) == [
-            .canned(.continueRequestHeaders), requestBodyAnswer("part-1", false), .canned(.continueResponseHeaders),
+            .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)), requestBodyAnswer("part-1", false),
+            .overlayResponseHeaders,
             responseBodyAnswer("too big", false), requestBodyAnswer("part-2", true), responseBodyAnswer("!", true),
         ])
     }
@@ -199,8 +200,9 @@ struct FullExchangeTests {
             Envoy.responseBody("a", endOfStream: true),
         ])
         #expect(actions.map(\.sent) == [
-            .canned(.continueRequestHeaders), .streamed([streamedAnswer(Data("q".utf8), endOfStream: true, request: true)]),
-            .canned(.continueResponseHeaders), .canned(.continueResponseBody),
+            .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)),
+            .streamed([streamedAnswer(Data("q".utf8), endOfStream: true, request: true)]),
+            .overlayResponseHeaders, .canned(.continueResponseBody),
         ])
     }
 
@@ -211,7 +213,7 @@ struct FullExchangeTests {
             Envoy.requestHeaders(authority: Fixture.overlayHost),
             Envoy.requestBody("x", endOfStream: true),
         ])
-        #expect(actions.map(\.sent) == [.canned(.continueRequestHeaders), .canned(.continueRequestBody)])
+        #expect(actions.map(\.sent) == [.overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)), .canned(.continueRequestBody)])
     }
 }
 
@@ -256,7 +258,7 @@ struct HeaderSkipTests {
             Envoy.responseBody("whole", endOfStream: false),
             Envoy.responseTrailers(),
         ])
-        #expect(actions.map(\.sent) == [.canned(.continueRequestHeaders), .canned(.continueResponseBody), .canned(.continueResponseTrailers)])
+        #expect(actions.map(\.sent) == [.overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)), .canned(.continueResponseBody), .canned(.continueResponseTrailers)])
     }
 
     @Test("FULL_DUPLEX_STREAMED body as the first message is echoed")
@@ -277,14 +279,14 @@ struct FullDuplexTests {
         let first = try machine.receive(
             Envoy.requestHeaders(authority: Fixture.overlayHost, method: "POST")
                 .withProtocolConfig(request: .fullDuplexStreamed, response: .fullDuplexStreamed))
-        #expect(first.sent == .canned(.continueRequestHeaders))
+        #expect(first.sent == .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)))
         return machine
     }
 
     @Test("chunks are echoed as streamed_response with the same bytes and end_of_stream", arguments: [true, false])
     func echo(request: Bool) throws {
         var machine = try Self.machine()
-        if !request { #expect(try machine.receive(Envoy.responseHeaders()).sent == .canned(.continueResponseHeaders)) }
+        if !request { #expect(try machine.receive(Envoy.responseHeaders()).sent == .overlayResponseHeaders) }
         func send(_ text: String, _ eos: Bool) throws -> ExchangeAction {
             try machine.receive(request ? Envoy.requestBody(text, endOfStream: eos) : Envoy.responseBody(text, endOfStream: eos))
         }
@@ -369,7 +371,7 @@ struct FullDuplexTests {
         ])
         #expect(actions.map(\.sent) == [
             .streamed([streamedAnswer(Data("x".utf8), endOfStream: false, request: true)]),
-            .canned(.continueRequestTrailers), .canned(.continueResponseHeaders),
+            .canned(.continueRequestTrailers), .overlayResponseHeaders,
             .streamed([streamedAnswer(Data("y".utf8), endOfStream: false, request: false)]),
             .canned(.continueResponseTrailers),
         ])
@@ -609,7 +611,7 @@ struct HeaderValueTests {
     func valueField() throws {
         let config = try Fixture.config()
         var overlay = ExchangeStateMachine(config: config)
-        #expect(try overlay.receive(Envoy.requestHeaders(authority: "SHOP.example.com:443", raw: false)).sent == .canned(.continueRequestHeaders))
+        #expect(try overlay.receive(Envoy.requestHeaders(authority: "SHOP.example.com:443", raw: false)).sent == .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)))
         #expect(overlay.decision == .overlay(config.overlays[0]))
 
         var own = ExchangeStateMachine(config: config)
@@ -629,7 +631,7 @@ struct HeaderValueTests {
         var message = ProcessingRequest()
         message.requestHeaders = headers
         var machine = try Fixture.machine()
-        #expect(try machine.receive(message).sent == .canned(.continueRequestHeaders))
+        #expect(try machine.receive(message).sent == .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)))
     }
 
     @Test("a missing :authority is an unknown host; a missing :path or :method is / and GET")
@@ -642,7 +644,7 @@ struct HeaderValueTests {
         var authorityOnly = ProcessingRequest()
         authorityOnly.requestHeaders.headers = Envoy.headerMap([(":authority", Fixture.overlayHost)])
         var second = try Fixture.machine()
-        #expect(try second.receive(authorityOnly).sent == .canned(.continueRequestHeaders))
+        #expect(try second.receive(authorityOnly).sent == .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)))
     }
 
     @Test("textValue: raw_value when set, else value; binary raw values do not trap", arguments: [
@@ -675,14 +677,14 @@ struct SnapshotTests {
         store = configB  // a reload happens while the exchange is in flight
         var machineB = ExchangeStateMachine(config: store)
 
-        #expect(try machineA.receive(Envoy.requestHeaders(authority: Fixture.overlayHost)).sent == .canned(.continueRequestHeaders))
+        #expect(try machineA.receive(Envoy.requestHeaders(authority: Fixture.overlayHost)).sent == .overlayRequestHeaders(model: try Fixture.model(for: Fixture.overlayHost)))
         #expect(machineA.decision == .overlay(configA.overlays[0]))
         #expect(try machineB.receive(Envoy.requestHeaders(authority: Fixture.overlayHost)).sent == .canned(.passThrough))
 
         var machineA2 = ExchangeStateMachine(config: configA)
         #expect(try machineA2.receive(Envoy.requestHeaders(authority: "other.example.com")).sent == .canned(.passThrough))
         var machineB2 = ExchangeStateMachine(config: configB)
-        #expect(try machineB2.receive(Envoy.requestHeaders(authority: "other.example.com")).sent == .canned(.continueRequestHeaders))
+        #expect(try machineB2.receive(Envoy.requestHeaders(authority: "other.example.com")).sent == .overlayRequestHeaders(model: "m"))
     }
 
     @Test("copies of a machine move independently (value semantics)")

@@ -439,9 +439,13 @@ def assert_overlaid_answers(outcome: Outcome) -> list[tuple]:
     for index, (req, answers) in enumerate(pairs):
         phase = req.WhichOneof("request")
         for resp in answers:
-            if phase in ("request_headers", "response_headers"):
+            if phase == "request_headers":
                 assert not resp.HasField("mode_override"), \
                     f"overlaid host: {describe(req)} answered with a mode_override {resp.mode_override}; {outcome}"
+            if phase == "response_headers" and resp.HasField("mode_override"):
+                # A body overlayd leaves alone is switched off: response_body_mode NONE, nothing else.
+                assert resp.mode_override == PM(response_body_mode=PM.NONE), \
+                    f"overlaid host: {describe(req)} answered with mode_override {resp.mode_override}; {outcome}"
             common = common_response(resp)
             if common is not None:
                 assert common.status == CONTINUE, f"message #{index} {describe(req)}: status " \

@@ -1,3 +1,5 @@
+import OverlayDecisions
+
 /// How an overlay spreads users over its models (`spec.strategy`).
 public enum OverlayStrategy: String, Sendable, Hashable, CaseIterable {
     /// Weighted split among `spec.models`, sticky per user.
@@ -24,10 +26,17 @@ public struct Overlay: Sendable, Hashable {
     public var name: String
     /// `spec.hostApp`: which hosts this overlay applies to.
     public var host: HostPattern
-    public var models: [ModelWeight]
+    public var models: [ModelWeight] {
+        didSet { splitter = StickySplitter(salt: name, arms: models.map { (name: $0.name, weight: $0.weight) }) }
+    }
     public var strategy: OverlayStrategy
     /// Everything optional, with its defaults.
-    public var settings: OverlaySettings
+    public var settings: OverlaySettings {
+        didSet { shadowSampler = ShadowSampler(overlay: name, rate: settings.shadowSampleRate) }
+    }
+    /// The weighted split of `models`, compiled once (salted with the overlay's name).
+    public private(set) var splitter: StickySplitter
+    public private(set) var shadowSampler: ShadowSampler
 
     public init(
         name: String, host: HostPattern, models: [ModelWeight], strategy: OverlayStrategy,
@@ -38,6 +47,8 @@ public struct Overlay: Sendable, Hashable {
         self.models = models
         self.strategy = strategy
         self.settings = settings
+        self.splitter = StickySplitter(salt: name, arms: models.map { (name: $0.name, weight: $0.weight) })
+        self.shadowSampler = ShadowSampler(overlay: name, rate: settings.shadowSampleRate)
     }
 }
 

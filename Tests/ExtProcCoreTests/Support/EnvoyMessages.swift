@@ -2,6 +2,8 @@ import ExtProcCore
 import ExtProcProto
 import Foundation
 import OverlayCore
+import OverlayDecisions
+import SwiftProtobuf
 import Testing
 
 typealias HeaderValue = Envoy_Config_Core_V3_HeaderValue
@@ -21,6 +23,14 @@ enum Fixture {
 
     static func machine() throws -> ExchangeStateMachine {
         ExchangeStateMachine(config: try config())
+    }
+
+    /// The model a fresh machine (seed 0, no user key) plans for an overlaid authority.
+    static func model(for authority: String) throws -> String {
+        let config = try config()
+        let overlay = try #require(config.overlay(forAuthority: authority[...]))
+        var random = SplitMix64(seed: 0)
+        return overlay.plan(method: "GET", host: authority, path: "/", headers: [], random: &random).model
     }
 
     static let overlayHost = "shop.example.com"
@@ -60,9 +70,13 @@ enum Envoy {
         return message
     }
 
-    static func responseHeaders(status: String = "200", endOfStream: Bool = false) -> ProcessingRequest {
+    /// Response headers; text/plain by default, so an overlaid exchange leaves the body alone
+    /// (the injection tests pass text/html).
+    static func responseHeaders(
+        status: String = "200", contentType: String = "text/plain", extra: [(String, String)] = [], endOfStream: Bool = false
+    ) -> ProcessingRequest {
         var headers = Envoy_Service_ExtProc_V3_HttpHeaders()
-        headers.headers = headerMap([(":status", status), ("content-type", "text/html")])
+        headers.headers = headerMap([(":status", status), ("content-type", contentType)] + extra)
         headers.endOfStream = endOfStream
         var message = ProcessingRequest()
         message.responseHeaders = headers
@@ -138,6 +152,14 @@ extension ProcessingRequest {
 /// An Equatable mirror of ``ExchangeAction``, so tests can compare whole actions exactly (a canned
 /// answer is not the same as an equal message built per exchange).
 enum Sent: Equatable, CustomStringConvertible {
+    /// An overlaid request's headers: CONTINUE with the chosen model as a request header and the
+    /// decision as dynamic metadata (the plan's model is named).
+    case overlayRequestHeaders(model: String)
+    /// An overlaid exchange's response headers, body untouched: CONTINUE and mode_override
+    /// response_body_mode NONE.
+    case overlayResponseHeaders
+    /// An overlaid exchange's response headers, body rewritten: CONTINUE, content-length removed.
+    case rewritingResponseHeaders
     case canned(CannedResponse)
     case message(ProcessingResponse)
     case streamed([ProcessingResponse])
@@ -145,6 +167,9 @@ enum Sent: Equatable, CustomStringConvertible {
 
     var description: String {
         switch self {
+        case .overlayRequestHeaders(let model): return ".overlayRequestHeaders(\(model))"
+        case .overlayResponseHeaders: return ".overlayResponseHeaders"
+        case .rewritingResponseHeaders: return ".rewritingResponseHeaders"
         case .canned(let canned): return ".canned(.\(canned))"
         case .message(let message): return ".message(\(message))"
         case .streamed(let messages): return ".streamed(\(messages.count) messages)"
@@ -157,8 +182,29 @@ extension ExchangeAction {
     var sent: Sent {
         switch self {
         case .respond(.canned(let canned)): return .canned(canned)
-        case .respond(.message(let message)): return .message(message)
+        case .respond(.message(let message)):
+            if case .responseHeaders(let headers)? = message.response, headers.response.status == .continue {
+                let mutation = headers.response.headerMutation
+                if message.hasModeOverride, message.modeOverride.responseBodyMode == .none, mutation.removeHeaders.isEmpty,
+                    mutation.setHeaders.isEmpty
+                {
+                    return .overlayResponseHeaders
+                }
+                if mutation.removeHeaders == ["content-length"] && mutation.setHeaders.isEmpty {
+                    return .rewritingResponseHeaders
+                }
+            }
+            return .message(message)
         case .respondStreamed(let messages): return .streamed(messages)
+        case .respondAndCall(let answer, let plan):
+            let message = answer.message
+            guard case .requestHeaders(let headers)? = message.response, headers.response.status == .continue,
+                headers.response.headerMutation.setHeaders.count == 1,
+                headers.response.headerMutation.setHeaders[0].header.key == "x-overlay-model",
+                headers.response.headerMutation.setHeaders[0].header.rawValue == Data(plan.model.utf8),
+                message.dynamicMetadata.fields["overlayd"] != nil
+            else { return .message(message) }
+            return .overlayRequestHeaders(model: plan.model)
         case .none: return .none
         }
     }
@@ -167,6 +213,7 @@ extension ExchangeAction {
     var answers: [ProcessingResponse] {
         switch self {
         case .respond(let answer): return [answer.message]
+        case .respondAndCall(let answer, _): return [answer.message]
         case .respondStreamed(let messages): return messages
         case .none: return []
         }

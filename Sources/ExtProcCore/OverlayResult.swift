@@ -1,0 +1,50 @@
+import OverlayInject
+
+/// The AI result as the page sees it: the JSON of the data island, of `/__overlay/results/{token}`
+/// and of the member added to JSON bodies.
+///
+/// ```json
+/// {"overlay":"crm","model":"gpt-4","token":"6f1c…","status":"ready","text":"…"}
+/// {"overlay":"crm","model":"gpt-4","token":"6f1c…","status":"pending"}
+/// {"overlay":"crm","model":"gpt-4","token":"6f1c…","status":"failed","error":"timeout"}
+/// ```
+/// `pending`: not ready within the overlay's latency budget; overlay.js fetches it later with the
+/// token. `model` is the model that answered (a fallback, when the planned one failed).
+public struct OverlayResultView: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case ready, pending, failed
+    }
+
+    public var overlay: String
+    public var model: String
+    public var token: String
+    public var status: Status
+    public var text: String?
+    public var error: String?
+
+    public init(overlay: String, model: String, token: String, status: Status, text: String? = nil, error: String? = nil) {
+        self.overlay = overlay
+        self.model = model
+        self.token = token
+        self.status = status
+        self.text = text
+        self.error = error
+    }
+
+    /// The JSON object (UTF-8), keys in a fixed order.
+    public var json: [UInt8] {
+        var out = "{\"overlay\":" + OverlaySnippet.jsonStringLiteral(overlay)
+        out += ",\"model\":" + OverlaySnippet.jsonStringLiteral(model)
+        out += ",\"token\":" + OverlaySnippet.jsonStringLiteral(token)
+        out += ",\"status\":\"" + status.rawValue + "\""
+        if let text { out += ",\"text\":" + OverlaySnippet.jsonStringLiteral(text) }
+        if let error { out += ",\"error\":" + OverlaySnippet.jsonStringLiteral(error) }
+        out += "}"
+        return Array(out.utf8)
+    }
+}
+
+/// Where the adapter keeps results by token (for `/__overlay/results/{token}`).
+public protocol OverlayResultLookup: Sendable {
+    func view(token: String) -> OverlayResultView?
+}

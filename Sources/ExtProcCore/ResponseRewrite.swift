@@ -1,0 +1,153 @@
+import ExtProcProto
+import OverlayCore
+import OverlayInject
+
+/// What happens to an overlaid exchange's response body, decided at response-header time (pure).
+public enum ResponsePlan: Sendable, Equatable {
+    /// Inject the overlay snippet into an HTML body (with this CSP nonce, if the page has one).
+    case html(nonce: String?)
+    /// Add the result to a JSON object body.
+    case json
+    /// Leave the body alone; the reason is the `reason` label of `overlayd_injections_total`.
+    case untouched(reason: String)
+
+    /// The reasons ``untouched(reason:)`` can carry (for pre-registering metrics).
+    public static let reasons = [
+        "disabled", "status", "head", "not_html", "encoded", "csp_blocked", "too_large", "not_json_path",
+    ]
+
+    /// Decides from the overlay's settings, the request and the response headers.
+    ///
+    /// - HTML when `injection.html` is on, `content-type` is `text/html`, the status is 2xx other
+    ///   than 204/206, the request was not HEAD, the body is not content-encoded (gzip, br, …
+    ///   pass through untouched and are counted as `encoded`), a `content-length` (if any) is
+    ///   within `maxBodyBytes`, and the Content-Security-Policy lets a same-origin script run
+    ///   (its nonce is then used).
+    /// - JSON when the path is under `injection.json.paths` and `content-type` is
+    ///   `application/json` (or `+json`), with the same status, method, encoding and size rules.
+    public static func decide(
+        settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue]
+    ) -> ResponsePlan {
+        var status = 0
+        var contentType = ""
+        var encoding = ""
+        var length: Int?
+        var policies: [String] = []
+        for header in headers {
+            switch header.key {
+            case ":status": status = Int(header.textValue) ?? 0
+            case "content-type": contentType = header.textValue.lowercased()
+            case "content-encoding": encoding = header.textValue.lowercased()
+            case "content-length": length = Int(header.textValue)
+            case "content-security-policy": policies.append(header.textValue)
+            default: continue
+            }
+        }
+        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map {
+            $0.trimmingCharactersASCIIWhitespace()
+        } ?? ""
+        let wantsJSON =
+            !settings.jsonPaths.isEmpty && OverlaySettings.matches(settings.jsonPaths, path: path)
+            && (mediaType == "application/json" || mediaType.hasSuffix("+json"))
+        let wantsHTML = mediaType == "text/html"
+        guard wantsHTML || wantsJSON else { return .untouched(reason: "not_html") }
+        if wantsHTML && !settings.injectHTML && !wantsJSON { return .untouched(reason: "disabled") }
+        guard (200...299).contains(status), status != 204, status != 206 else { return .untouched(reason: "status") }
+        guard method != "HEAD" else { return .untouched(reason: "head") }
+        guard encoding.isEmpty || encoding == "identity" else { return .untouched(reason: "encoded") }
+        if let length, length > settings.maxBodyBytes { return .untouched(reason: "too_large") }
+        if wantsJSON { return .json }
+        switch ContentSecurityPolicy.decide(policies: policies) {
+        case .allowed(let nonce): return .html(nonce: nonce)
+        case .blocked: return .untouched(reason: "csp_blocked")
+        }
+    }
+}
+
+extension Substring {
+    func trimmingCharactersASCIIWhitespace() -> String {
+        var text = self
+        while let first = text.first, first == " " || first == "\t" { text = text.dropFirst() }
+        while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
+        return String(text)
+    }
+}
+
+/// Rewrites one response body chunk by chunk, bounded in memory.
+///
+/// HTML: the streaming ``HTMLInjector`` (holds at most a few bytes of a partial tag). JSON: the
+/// body is collected (up to `maxBodyBytes`) and answered as one enriched body at its end.
+/// A body that grows past `maxBodyBytes` before anything was inserted passes through untouched
+/// from there on (what was held is released unchanged).
+public struct ResponseRewrite: Sendable {
+    enum Kind: Sendable {
+        case html(HTMLInjector)
+        case json(collected: [UInt8], key: String, value: [UInt8])
+        case passing
+    }
+
+    var kind: Kind
+    let limit: Int
+    public private(set) var bytesSeen = 0
+    /// What happened, for metrics: "injected", "already_present", "too_large", "not_json_object",
+    /// or nil while undecided.
+    public private(set) var outcome: String?
+
+    public init(html snippet: [UInt8], limit: Int) {
+        kind = .html(HTMLInjector(snippet: snippet))
+        self.limit = limit
+    }
+
+    public init(jsonKey: String, value: [UInt8], limit: Int) {
+        kind = .json(collected: [], key: jsonKey, value: value)
+        self.limit = limit
+    }
+
+    /// The bytes to send instead of `chunk`, or nil to send `chunk` unchanged.
+    public mutating func rewrite(_ chunk: some Collection<UInt8>, endOfStream: Bool) -> [UInt8]? {
+        bytesSeen += chunk.count
+        switch kind {
+        case .passing:
+            return nil
+        case .html(var injector):
+            let before = injector.injected || injector.outcome == .alreadyPresent
+            if !before && bytesSeen > limit {
+                // Too large and nothing inserted yet: release what is held, pass the rest.
+                var out = injector.abandon()
+                out.append(contentsOf: chunk)
+                kind = .passing
+                outcome = "too_large"
+                return out
+            }
+            var out = injector.feed(chunk)
+            if endOfStream { out.append(contentsOf: injector.finish()) }
+            switch injector.outcome {
+            case .pending: break
+            case .alreadyPresent: outcome = "already_present"
+            default: outcome = "injected"
+            }
+            let unchanged = out.count == chunk.count && (before || injector.heldBackCount == 0) && out.elementsEqual(chunk)
+            kind = .html(injector)
+            return unchanged ? nil : out
+        case .json(var collected, let key, let value):
+            if bytesSeen > limit {
+                collected.append(contentsOf: chunk)
+                kind = .passing
+                outcome = "too_large"
+                return collected
+            }
+            collected.append(contentsOf: chunk)
+            guard endOfStream else {
+                kind = .json(collected: collected, key: key, value: value)
+                return []  // held until the end
+            }
+            kind = .passing
+            if let enriched = JSONEnricher.adding(key: key, value: value, to: collected) {
+                outcome = "injected"
+                return enriched
+            }
+            outcome = "not_json_object"
+            return collected
+        }
+    }
+}

@@ -1,0 +1,855 @@
+/// A streaming injector that inserts a snippet of bytes into an HTML body
+/// exactly once, without buffering the page.
+///
+/// ## Where the snippet goes
+///
+/// Scanning the body once, front to back, the **first** of these events wins:
+///
+/// 1. an end tag `</head>`: the snippet goes immediately **before** its `<`
+///    (``Outcome/beforeHeadEnd``);
+/// 2. a start tag `<body ...>`: the snippet goes immediately **after** the
+///    `>` that closes that whole start tag (``Outcome/afterBodyStart``);
+///    this is what happens on a page that has no `</head>`;
+/// 3. an end tag `</body>`: the snippet goes immediately **before** its `<`
+///    (``Outcome/beforeBodyEnd``);
+/// 4. otherwise the snippet is appended at the very end, by ``finish()``
+///    (``Outcome/atEnd``).
+///
+/// If, before any of these events, a start tag carries an attribute named
+/// `data-overlayd` (the marker our own snippet carries), the page already has
+/// the overlay and nothing is inserted (``Outcome/alreadyPresent``). Because a
+/// previously injected snippet *follows* `<body ...>`, the injector also looks
+/// just past that tag: if, after optional whitespace, the next start tag gets
+/// a `data-overlayd` attribute within the first `maxHoldBack` bytes, the
+/// outcome is ``Outcome/alreadyPresent`` too (``OverlaySnippet`` puts the
+/// marker first, at byte 8 of its first tag, so this always works for it).
+///
+/// Tags are recognised the way the HTML tokenizer of a browser recognises
+/// them: tag and attribute names are ASCII case-insensitive, `</HEAD >`,
+/// `</head\n>` and `</head/>` are end tags, `</header>` and `<bodyx>` are not.
+/// Nothing is recognised inside comments (`<!-- -->`, including the `<!-->`,
+/// `<!--->` and `--!>` forms), bogus comments (`<? >`, `<!DOCTYPE >`,
+/// `<!anything >`, `</ >`), CDATA sections (`<![CDATA[ ... ]]>`), attribute
+/// values (single-, double- or un-quoted; a `>` inside quotes does not end
+/// the tag), or the text of raw-text / RCDATA elements (`<script>`,
+/// `<style>`, `<textarea>`, `<title>`, `<xmp>`, `<iframe>`, `<noembed>`,
+/// `<noframes>`, `<noscript>`), which ends only at the matching end tag name
+/// followed by whitespace, `/` or `>`. Script text follows the browser's
+/// "escaped" / "double escaped" rules (`<!-- <script> </script> -->` inside a
+/// script does not end it). Everything after `<plaintext>` is text.
+/// Content of `<template>` elements (nesting counted) is inert: `<body>`,
+/// `</head>`, `</body>` and markers inside a template do not count.
+///
+/// Deliberate simplifications: `<![CDATA[` is opaque until `]]>` everywhere
+/// (browsers do that only inside SVG/MathML, and elsewhere end it at the
+/// first `>` like a bogus comment); SVG/MathML content is tokenized as HTML.
+/// If the body ends inside an unterminated construct (comment, tag, raw
+/// text), the snippet appended at the end lands inside it and is inert.
+///
+/// ## Streaming and memory
+///
+/// Bytes are emitted as soon as they are read. Bytes are held back at a chunk
+/// end only
+/// - for the prefix of a possible `</head` or `</body` end tag (at most 6
+///   bytes, `</head`), because the snippet must go *before* the `<` and the
+///   tag is only known to be an end tag once the byte after the name is seen;
+/// - right after `<body ...>`, while checking whether our snippet is already
+///   there: this stops at the first text byte, comment, end tag, completed
+///   start tag, or when `maxHoldBack` bytes are held, whichever comes first.
+///
+/// Tags of any length (huge attribute lists) are handled by tracking state,
+/// never by buffering. ``heldBackCount`` is `<= maxHoldBack` between calls
+/// (and `<= 6` except just after `<body ...>`).
+///
+/// ## Byte exactness
+///
+/// For any input (invalid HTML or binary garbage included) the concatenation
+/// of everything returned by ``feed(_:)`` and ``finish()``, with the one
+/// inserted snippet removed, is exactly the input, and it does not depend on
+/// how the input was split into chunks.
+public struct HTMLInjector: Sendable {
+    /// What the injector did (or has not done yet).
+    public enum Outcome: Sendable, Equatable {
+        /// No decision yet (more input needed, or ``HTMLInjector/finish()`` not called).
+        case pending
+        /// The snippet was inserted immediately before the first `</head>` end tag.
+        case beforeHeadEnd
+        /// The snippet was inserted immediately after the first `<body ...>` start tag.
+        case afterBodyStart
+        /// The snippet was inserted immediately before the first `</body>` end tag.
+        case beforeBodyEnd
+        /// The snippet was appended after the last byte of the body.
+        case atEnd
+        /// A start tag with a `data-overlayd` attribute came first: nothing inserted.
+        case alreadyPresent
+    }
+
+    /// The most bytes the state machine needs to hold back to find
+    /// `</head` / `</body`; `maxHoldBack` is never below this.
+    public static let requiredHoldBack = 6
+
+    /// The bytes inserted into the page.
+    public let snippet: [UInt8]
+    /// The bound on held-back bytes requested at initialisation.
+    public let maxHoldBack: Int
+    /// The current outcome; ``Outcome/pending`` until a decision is made.
+    public private(set) var outcome: Outcome = .pending
+    /// Offset in the *input* stream where the snippet was inserted, once injected.
+    public private(set) var insertionOffset: Int?
+    /// Number of input bytes consumed so far.
+    public private(set) var bytesConsumed = 0
+
+    /// True once the snippet has been emitted.
+    public var injected: Bool {
+        switch outcome {
+        case .beforeHeadEnd, .afterBodyStart, .beforeBodyEnd, .atEnd: return true
+        case .pending, .alreadyPresent: return false
+        }
+    }
+
+    /// Number of input bytes currently held back (not yet returned).
+    public var heldBackCount: Int { held.count }
+
+    private var state: State = .data
+    private var held: [UInt8] = []
+    private var holding = false
+    /// After `<body ...>`: holding the following bytes to see whether our
+    /// snippet is already there (see `probeInject`).
+    private var probing = false
+    private var probeOffset = 0
+    private var finished = false
+    private var isEndTag = false
+    private var tagHasMarker = false
+    private var name = NameBuffer()
+    private var attrName = NameBuffer()
+    private var temp = NameBuffer()
+    private var rawEndName: [UInt8] = []
+    private var cdataMatch = 0
+    private var templateDepth = 0
+
+    /// Creates an injector.
+    /// - Parameters:
+    ///   - snippet: the bytes to insert once.
+    ///   - maxHoldBack: upper bound on bytes held back at a chunk end. The state
+    ///     machine needs ``requiredHoldBack`` (6) bytes; smaller values are
+    ///     raised to that. It also bounds the look past `<body ...>` for an
+    ///     existing snippet (``OverlaySnippet``'s marker is recognised after
+    ///     22 bytes, plus any whitespace between `<body ...>` and it).
+    public init(snippet: [UInt8], maxHoldBack: Int = 64) {
+        self.snippet = snippet
+        self.maxHoldBack = max(maxHoldBack, Self.requiredHoldBack)
+        held.reserveCapacity(Self.requiredHoldBack + 1)
+    }
+
+    /// Consumes the next chunk of the body and returns the bytes that may be
+    /// sent now (possibly including the snippet). After ``finish()`` the chunk
+    /// is returned unchanged.
+    public mutating func feed(_ chunk: some Collection<UInt8>) -> [UInt8] {
+        if finished || outcome != .pending {
+            bytesConsumed += chunk.count
+            return Array(chunk)
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(chunk.count + held.count)
+        for b in chunk {
+            if outcome != .pending {
+                out.append(b)
+            } else {
+                if holding { held.append(b) } else { out.append(b) }
+                step(b, &out)
+                if probing && held.count >= maxHoldBack { probeInject(&out) }
+            }
+            bytesConsumed += 1
+        }
+        return out
+    }
+
+    /// Signals the end of the body; returns the held-back bytes and, if no
+    /// insertion point was found, the snippet (``Outcome/atEnd``). Calling it
+    /// again returns nothing.
+    public mutating func finish() -> [UInt8] {
+        if finished { return [] }
+        finished = true
+        var out: [UInt8] = []
+        if probing {
+            probeInject(&out)
+            return out
+        }
+        out = held
+        held.removeAll()
+        holding = false
+        if outcome == .pending {
+            out.append(contentsOf: snippet)
+            outcome = .atEnd
+            insertionOffset = bytesConsumed
+        }
+        return out
+    }
+
+    /// Gives up without inserting (the body turned out too large): returns the held-back bytes;
+    /// later ``feed(_:)`` calls return their chunk unchanged and ``finish()`` returns nothing.
+    /// Does nothing once the snippet was inserted.
+    public mutating func abandon() -> [UInt8] {
+        if finished { return [] }
+        finished = true
+        let out = held
+        held.removeAll()
+        holding = false
+        probing = false
+        return out
+    }
+
+    /// Injects into a whole body in one call.
+    public static func inject(
+        _ snippet: [UInt8], into body: some Collection<UInt8>
+    ) -> (output: [UInt8], outcome: Outcome) {
+        var injector = HTMLInjector(snippet: snippet)
+        var out = injector.feed(body)
+        out.append(contentsOf: injector.finish())
+        return (out, injector.outcome)
+    }
+
+    // MARK: - State machine
+
+    private enum State: Sendable {
+        case data, tagOpen, endTagOpen, tagName
+        case beforeAttrName, attrName, afterAttrName, beforeAttrValue
+        case attrValueDouble, attrValueSingle, attrValueUnquoted, afterAttrValueQuoted
+        case selfClosing
+        case markupDeclOpen, markupDash, markupCDATA
+        case commentStart, commentStartDash, comment, commentEndDash, commentEnd, commentEndBang
+        case bogusComment
+        case cdata, cdataBracket, cdataEnd
+        case rawText, rawLessThan, rawEndTagOpen, rawEndTagName
+        case scriptData, scriptLessThan, scriptEndTagOpen, scriptEndTagName
+        case scriptEscapeStart, scriptEscapeStartDash
+        case scriptEscaped, scriptEscapedDash, scriptEscapedDashDash
+        case scriptEscapedLessThan, scriptEscapedEndTagOpen, scriptEscapedEndTagName
+        case scriptDoubleEscapeStart, scriptDoubleEscaped, scriptDoubleEscapedDash
+        case scriptDoubleEscapedDashDash, scriptDoubleEscapedLessThan, scriptDoubleEscapeEnd
+        case plaintext
+    }
+
+    /// Processes one input byte `b`, which has already been appended to `out`
+    /// (or to `held` while holding).
+    private mutating func step(_ b: UInt8, _ out: inout [UInt8]) {
+        var reconsume = true
+        while reconsume && outcome == .pending {
+            reconsume = false
+            switch state {
+            case .data:
+                if probing && b != A.lt && !isSpace(b) {
+                    probeInject(&out)
+                } else if b == A.lt {
+                    state = .tagOpen
+                    if templateDepth == 0 && !holding {
+                        // `b` is the last byte emitted; move it to the hold buffer.
+                        out.removeLast()
+                        held.append(b)
+                        holding = true
+                    }
+                }
+
+            case .tagOpen:
+                if probing && !isAlpha(b) {
+                    probeInject(&out)
+                } else if b == A.slash {
+                    state = .endTagOpen
+                } else {
+                    flush(&out)
+                    if b == A.bang {
+                        state = .markupDeclOpen
+                    } else if isAlpha(b) {
+                        beginTag(end: false, b)
+                    } else if b == A.question {
+                        state = .bogusComment
+                    } else {
+                        state = .data
+                        reconsume = true
+                    }
+                }
+
+            case .endTagOpen:
+                if isAlpha(b) {
+                    beginTag(end: true, b)
+                    if holdingEndTag && !name.isPrefix(of: A.head) && !name.isPrefix(of: A.body) {
+                        flush(&out)
+                    }
+                } else {
+                    flush(&out)
+                    if b == A.gt {
+                        state = .data
+                    } else {
+                        state = .bogusComment
+                        reconsume = true
+                    }
+                }
+
+            case .tagName:
+                if isSpace(b) || b == A.slash || b == A.gt {
+                    if holdingEndTag {
+                        if name.equals(A.head) {
+                            injectBeforeHeldTag(.beforeHeadEnd, &out)
+                            return
+                        } else if name.equals(A.body) {
+                            injectBeforeHeldTag(.beforeBodyEnd, &out)
+                            return
+                        }
+                        flush(&out)
+                    }
+                    if isSpace(b) {
+                        state = .beforeAttrName
+                    } else if b == A.slash {
+                        state = .selfClosing
+                    } else {
+                        emitTag(&out)
+                    }
+                } else {
+                    name.append(b)
+                    if holdingEndTag && !name.isPrefix(of: A.head) && !name.isPrefix(of: A.body) {
+                        flush(&out)
+                    }
+                }
+
+            case .beforeAttrName:
+                if isSpace(b) {
+                    // stay
+                } else if b == A.slash || b == A.gt {
+                    state = .afterAttrName
+                    reconsume = true
+                } else {
+                    attrName.reset()
+                    attrName.append(b)
+                    state = .attrName
+                }
+
+            case .attrName:
+                if isSpace(b) || b == A.slash || b == A.gt {
+                    endAttrName(&out)
+                    state = .afterAttrName
+                    reconsume = true
+                } else if b == A.eq {
+                    endAttrName(&out)
+                    state = .beforeAttrValue
+                } else {
+                    attrName.append(b)
+                }
+
+            case .afterAttrName:
+                if isSpace(b) {
+                    // stay
+                } else if b == A.slash {
+                    state = .selfClosing
+                } else if b == A.eq {
+                    state = .beforeAttrValue
+                } else if b == A.gt {
+                    emitTag(&out)
+                } else {
+                    attrName.reset()
+                    attrName.append(b)
+                    state = .attrName
+                }
+
+            case .beforeAttrValue:
+                if isSpace(b) {
+                    // stay
+                } else if b == A.dquote {
+                    state = .attrValueDouble
+                } else if b == A.squote {
+                    state = .attrValueSingle
+                } else if b == A.gt {
+                    emitTag(&out)
+                } else {
+                    state = .attrValueUnquoted
+                }
+
+            case .attrValueDouble:
+                if b == A.dquote { state = .afterAttrValueQuoted }
+
+            case .attrValueSingle:
+                if b == A.squote { state = .afterAttrValueQuoted }
+
+            case .attrValueUnquoted:
+                if isSpace(b) {
+                    state = .beforeAttrName
+                } else if b == A.gt {
+                    emitTag(&out)
+                }
+
+            case .afterAttrValueQuoted:
+                if isSpace(b) {
+                    state = .beforeAttrName
+                } else if b == A.slash {
+                    state = .selfClosing
+                } else if b == A.gt {
+                    emitTag(&out)
+                } else {
+                    state = .beforeAttrName
+                    reconsume = true
+                }
+
+            case .selfClosing:
+                if b == A.gt {
+                    emitTag(&out)
+                } else {
+                    state = .beforeAttrName
+                    reconsume = true
+                }
+
+            case .markupDeclOpen:
+                if b == A.dash {
+                    state = .markupDash
+                } else if b == A.lbracket {
+                    cdataMatch = 1
+                    state = .markupCDATA
+                } else {
+                    // `<!DOCTYPE ...>` and every other `<!...>` end at the first `>`.
+                    state = .bogusComment
+                    reconsume = true
+                }
+
+            case .markupDash:
+                if b == A.dash {
+                    state = .commentStart
+                } else {
+                    state = .bogusComment
+                    reconsume = true
+                }
+
+            case .markupCDATA:
+                if b == A.cdataOpen[cdataMatch] {
+                    cdataMatch += 1
+                    if cdataMatch == A.cdataOpen.count { state = .cdata }
+                } else {
+                    state = .bogusComment
+                    reconsume = true
+                }
+
+            case .commentStart:
+                if b == A.dash {
+                    state = .commentStartDash
+                } else if b == A.gt {
+                    state = .data  // `<!-->`
+                } else {
+                    state = .comment
+                    reconsume = true
+                }
+
+            case .commentStartDash:
+                if b == A.dash {
+                    state = .commentEnd
+                } else if b == A.gt {
+                    state = .data  // `<!--->`
+                } else {
+                    state = .comment
+                    reconsume = true
+                }
+
+            case .comment:
+                if b == A.dash { state = .commentEndDash }
+
+            case .commentEndDash:
+                if b == A.dash {
+                    state = .commentEnd
+                } else {
+                    state = .comment
+                    reconsume = true
+                }
+
+            case .commentEnd:
+                if b == A.gt {
+                    state = .data
+                } else if b == A.bang {
+                    state = .commentEndBang
+                } else if b != A.dash {
+                    state = .comment
+                    reconsume = true
+                }
+
+            case .commentEndBang:
+                if b == A.dash {
+                    state = .commentEndDash
+                } else if b == A.gt {
+                    state = .data  // `--!>`
+                } else {
+                    state = .comment
+                    reconsume = true
+                }
+
+            case .bogusComment:
+                if b == A.gt { state = .data }
+
+            case .cdata:
+                if b == A.rbracket { state = .cdataBracket }
+
+            case .cdataBracket:
+                if b == A.rbracket {
+                    state = .cdataEnd
+                } else {
+                    state = .cdata
+                    reconsume = true
+                }
+
+            case .cdataEnd:
+                if b == A.gt {
+                    state = .data
+                } else if b != A.rbracket {
+                    state = .cdata
+                    reconsume = true
+                }
+
+            // RAWTEXT / RCDATA: ends only at `</name` + whitespace, `/` or `>`.
+            case .rawText:
+                if b == A.lt { state = .rawLessThan }
+
+            case .rawLessThan:
+                if b == A.slash {
+                    temp.reset()
+                    state = .rawEndTagOpen
+                } else {
+                    state = .rawText
+                    reconsume = true
+                }
+
+            case .rawEndTagOpen:
+                state = isAlpha(b) ? .rawEndTagName : .rawText
+                reconsume = true
+
+            case .rawEndTagName:
+                if isAlpha(b) {
+                    temp.append(b)
+                } else if (isSpace(b) || b == A.slash || b == A.gt) && temp.equals(rawEndName) {
+                    endRawTag(b, &out)
+                } else {
+                    state = .rawText
+                    reconsume = true
+                }
+
+            // Script data, including the escaped / double-escaped states.
+            case .scriptData:
+                if b == A.lt { state = .scriptLessThan }
+
+            case .scriptLessThan:
+                if b == A.slash {
+                    temp.reset()
+                    state = .scriptEndTagOpen
+                } else if b == A.bang {
+                    state = .scriptEscapeStart
+                } else {
+                    state = .scriptData
+                    reconsume = true
+                }
+
+            case .scriptEndTagOpen:
+                state = isAlpha(b) ? .scriptEndTagName : .scriptData
+                reconsume = true
+
+            case .scriptEndTagName:
+                if isAlpha(b) {
+                    temp.append(b)
+                } else if (isSpace(b) || b == A.slash || b == A.gt) && temp.equals(A.script) {
+                    endRawTag(b, &out)
+                } else {
+                    state = .scriptData
+                    reconsume = true
+                }
+
+            case .scriptEscapeStart:
+                if b == A.dash {
+                    state = .scriptEscapeStartDash
+                } else {
+                    state = .scriptData
+                    reconsume = true
+                }
+
+            case .scriptEscapeStartDash:
+                if b == A.dash {
+                    state = .scriptEscapedDashDash
+                } else {
+                    state = .scriptData
+                    reconsume = true
+                }
+
+            case .scriptEscaped:
+                if b == A.dash {
+                    state = .scriptEscapedDash
+                } else if b == A.lt {
+                    state = .scriptEscapedLessThan
+                }
+
+            case .scriptEscapedDash:
+                if b == A.dash {
+                    state = .scriptEscapedDashDash
+                } else if b == A.lt {
+                    state = .scriptEscapedLessThan
+                } else {
+                    state = .scriptEscaped
+                }
+
+            case .scriptEscapedDashDash:
+                if b == A.dash {
+                    // stay
+                } else if b == A.lt {
+                    state = .scriptEscapedLessThan
+                } else if b == A.gt {
+                    state = .scriptData
+                } else {
+                    state = .scriptEscaped
+                }
+
+            case .scriptEscapedLessThan:
+                if b == A.slash {
+                    temp.reset()
+                    state = .scriptEscapedEndTagOpen
+                } else if isAlpha(b) {
+                    temp.reset()
+                    state = .scriptDoubleEscapeStart
+                    reconsume = true
+                } else {
+                    state = .scriptEscaped
+                    reconsume = true
+                }
+
+            case .scriptEscapedEndTagOpen:
+                state = isAlpha(b) ? .scriptEscapedEndTagName : .scriptEscaped
+                reconsume = true
+
+            case .scriptEscapedEndTagName:
+                if isAlpha(b) {
+                    temp.append(b)
+                } else if (isSpace(b) || b == A.slash || b == A.gt) && temp.equals(A.script) {
+                    endRawTag(b, &out)
+                } else {
+                    state = .scriptEscaped
+                    reconsume = true
+                }
+
+            case .scriptDoubleEscapeStart:
+                if isSpace(b) || b == A.slash || b == A.gt {
+                    state = temp.equals(A.script) ? .scriptDoubleEscaped : .scriptEscaped
+                } else if isAlpha(b) {
+                    temp.append(b)
+                } else {
+                    state = .scriptEscaped
+                    reconsume = true
+                }
+
+            case .scriptDoubleEscaped:
+                if b == A.dash {
+                    state = .scriptDoubleEscapedDash
+                } else if b == A.lt {
+                    state = .scriptDoubleEscapedLessThan
+                }
+
+            case .scriptDoubleEscapedDash:
+                if b == A.dash {
+                    state = .scriptDoubleEscapedDashDash
+                } else if b == A.lt {
+                    state = .scriptDoubleEscapedLessThan
+                } else {
+                    state = .scriptDoubleEscaped
+                }
+
+            case .scriptDoubleEscapedDashDash:
+                if b == A.dash {
+                    // stay
+                } else if b == A.lt {
+                    state = .scriptDoubleEscapedLessThan
+                } else if b == A.gt {
+                    state = .scriptData
+                } else {
+                    state = .scriptDoubleEscaped
+                }
+
+            case .scriptDoubleEscapedLessThan:
+                if b == A.slash {
+                    temp.reset()
+                    state = .scriptDoubleEscapeEnd
+                } else {
+                    state = .scriptDoubleEscaped
+                    reconsume = true
+                }
+
+            case .scriptDoubleEscapeEnd:
+                if isSpace(b) || b == A.slash || b == A.gt {
+                    state = temp.equals(A.script) ? .scriptEscaped : .scriptDoubleEscaped
+                } else if isAlpha(b) {
+                    temp.append(b)
+                } else {
+                    state = .scriptDoubleEscaped
+                    reconsume = true
+                }
+
+            case .plaintext:
+                break
+            }
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Holding a possible `</head` / `</body` (not probing after `<body>`).
+    private var holdingEndTag: Bool { holding && !probing }
+
+    /// Releases held bytes, unless probing after `<body>` (which ends only
+    /// through `probeInject` or the marker).
+    private mutating func flush(_ out: inout [UInt8]) {
+        guard holding && !probing else { return }
+        out.append(contentsOf: held)
+        held.removeAll(keepingCapacity: true)
+        holding = false
+    }
+
+    /// Ends the probe after `<body ...>`: snippet, then the held bytes.
+    private mutating func probeInject(_ out: inout [UInt8]) {
+        probing = false
+        insertionOffset = probeOffset
+        outcome = .afterBodyStart
+        out.append(contentsOf: snippet)
+        flush(&out)
+    }
+
+    /// Inserts the snippet before the held `</head` / `</body` (+ current byte).
+    private mutating func injectBeforeHeldTag(_ kind: Outcome, _ out: inout [UInt8]) {
+        insertionOffset = bytesConsumed + 1 - held.count
+        outcome = kind
+        out.append(contentsOf: snippet)
+        flush(&out)
+    }
+
+    private mutating func beginTag(end: Bool, _ b: UInt8) {
+        isEndTag = end
+        tagHasMarker = false
+        name.reset()
+        name.append(b)
+        state = .tagName
+    }
+
+    private mutating func endAttrName(_ out: inout [UInt8]) {
+        guard !isEndTag && attrName.equals(A.marker) else { return }
+        tagHasMarker = true
+        if probing {
+            // Our snippet already follows `<body ...>`: emit what was held, no snippet.
+            probing = false
+            outcome = .alreadyPresent
+            flush(&out)
+        }
+    }
+
+    /// The byte after an appropriate raw-text end tag name was seen.
+    private mutating func endRawTag(_ b: UInt8, _ out: inout [UInt8]) {
+        isEndTag = true
+        tagHasMarker = false
+        name = temp
+        if isSpace(b) {
+            state = .beforeAttrName
+        } else if b == A.slash {
+            state = .selfClosing
+        } else {
+            emitTag(&out)
+        }
+    }
+
+    /// Called on the `>` that completes a tag.
+    private mutating func emitTag(_ out: inout [UInt8]) {
+        state = .data
+        if probing {
+            probeInject(&out)
+            return
+        }
+        if isEndTag {
+            if templateDepth > 0 && name.equals(A.template) { templateDepth -= 1 }
+            return
+        }
+        if templateDepth == 0 && outcome == .pending {
+            if tagHasMarker {
+                outcome = .alreadyPresent
+                return
+            }
+            if name.equals(A.body) {
+                // Insertion point is right here, but first look (bounded by
+                // maxHoldBack) whether the next start tag is our marker.
+                probing = true
+                probeOffset = bytesConsumed + 1
+                holding = true
+                return
+            }
+        }
+        if name.equals(A.template) {
+            templateDepth += 1
+        } else if name.equals(A.script) {
+            state = .scriptData
+        } else if name.equals(A.plaintext) {
+            state = .plaintext
+        } else {
+            for raw in A.rawTextElements where name.equals(raw) {
+                rawEndName = raw
+                state = .rawText
+                break
+            }
+        }
+    }
+}
+
+/// A lower-cased name, of which only the first 16 bytes are stored (enough to
+/// compare against every name the injector cares about).
+struct NameBuffer: Sendable {
+    private(set) var bytes: [UInt8] = []
+    private(set) var length = 0
+    static let capacity = 16
+
+    mutating func reset() {
+        bytes.removeAll(keepingCapacity: true)
+        length = 0
+    }
+
+    mutating func append(_ b: UInt8) {
+        if length < Self.capacity { bytes.append(asciiLower(b)) }
+        length += 1
+    }
+
+    func equals(_ lit: [UInt8]) -> Bool { length == lit.count && bytes == lit }
+
+    func isPrefix(of lit: [UInt8]) -> Bool {
+        length <= lit.count && bytes.elementsEqual(lit.prefix(length))
+    }
+}
+
+@inline(__always) func asciiLower(_ b: UInt8) -> UInt8 {
+    (b >= 0x41 && b <= 0x5A) ? b | 0x20 : b
+}
+
+@inline(__always) private func isAlpha(_ b: UInt8) -> Bool {
+    let l = b | 0x20
+    return l >= 0x61 && l <= 0x7A
+}
+
+/// HTML whitespace as the tokenizer sees it: TAB, LF, FF, CR, SPACE.
+@inline(__always) private func isSpace(_ b: UInt8) -> Bool {
+    b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0C || b == 0x0D
+}
+
+/// Byte constants.
+private enum A {
+    static let lt: UInt8 = 0x3C
+    static let gt: UInt8 = 0x3E
+    static let slash: UInt8 = 0x2F
+    static let bang: UInt8 = 0x21
+    static let question: UInt8 = 0x3F
+    static let dash: UInt8 = 0x2D
+    static let eq: UInt8 = 0x3D
+    static let dquote: UInt8 = 0x22
+    static let squote: UInt8 = 0x27
+    static let lbracket: UInt8 = 0x5B
+    static let rbracket: UInt8 = 0x5D
+    static let head = Array("head".utf8)
+    static let body = Array("body".utf8)
+    static let script = Array("script".utf8)
+    static let template = Array("template".utf8)
+    static let plaintext = Array("plaintext".utf8)
+    static let marker = Array("data-overlayd".utf8)
+    static let cdataOpen = Array("[CDATA[".utf8)
+    static let rawTextElements: [[UInt8]] = [
+        "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
+    ].map { Array($0.utf8) }
+}

@@ -1,0 +1,166 @@
+/// Builds the bytes that ``HTMLInjector`` inserts into a page:
+///
+/// ```html
+/// <script data-overlayd type="application/json" id="overlayd-result">{…escaped JSON…}</script>
+/// <script src="/__overlay/overlay.js" defer nonce="…"></script>
+/// ```
+///
+/// (without the line breaks). Both elements are allowed in `<head>`, so inserting them before
+/// `</head>` leaves the page's structure alone; overlay.js adds its `<overlay-panel>` element to
+/// the body itself. The first tag carries the `data-overlayd`
+/// marker that ``HTMLInjector`` uses to avoid injecting twice; it is the first
+/// attribute so that the marker is seen within a few bytes when the snippet
+/// directly follows `<body ...>`.
+public enum OverlaySnippet {
+    /// The default URL of the overlay script.
+    public static let defaultScriptURL = "/__overlay/overlay.js"
+
+    /// Builds the snippet.
+    /// - Parameters:
+    ///   - json: the JSON text for the data island (UTF-8). It is passed
+    ///     through ``escapeForDataIsland(_:)``, so it can never close the
+    ///     `<script>` element; for valid JSON the escaping does not change the
+    ///     parsed value.
+    ///   - scriptURL: the `src` of the overlay script (HTML-attribute-escaped).
+    ///   - nonce: a CSP nonce for the script; used only if
+    ///     ``isValidNonce(_:)`` accepts it, otherwise omitted.
+    public static func make(
+        json: some Collection<UInt8>,
+        scriptURL: String = defaultScriptURL,
+        nonce: String? = nil
+    ) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count + 200)
+        out.append(contentsOf: #"<script data-overlayd type="application/json" id="overlayd-result">"#.utf8)
+        out.append(contentsOf: escapeForDataIsland(json))
+        out.append(contentsOf: "</script><script src=\"".utf8)
+        out.append(contentsOf: escapeAttribute(scriptURL))
+        out.append(contentsOf: "\" defer".utf8)
+        if let nonce, isValidNonce(nonce) {
+            out.append(contentsOf: " nonce=\"".utf8)
+            out.append(contentsOf: nonce.utf8)
+            out.append(0x22)
+        }
+        out.append(contentsOf: "></script>".utf8)
+        return out
+    }
+
+    /// Builds the snippet from JSON given as a `String`.
+    public static func make(
+        json: String, scriptURL: String = defaultScriptURL, nonce: String? = nil
+    ) -> [UInt8] {
+        make(json: Array(json.utf8), scriptURL: scriptURL, nonce: nonce)
+    }
+
+    /// Escapes JSON text so that it can sit inside a `<script>` element:
+    /// `<` → `\u003c`, `>` → `\u003e`, `&` → `\u0026`, U+2028 → `\u2028`,
+    /// U+2029 → `\u2029`. In valid JSON these characters can only occur
+    /// inside string literals, where the escapes denote the same characters.
+    /// The result contains no `<` at all, so it cannot contain `</script` or
+    /// `<!--`.
+    public static func escapeForDataIsland(_ json: some Collection<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count)
+        var it = json.makeIterator()
+        // Up to two bytes of a possible E2 80 A8/A9 sequence waiting for a decision.
+        var pending: [UInt8] = []
+        func emitEscape(_ s: StaticString) {
+            s.withUTF8Buffer { out.append(contentsOf: $0) }
+        }
+        while let b = it.next() {
+            if !pending.isEmpty {
+                if pending.count == 1 {
+                    if b == 0x80 { pending.append(b); continue }
+                } else if b == 0xA8 || b == 0xA9 {
+                    emitEscape(b == 0xA8 ? #"\u2028"# : #"\u2029"#)
+                    pending.removeAll()
+                    continue
+                }
+                out.append(contentsOf: pending)
+                pending.removeAll()
+            }
+            switch b {
+            case 0x3C: emitEscape(#"\u003c"#)
+            case 0x3E: emitEscape(#"\u003e"#)
+            case 0x26: emitEscape(#"\u0026"#)
+            case 0xE2: pending.append(b)
+            default: out.append(b)
+            }
+        }
+        out.append(contentsOf: pending)
+        return out
+    }
+
+    /// Encodes `text` as a JSON string literal (with the surrounding quotes):
+    /// `"` and `\` are backslash-escaped, control characters U+0000–U+001F
+    /// become `\b \f \n \r \t` or `\u00XX`, U+007F becomes `\u007f`, and
+    /// U+2028 / U+2029 become `\u2028` / `\u2029`. Everything else is copied
+    /// as UTF-8.
+    public static func jsonStringLiteral(_ text: String) -> String {
+        String(decoding: jsonStringLiteralBytes(text), as: UTF8.self)
+    }
+
+    static func jsonStringLiteralBytes(_ text: String) -> [UInt8] {
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = [0x22]
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x22: out.append(contentsOf: [0x5C, 0x22])
+            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+            case 0x08: out.append(contentsOf: [0x5C, 0x62])
+            case 0x0C: out.append(contentsOf: [0x5C, 0x66])
+            case 0x0A: out.append(contentsOf: [0x5C, 0x6E])
+            case 0x0D: out.append(contentsOf: [0x5C, 0x72])
+            case 0x09: out.append(contentsOf: [0x5C, 0x74])
+            case 0x00...0x1F, 0x7F, 0x2028, 0x2029:
+                let v = scalar.value
+                out.append(contentsOf: [0x5C, 0x75])
+                out.append(hex[Int((v >> 12) & 0xF)])
+                out.append(hex[Int((v >> 8) & 0xF)])
+                out.append(hex[Int((v >> 4) & 0xF)])
+                out.append(hex[Int(v & 0xF)])
+            default:
+                out.append(contentsOf: String(scalar).utf8)
+            }
+        }
+        out.append(0x22)
+        return out
+    }
+
+    /// True if `nonce` is a CSP `base64-value`: one or more of
+    /// `A–Z a–z 0–9 + / - _`, followed by at most two `=`.
+    public static func isValidNonce(_ nonce: String) -> Bool {
+        var sawChar = false
+        var padding = 0
+        for b in nonce.utf8 {
+            if b == 0x3D {
+                padding += 1
+                if padding > 2 { return false }
+                continue
+            }
+            if padding > 0 { return false }
+            let ok = (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39)
+                || b == 0x2B || b == 0x2F || b == 0x2D || b == 0x5F
+            if !ok { return false }
+            sawChar = true
+        }
+        return sawChar
+    }
+
+    /// Escapes a value for a double-quoted HTML attribute.
+    static func escapeAttribute(_ value: String) -> [UInt8] {
+        var out: [UInt8] = []
+        for b in value.utf8 {
+            switch b {
+            case 0x26: out.append(contentsOf: "&amp;".utf8)
+            case 0x22: out.append(contentsOf: "&quot;".utf8)
+            case 0x27: out.append(contentsOf: "&#39;".utf8)
+            case 0x3C: out.append(contentsOf: "&lt;".utf8)
+            case 0x3E: out.append(contentsOf: "&gt;".utf8)
+            default: out.append(b)
+            }
+        }
+        return out
+    }
+}

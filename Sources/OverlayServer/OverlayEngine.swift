@@ -1,0 +1,395 @@
+import AsyncHTTPClient
+import BackendCore
+import Backends
+import CoreMetrics
+import ExtProcCore
+import Foundation
+import Logging
+import NIOCore
+import OverlayCore
+import OverlayDecisions
+import ServiceLifecycle
+import Synchronization
+
+/// One model call started at request headers; the response phase picks its result up.
+///
+/// The result is handed over through a lock, not an event-loop promise: a call may finish after
+/// its stream (and, at shutdown, its event loop) is gone, and then nobody is told.
+final class ModelCall: Sendable {
+    let token: String
+    let plan: OverlayPlan
+    let started: NIODeadline
+    private let state = Mutex<(result: OverlayResultView?, waiter: (@Sendable (OverlayResultView) -> Void)?)>((nil, nil))
+
+    init(token: String, plan: OverlayPlan, started: NIODeadline) {
+        self.token = token
+        self.plan = plan
+        self.started = started
+    }
+
+    /// The result, once in.
+    var result: OverlayResultView? { state.withLock { $0.result } }
+
+    /// Calls `waiter` once with the result (at once if it is in). One waiter at a time.
+    func onResult(_ waiter: @escaping @Sendable (OverlayResultView) -> Void) {
+        let ready: OverlayResultView? = state.withLock { state in
+            if let result = state.result { return result }
+            state.waiter = waiter
+            return nil
+        }
+        if let ready { waiter(ready) }
+    }
+
+    /// The stream is gone: tell nobody.
+    func forgetWaiter() {
+        state.withLock { $0.waiter = nil }
+    }
+
+    func complete(_ view: OverlayResultView) {
+        let waiter = state.withLock { state -> (@Sendable (OverlayResultView) -> Void)? in
+            state.result = view
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?(view)
+    }
+}
+
+/// Runs the model calls of overlaid exchanges (the adapter between the pure plan and the
+/// backends): the served model's call, started at request headers so it overlaps the upstream's
+/// work; the shadow challenger's call, in the background through a bounded queue; drift.
+///
+/// - Results are kept by token in a bounded store (``ResultStore``) for `/__overlay/results/{token}`.
+/// - Models named by an overlay but absent from the registry (a document without any AIModel,
+///   such as the seed example alone) are served by the built-in mock.
+/// - Shadow jobs wait in a queue of `shadowQueueCapacity`; when it is full the job is dropped and
+///   counted (`overlayd_shadow_jobs_total{result="dropped"}`); at most `shadowConcurrency` run at
+///   once. A shadow job never delays a response: the page only ever waits for the champion. On
+///   shutdown, queued jobs are dropped and running ones cancelled.
+///
+/// Metrics: `overlayd_model_calls_total{model,result}`, `overlayd_model_call_seconds{model}`,
+/// `overlayd_shadow_jobs_total{result}`, `overlayd_drift_similarity_mean{overlay}`,
+/// `overlayd_drift_flag{overlay}`.
+public final class OverlayEngine: Service, Sendable {
+    public struct Options: Sendable {
+        public var shadowQueueCapacity = 256
+        public var shadowConcurrency = 8
+        public var resultCapacity = 10_000
+        public var resultTTL: Duration = .seconds(120)
+        public init() {}
+    }
+
+    struct Job: Sendable {
+        let plan: OverlayPlan
+        let challenger: String
+        let champion: Task<OverlayResultView, Never>
+        let router: ModelRouter
+        let window: Int
+        let threshold: Double
+    }
+
+    public let results: ResultStore
+    public let drift: DriftBoard
+    private let options: Options
+    private let httpClient: HTTPClient
+    private let logger: Logger
+    private let factory: any MetricsFactory
+    private let clients = Mutex<[String: (spec: ModelSpec, client: any ModelClient)]>([:])
+    private let routerCache = Mutex<(version: String, router: ModelRouter)?>(nil)
+    private let jobs: AsyncStream<Job>
+    private let jobSink: AsyncStream<Job>.Continuation
+    private let shadowCounters: [String: Counter]
+    private let stopping = Atomic<Bool>(false)
+
+    public init(options: Options = Options(), metricsFactory: any MetricsFactoryBox, logger: Logger) {
+        self.options = options
+        self.logger = logger
+        self.factory = metricsFactory.factory
+        self.results = ResultStore(capacity: options.resultCapacity, ttl: options.resultTTL)
+        self.drift = DriftBoard(factory: metricsFactory.factory)
+        self.httpClient = HTTPClient(
+            eventLoopGroupProvider: .singleton, configuration: OpenAIClient.httpClientConfiguration())
+        (jobs, jobSink) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .bufferingOldest(options.shadowQueueCapacity))
+        var counters: [String: Counter] = [:]
+        for result in ["queued", "dropped", "done", "cancelled"] {
+            counters[result] = Counter(label: "overlayd_shadow_jobs_total", dimensions: [("result", result)], factory: factory)
+        }
+        shadowCounters = counters
+    }
+
+    /// The router for a config snapshot; clients whose spec did not change are kept (with their
+    /// circuit breakers and concurrency limits) across config versions.
+    func router(for config: OverlayConfig) -> ModelRouter {
+        if let cached = routerCache.withLock({ $0 }), cached.version == config.version { return cached.router }
+        var specs = config.models
+        for overlay in config.overlays {
+            for model in overlay.models where specs[model.name] == nil {
+                specs[model.name] = ModelSpec(name: model.name, provider: .mock)
+            }
+        }
+        let built: [String: any ModelClient] = clients.withLock { clients in
+            var next: [String: (spec: ModelSpec, client: any ModelClient)] = [:]
+            for (name, spec) in specs {
+                if let existing = clients[name], existing.spec == spec {
+                    next[name] = existing
+                    continue
+                }
+                let client: any ModelClient
+                switch spec.provider {
+                case .openai: client = OpenAIClient(spec: spec, httpClient: httpClient, logger: logger)
+                case .mock: client = MockClient(spec: spec, logger: logger)
+                }
+                next[name] = (spec, client)
+            }
+            clients = next
+            return next.mapValues(\.client)
+        }
+        let router = ModelRouter(specs: specs, clients: built, logger: logger)
+        routerCache.withLock { $0 = (config.version, router) }
+        return router
+    }
+
+    /// Starts the served model's call (and queues the shadow job); returns at once.
+    func start(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
+        let token = Self.newToken()
+        let started = NIODeadline.now()
+        let call = ModelCall(token: token, plan: plan, started: started)
+        let router = self.router(for: config)
+        let results = self.results
+        let calls = callMetrics(model: plan.model)
+        results.put(OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending))
+        let request = CompletionRequest(prompt: plan.prompt, maxTokens: 512)
+        let champion = Task {
+            let view: OverlayResultView
+            do throws(ModelCallError) {
+                let completion = try await router.complete(model: plan.model, request)
+                view = OverlayResultView(
+                    overlay: plan.overlay, model: completion.model, token: token, status: .ready, text: completion.text)
+                calls.ok.increment()
+            } catch {
+                view = OverlayResultView(
+                    overlay: plan.overlay, model: plan.model, token: token, status: .failed, error: error.kind)
+                calls.failed.increment()
+            }
+            calls.duration.recordNanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
+            results.put(view)
+            call.complete(view)
+            return view
+        }
+        if let challenger = plan.challenger, let overlay = config.overlays.first(where: { $0.name == plan.overlay }) {
+            let job = Job(
+                plan: plan, challenger: challenger, champion: champion, router: router,
+                window: overlay.settings.driftWindow, threshold: overlay.settings.driftThreshold)
+            if stopping.load(ordering: .relaxed) {
+                shadowCounters["dropped"]?.increment()
+            } else {
+                switch jobSink.yield(job) {
+                case .enqueued: shadowCounters["queued"]?.increment()
+                case .dropped, .terminated: shadowCounters["dropped"]?.increment()
+                @unknown default: shadowCounters["dropped"]?.increment()
+                }
+            }
+        }
+        return call
+    }
+
+    struct CallMetrics {
+        let ok: Counter
+        let failed: Counter
+        let duration: CoreMetrics.Timer
+    }
+
+    private let callMetricsCache = Mutex<[String: CallMetrics]>([:])
+
+    private func callMetrics(model: String) -> CallMetrics {
+        callMetricsCache.withLock { cache in
+            if let found = cache[model] { return found }
+            let made = CallMetrics(
+                ok: Counter(label: "overlayd_model_calls_total", dimensions: [("model", model), ("result", "ok")], factory: factory),
+                failed: Counter(label: "overlayd_model_calls_total", dimensions: [("model", model), ("result", "error")], factory: factory),
+                duration: CoreMetrics.Timer(label: "overlayd_model_call_seconds", dimensions: [("model", model)], factory: factory))
+            cache[model] = made
+            return made
+        }
+    }
+
+    /// 128 random bits, hex.
+    static func newToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64
+        let low = generator.next() as UInt64
+        func hex(_ value: UInt64) -> String {
+            let text = String(value, radix: 16)
+            return String(repeating: "0", count: 16 - text.count) + text
+        }
+        return hex(high) + hex(low)
+    }
+
+    // MARK: - Shadow jobs
+
+    public func run() async throws {
+        let concurrency = options.shadowConcurrency
+        await withGracefulShutdownHandler {
+            // On shutdown the whole consumer is cancelled: running jobs stop (their model calls see
+            // the cancellation), queued ones are never started.
+            await cancelWhenGracefulShutdown {
+                await withTaskGroup(of: Void.self) { group in
+                    var running = 0
+                    for await job in self.jobs {
+                        if running >= concurrency {
+                            await group.next()
+                            running -= 1
+                        }
+                        if Task.isCancelled { break }
+                        running += 1
+                        group.addTask { await self.runShadow(job) }
+                    }
+                    group.cancelAll()
+                }
+            }
+        } onGracefulShutdown: {
+            // From now on new shadow jobs are dropped (and counted).
+            self.stopping.store(true, ordering: .relaxed)
+            self.jobSink.finish()
+        }
+        try? await httpClient.shutdown()
+    }
+
+    func runShadow(_ job: Job) async {
+        let started = NIODeadline.now()
+        let challenger: String?
+        do throws(ModelCallError) {
+            challenger = try await job.router.complete(model: job.challenger, CompletionRequest(prompt: job.plan.prompt, maxTokens: 512)).text
+        } catch {
+            if case .cancelled = error {
+                shadowCounters["cancelled"]?.increment()
+                return
+            }
+            challenger = nil
+        }
+        let challengerMs = Double((NIODeadline.now() - started).nanoseconds) / 1e6
+        guard !Task.isCancelled else {
+            shadowCounters["cancelled"]?.increment()
+            return
+        }
+        let champion = await job.champion.value
+        let comparison = DriftScorer.compare(
+            champion: champion.status == .ready ? champion.text : nil, challenger: challenger,
+            championLatencyMs: results.latencyMs(token: champion.token) ?? 0, challengerLatencyMs: challengerMs)
+        drift.record(
+            overlay: job.plan.overlay, comparison, champion: job.plan.model, challenger: job.challenger,
+            window: job.window, threshold: job.threshold)
+        shadowCounters["done"]?.increment()
+    }
+}
+
+/// Results by token, bounded (oldest evicted) and expiring.
+public final class ResultStore: OverlayResultLookup, Sendable {
+    struct Entry {
+        var view: OverlayResultView
+        var created: ContinuousClock.Instant
+        var completed: ContinuousClock.Instant?
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var order: [String] = []
+        var head = 0
+    }
+
+    private let state = Mutex(State())
+    private let capacity: Int
+    private let ttl: Duration
+
+    init(capacity: Int, ttl: Duration) {
+        self.capacity = max(1, capacity)
+        self.ttl = ttl
+    }
+
+    func put(_ view: OverlayResultView) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            if var existing = state.entries[view.token] {
+                existing.view = view
+                if view.status != .pending { existing.completed = now }
+                state.entries[view.token] = existing
+                return
+            }
+            state.entries[view.token] = Entry(view: view, created: now, completed: view.status == .pending ? nil : now)
+            state.order.append(view.token)
+            while state.entries.count > capacity, state.head < state.order.count {
+                state.entries[state.order[state.head]] = nil
+                state.head += 1
+            }
+            if state.head > 4096 && state.head * 2 > state.order.count {
+                state.order.removeFirst(state.head)
+                state.head = 0
+            }
+        }
+    }
+
+    public func view(token: String) -> OverlayResultView? {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            guard let entry = state.entries[token] else { return nil }
+            if now - entry.created > ttl {
+                state.entries[token] = nil
+                return nil
+            }
+            return entry.view
+        }
+    }
+
+    /// How long the call took (for drift), once completed.
+    func latencyMs(token: String) -> Double? {
+        state.withLock { state in
+            guard let entry = state.entries[token], let completed = entry.completed else { return nil }
+            let elapsed = completed - entry.created
+            return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        }
+    }
+
+    var count: Int { state.withLock { $0.entries.count } }
+}
+
+/// The rolling drift window of every Shadow overlay (`GET /drift`).
+public final class DriftBoard: Sendable {
+    private let windows = Mutex<[String: DriftWindow]>([:])
+    private let factory: any MetricsFactory
+    private let gauges = Mutex<[String: (mean: Gauge, flag: Gauge)]>([:])
+
+    init(factory: any MetricsFactory) {
+        self.factory = factory
+    }
+
+    func record(
+        overlay: String, _ comparison: PairComparison, champion: String, challenger: String, window capacity: Int,
+        threshold: Double
+    ) {
+        let (mean, drifting) = windows.withLock { windows in
+            var window = windows[overlay] ?? DriftWindow(capacity: capacity, minSamples: min(20, capacity), threshold: threshold)
+            if window.capacity != capacity || window.threshold != threshold {
+                window = DriftWindow(capacity: capacity, minSamples: min(20, capacity), threshold: threshold)
+            }
+            window.record(comparison, championModel: champion, challengerModel: challenger)
+            windows[overlay] = window
+            return (window.mean, window.drifting)
+        }
+        let gauge = gauges.withLock { gauges in
+            if let found = gauges[overlay] { return found }
+            let made = (
+                mean: Gauge(label: "overlayd_drift_similarity_mean", dimensions: [("overlay", overlay)], factory: factory),
+                flag: Gauge(label: "overlayd_drift_flag", dimensions: [("overlay", overlay)], factory: factory)
+            )
+            gauges[overlay] = made
+            return made
+        }
+        if let mean { gauge.mean.record(mean) }
+        gauge.flag.record(drifting ? 1 : 0)
+    }
+
+    /// Per overlay: window size, mean, p10, flag, the last pairs (scores only, no user data).
+    public func report(lastPairs: Int = 20) -> [String: DriftWindow] {
+        windows.withLock { $0 }
+    }
+}

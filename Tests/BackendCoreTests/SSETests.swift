@@ -1,0 +1,120 @@
+import BackendCore
+import Testing
+
+private func chunk(_ content: String, finish: String? = nil) -> String {
+    let f = finish.map { #""\#($0)""# } ?? "null"
+    return #"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\#(content)"},"finish_reason":\#(f)}]}"#
+}
+
+private func stream(_ newline: String) -> String {
+    [
+        ": keep-alive comment",
+        "",
+        "data: " + #"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#,
+        "",
+        "data: " + chunk("Hel"),
+        "",
+        "data:" + chunk("lo, wörld 👋"),
+        "",
+        "event: message",
+        "data: " + chunk("!", finish: "stop"),
+        "",
+        "data: [DONE]",
+        "",
+        "data: " + chunk("IGNORED AFTER DONE"),
+        "",
+    ].joined(separator: newline)
+}
+
+/// Accumulates `bytes` fed in the given pieces.
+private func accumulate(_ pieces: [ArraySlice<UInt8>]) throws -> ChatStreamAccumulator {
+    var acc = ChatStreamAccumulator()
+    for piece in pieces { try acc.feed(piece) }
+    try acc.finish()
+    return acc
+}
+
+@Suite struct SSEParserTests {
+    @Test(arguments: ["\n", "\r\n", "\r"])
+    func accumulatesWholeStream(newline: String) throws {
+        let bytes = Array(stream(newline).utf8)
+        let acc = try accumulate([bytes[...]])
+        #expect(acc.text == "Hello, wörld 👋!")
+        #expect(acc.finishReason == "stop")
+        #expect(acc.isDone)
+    }
+
+    @Test(arguments: ["\n", "\r\n"])
+    func everyTwoWaySplitPositionGivesSameResult(newline: String) throws {
+        let bytes = Array(stream(newline).utf8)
+        for split in 0...bytes.count {
+            let acc = try accumulate([bytes[..<split], bytes[split...]])
+            #expect(acc.text == "Hello, wörld 👋!", "split at \(split)")
+            #expect(acc.isDone, "split at \(split)")
+        }
+    }
+
+    @Test(arguments: ["\n", "\r\n"])
+    func everyThreeWaySplitGivesSameEvents(newline: String) throws {
+        let bytes = Array(stream(newline).utf8)
+        var whole = SSEParser()
+        let expected = try whole.feed(bytes)
+        #expect(expected.count == 5)
+        // Three pieces: all (i, j) pairs, stepping j to keep the test quick but covering every i.
+        for i in 0...bytes.count {
+            for j in stride(from: i, through: bytes.count, by: 7) {
+                var parser = SSEParser()
+                var events = try parser.feed(bytes[..<i])
+                events += try parser.feed(bytes[i..<j])
+                events += try parser.feed(bytes[j...])
+                #expect(events == expected, "split at \(i), \(j)")
+            }
+        }
+    }
+
+    @Test func byteByByte() throws {
+        let bytes = Array(stream("\r\n").utf8)
+        let acc = try accumulate(bytes.indices.map { bytes[$0...$0] })
+        #expect(acc.text == "Hello, wörld 👋!")
+    }
+
+    @Test func multiLineDataAndFields() throws {
+        var parser = SSEParser()
+        let events = try parser.feed(Array("event: update\ndata: a\ndata:b\nid: 7\nretry: 10\n\n:comment\n\ndata\n\n".utf8))
+        #expect(events == [SSEEvent(event: "update", data: "a\nb"), SSEEvent(data: "")])
+    }
+
+    @Test func unterminatedEventIsDiscardedAtEnd() throws {
+        var parser = SSEParser()
+        #expect(try parser.feed(Array("data: x".utf8)).isEmpty)
+        #expect(parser.finish().isEmpty)
+    }
+
+    @Test func streamWithoutDoneFails() throws {
+        var acc = ChatStreamAccumulator()
+        try acc.feed(Array("data: \(chunk("a"))\n\n".utf8))
+        #expect(acc.text == "a")
+        #expect(throws: MalformedPayload.self) { try acc.finish() }
+    }
+
+    @Test func finishReasonWithoutDoneIsAccepted() throws {
+        var acc = ChatStreamAccumulator()
+        try acc.feed(Array("data: \(chunk("a", finish: "length"))\n\n".utf8))
+        try acc.finish()
+        #expect(acc.finishReason == "length")
+    }
+
+    @Test func badChunkAndErrorEventFail() {
+        var acc = ChatStreamAccumulator()
+        #expect(throws: MalformedPayload.self) { try acc.feed(Array("data: {nope\n\n".utf8)) }
+        var acc2 = ChatStreamAccumulator()
+        #expect(throws: MalformedPayload.self) {
+            try acc2.feed(Array("data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n".utf8))
+        }
+    }
+
+    @Test func lineLengthIsBounded() {
+        var parser = SSEParser(maxLineBytes: 16)
+        #expect(throws: SSEParser.LineTooLong.self) { try parser.feed(Array(repeating: UInt8(ascii: "a"), count: 17)) }
+    }
+}

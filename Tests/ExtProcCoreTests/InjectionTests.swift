@@ -1,0 +1,228 @@
+import ExtProcCore
+import ExtProcProto
+import Foundation
+import OverlayCore
+import OverlayDecisions
+import OverlayInject
+import Testing
+
+/// A result store for the machine (`/__overlay/results/{token}`).
+struct FixedResults: OverlayResultLookup {
+    var views: [String: OverlayResultView]
+    func view(token: String) -> OverlayResultView? { views[token] }
+}
+
+private let page = "<!doctype html><html><head><title>CRM</title></head><body><h1>Accounts</h1></body></html>"
+private let ready = OverlayResultView(
+    overlay: "shop", model: "model-a", token: String(repeating: "a", count: 32), status: .ready, text: "</script><b>hi</b>")
+
+/// Drives an overlaid exchange up to the response headers; returns the machine and what the
+/// response headers got.
+private func overlaid(
+    mode: BodySendMode = .streamed, contentType: String = "text/html; charset=utf-8", status: String = "200",
+    method: String = "GET", path: String = "/accounts", extra: [(String, String)] = [], result: OverlayResultView? = ready,
+    config: OverlayConfig? = nil
+) throws -> (ExchangeStateMachine, Sent) {
+    var machine = ExchangeStateMachine(config: try config ?? Fixture.config())
+    _ = try machine.receive(
+        Envoy.requestHeaders(authority: Fixture.overlayHost, path: path, method: method, endOfStream: true)
+            .withProtocolConfig(request: .none, response: mode))
+    let headers = Envoy.responseHeaders(status: status, contentType: contentType, extra: extra)
+    let wants = machine.wantsResult(for: headers)
+    machine.result = result
+    let sent = try machine.receive(headers).sent
+    #expect(wants == (sent == .rewritingResponseHeaders), "wantsResult agrees with the decision")
+    return (machine, sent)
+}
+
+/// The body bytes the machine sends for `chunks` (unchanged chunks as they were).
+private func bodyOut(_ machine: inout ExchangeStateMachine, _ chunks: [String]) throws -> Data {
+    var out = Data()
+    for (index, chunk) in chunks.enumerated() {
+        let action = try machine.receive(Envoy.responseBody(chunk, endOfStream: index == chunks.count - 1))
+        switch action.sent {
+        case .canned(.continueResponseBody): out.append(Data(chunk.utf8))
+        case .message(let message): out.append(message.responseBody.response.bodyMutation.body)
+        case .streamed(let messages): for message in messages { out.append(message.responseBody.response.bodyMutation.streamedResponse.body) }
+        default: Issue.record("unexpected answer \(action.sent)")
+        }
+    }
+    return out
+}
+
+@Suite("ExchangeStateMachine: injection")
+struct InjectionTests {
+    @Test("HTML in STREAMED mode: content-length dropped, the snippet before </head>, every other byte kept, at every split")
+    func htmlStreamed() throws {
+        let snippet = OverlaySnippet.make(json: ready.json)
+        let expected = Data(HTMLInjector.inject(snippet, into: Array(page.utf8)).output)
+        for size in 1...page.utf8.count {
+            var (machine, sent) = try overlaid()
+            #expect(sent == .rewritingResponseHeaders)
+            let bytes = Array(page.utf8)
+            let chunks = stride(from: 0, to: bytes.count, by: size).map {
+                String(decoding: bytes[$0..<min($0 + size, bytes.count)], as: UTF8.self)
+            }
+            // Splitting UTF-8 text by bytes: the page is ASCII, so each chunk decodes losslessly.
+            #expect(try bodyOut(&machine, chunks) == expected, "chunk size \(size)")
+            #expect(machine.rewrite?.outcome == "injected")
+        }
+        let text = String(decoding: expected, as: UTF8.self)
+        #expect(text.contains(#"<script data-overlayd type="application/json" id="overlayd-result">"#))
+        #expect(text.contains("\\u003c/script\\u003e\\u003cb\\u003ehi"))  // the model's markup stays inert
+        #expect(text.range(of: "overlayd-result")!.lowerBound < text.range(of: "</head>")!.lowerBound)
+    }
+
+    @Test("FULL_DUPLEX_STREAMED: the injected bytes go out as streamed_response")
+    func htmlDuplex() throws {
+        var (machine, sent) = try overlaid(mode: .fullDuplexStreamed)
+        #expect(sent == .rewritingResponseHeaders)
+        let out = try bodyOut(&machine, ["<html><head></he", "ad><body>x</body></html>"])
+        #expect(String(decoding: out, as: UTF8.self).hasPrefix("<html><head><script data-overlayd"))
+    }
+
+    @Test("no protocol_config: the headers answer asks for STREAMED (mode_override)")
+    func modeOverride() throws {
+        var machine = ExchangeStateMachine(config: try Fixture.config())
+        _ = try machine.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, endOfStream: true))
+        machine.result = ready
+        let action = try machine.receive(Envoy.responseHeaders(contentType: "text/html"))
+        let message = action.answers[0]
+        #expect(message.hasModeOverride && message.modeOverride.responseBodyMode == .streamed)
+        #expect(message.responseHeaders.response.headerMutation.removeHeaders == ["content-length"])
+    }
+
+    @Test("a pending result carries its token, for overlay.js to fetch later")
+    func pending() throws {
+        let pending = OverlayResultView(overlay: "shop", model: "model-a", token: String(repeating: "b", count: 32), status: .pending)
+        var (machine, _) = try overlaid(result: pending)
+        let out = String(decoding: try bodyOut(&machine, [page]), as: UTF8.self)
+        #expect(out.contains(#""status":"pending""#) && out.contains(pending.token) && !out.contains(#""text""#))
+    }
+
+    @Test("responses left alone, with the reason", arguments: [
+        ("application/pdf", "200", "GET", [(String, String)](), "not_html"),
+        ("text/html", "404", "GET", [], "status"),
+        ("text/html", "204", "GET", [], "status"),
+        ("text/html", "200", "HEAD", [], "head"),
+        ("text/html", "200", "GET", [("content-encoding", "gzip")], "encoded"),
+        ("text/html", "200", "GET", [("content-encoding", "br")], "encoded"),
+        ("text/html", "200", "GET", [("content-length", "99999999")], "too_large"),
+        ("text/html", "200", "GET", [("content-security-policy", "script-src 'none'")], "csp_blocked"),
+    ])
+    func untouched(contentType: String, status: String, method: String, extra: [(String, String)], reason: String) throws {
+        var (machine, sent) = try overlaid(contentType: contentType, status: status, method: method, extra: extra)
+        #expect(sent == .overlayResponseHeaders)
+        #expect(machine.responsePlan == .untouched(reason: reason))
+        #expect(try bodyOut(&machine, [page]) == Data(page.utf8))
+    }
+
+    @Test("a CSP nonce is carried by our script")
+    func cspNonce() throws {
+        var (machine, _) = try overlaid(extra: [("content-security-policy", "script-src 'nonce-r4nd0m' 'strict-dynamic'")])
+        #expect(machine.responsePlan == .html(nonce: "r4nd0m"))
+        let out = String(decoding: try bodyOut(&machine, [page]), as: UTF8.self)
+        #expect(out.contains(#"<script src="/__overlay/overlay.js" defer nonce="r4nd0m"></script>"#))
+    }
+
+    @Test("a page that already carries the snippet is not injected twice")
+    func notTwice() throws {
+        let once = String(decoding: HTMLInjector.inject(OverlaySnippet.make(json: ready.json), into: Array(page.utf8)).output, as: UTF8.self)
+        var (machine, _) = try overlaid()
+        #expect(try bodyOut(&machine, [once]) == Data(once.utf8))
+        #expect(machine.rewrite?.outcome == "already_present")
+    }
+
+    @Test("a body larger than maxBodyBytes passes through untouched")
+    func tooLarge() throws {
+        let config = try ConfigLoader.load(text: """
+            apiVersion: orchestrator.io/v1
+            kind: AIOverlay
+            metadata: {name: shop}
+            spec:
+              hostApp: shop.example.com
+              models: [{name: m}]
+              injection: {maxBodyBytes: 1024}
+            """, source: "t")
+        var (machine, _) = try overlaid(config: config)
+        let big = "<html>" + String(repeating: "<p>filler</p>", count: 200) + "<head></head></html>"
+        #expect(try bodyOut(&machine, Array(repeating: "", count: 0) + stride(from: 0, to: big.count, by: 100).map {
+            String(big.dropFirst($0).prefix(100))
+        }) == Data(big.utf8))
+        #expect(machine.rewrite?.outcome == "too_large")
+    }
+
+    @Test("JSON under a configured path gets the result as a member; others pass")
+    func json() throws {
+        let config = try ConfigLoader.load(text: """
+            apiVersion: orchestrator.io/v1
+            kind: AIOverlay
+            metadata: {name: shop}
+            spec:
+              hostApp: shop.example.com
+              models: [{name: m}]
+              injection: {json: {paths: ["/api/"], key: ai}}
+            """, source: "t")
+        var (machine, sent) = try overlaid(contentType: "application/json", path: "/api/accounts", config: config)
+        #expect(sent == .rewritingResponseHeaders)
+        let out = try bodyOut(&machine, [#"{"accounts": [1, "#, "2]}"])
+        #expect(String(decoding: out, as: UTF8.self) == #"{"accounts": [1, 2],"ai":"# + String(decoding: ready.json, as: UTF8.self) + "}")
+
+        var (array, _) = try overlaid(contentType: "application/json", path: "/api/list", config: config)
+        #expect(try bodyOut(&array, ["[1, 2]"]) == Data("[1, 2]".utf8))
+        #expect(array.rewrite?.outcome == "not_json_object")
+
+        var (elsewhere, untouched) = try overlaid(contentType: "application/json", path: "/other", config: config)
+        #expect(untouched == .overlayResponseHeaders)
+        #expect(try bodyOut(&elsewhere, ["{}"]) == Data("{}".utf8))
+    }
+
+    @Test("HTML injection can be switched off per overlay")
+    func htmlOff() throws {
+        let config = try ConfigLoader.load(text: """
+            apiVersion: orchestrator.io/v1
+            kind: AIOverlay
+            metadata: {name: shop}
+            spec:
+              hostApp: shop.example.com
+              models: [{name: m}]
+              injection: {html: false}
+            """, source: "t")
+        let (machine, sent) = try overlaid(config: config)
+        #expect(sent == .overlayResponseHeaders && machine.responsePlan == .untouched(reason: "disabled"))
+    }
+}
+
+@Suite("Own endpoints: overlay.js and results")
+struct OwnAssetTests {
+    @Test("overlay.js is served with an ETag and cache headers; a matching If-None-Match gets 304; it is small")
+    func script() throws {
+        var machine = ExchangeStateMachine(config: try Fixture.config())
+        let action = try machine.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, path: "/__overlay/overlay.js"))
+        let immediate = action.answers[0].immediateResponse
+        #expect(immediate.status.code.rawValue == 200)
+        #expect(immediate.body == Data(OverlayScript.bytes))
+        let headers = Dictionary(uniqueKeysWithValues: immediate.headers.setHeaders.map { ($0.header.key, String(decoding: $0.header.rawValue, as: UTF8.self)) })
+        #expect(headers["etag"] == OverlayScript.etag && headers["cache-control"] == "public, max-age=300")
+        #expect(headers["content-type"] == "text/javascript; charset=utf-8")
+        #expect(OverlayScript.bytes.count < 15 * 1024)
+
+        var again = ExchangeStateMachine(config: try Fixture.config())
+        var request = Envoy.requestHeaders(authority: Fixture.overlayHost, path: "/__overlay/overlay.js")
+        request.requestHeaders.headers.headers.append(Envoy.header("if-none-match", OverlayScript.etag))
+        #expect(try again.receive(request).answers[0].immediateResponse.status.code.rawValue == 304)
+    }
+
+    @Test("results by token: 200 with the view, 404 when unknown or malformed")
+    func results() throws {
+        let lookup = FixedResults(views: [ready.token: ready])
+        var machine = ExchangeStateMachine(config: try Fixture.config(), results: lookup)
+        let found = try machine.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, path: "/__overlay/results/" + ready.token))
+        #expect(found.answers[0].immediateResponse.status.code.rawValue == 200)
+        #expect(found.answers[0].immediateResponse.body == Data(ready.json))
+        for path in ["/__overlay/results/" + String(repeating: "c", count: 32), "/__overlay/results/not-a-token"] {
+            var other = ExchangeStateMachine(config: try Fixture.config(), results: lookup)
+            #expect(try other.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, path: path)).answers[0].immediateResponse.status.code.rawValue == 404)
+        }
+    }
+}
