@@ -12,6 +12,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "overlayd", targets: ["overlayd"]),
+        // The pure injector, for bench/inject (a package of its own that depends on this one).
+        .library(name: "OverlayInject", targets: ["OverlayInject"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
