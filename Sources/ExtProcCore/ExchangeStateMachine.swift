@@ -169,15 +169,7 @@ public struct ExchangeStateMachine: Sendable {
                 settings: overlay.settings, method: method, path: path, headers: headers.headers.headers)
             responsePlan = decided
             let view = result ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending)
-            switch decided {
-            case .html(let nonce):
-                rewrite = ResponseRewrite(
-                    html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: overlay.settings.maxBodyBytes)
-            case .json:
-                rewrite = ResponseRewrite(jsonKey: overlay.settings.jsonKey, value: view.json, limit: overlay.settings.maxBodyBytes)
-            case .untouched:
-                break
-            }
+            rewrite = ResponseRewrite(plan: decided, settings: overlay.settings, view: view)
             if headers.endOfStream {
                 // No body follows: nothing to rewrite, nothing to switch off.
                 rewrite = nil
@@ -325,12 +317,7 @@ public struct ExchangeStateMachine: Sendable {
     }
 
     static func resultResponse(token: String, results: (any OverlayResultLookup)?) -> LocalResponse {
-        let headers = [("cache-control", "no-store"), ("x-content-type-options", "nosniff")]
-        guard let view = results?.view(token: token) else {
-            return LocalResponse(
-                status: 404, contentType: "application/json", body: Array("{\"status\":\"expired\"}".utf8), extraHeaders: headers)
-        }
-        return LocalResponse(status: 200, contentType: "application/json", body: view.json, extraHeaders: headers)
+        LocalResponse.result(token: token, results: results)
     }
 
     static func immediateResponse(_ local: LocalResponse) -> ProcessingResponse {

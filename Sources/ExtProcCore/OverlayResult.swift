@@ -1,3 +1,4 @@
+import OverlayCore
 import OverlayInject
 
 /// The AI result as the page sees it: the JSON of the data island, of `/__overlay/results/{token}`
@@ -47,4 +48,17 @@ public struct OverlayResultView: Sendable, Equatable {
 /// Where the adapter keeps results by token (for `/__overlay/results/{token}`).
 public protocol OverlayResultLookup: Sendable {
     func view(token: String) -> OverlayResultView?
+}
+
+extension LocalResponse {
+    /// The answer to `GET /__overlay/results/{token}` (``RequestDecision/result(token:)``): the
+    /// result's JSON, or 404 `{"status":"expired"}`. Shared by both adapters.
+    public static func result(token: String, results: (any OverlayResultLookup)?) -> LocalResponse {
+        let headers = [("cache-control", "no-store"), ("x-content-type-options", "nosniff")]
+        guard let view = results?.view(token: token) else {
+            return LocalResponse(
+                status: 404, contentType: "application/json", body: Array("{\"status\":\"expired\"}".utf8), extraHeaders: headers)
+        }
+        return LocalResponse(status: 200, contentType: "application/json", body: view.json, extraHeaders: headers)
+    }
 }

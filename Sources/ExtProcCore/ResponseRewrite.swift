@@ -28,18 +28,30 @@ public enum ResponsePlan: Sendable, Equatable {
     public static func decide(
         settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue]
     ) -> ResponsePlan {
+        decide(settings: settings, method: method, path: path, headers: headers.lazy.map { (name: $0.key, value: $0.textValue) })
+    }
+
+    /// Decides from plain header pairs (the one implementation; see above for the rules).
+    ///
+    /// `headers` are the response's header fields as (lower-case name, value) pairs, with the
+    /// status as the `:status` pseudo-header. Both adapters call this one implementation: ext_proc
+    /// through the Envoy overload below, the reverse proxy with its own header fields.
+    public static func decide(
+        settings: OverlaySettings, method: Substring, path: Substring,
+        headers: some Sequence<(name: String, value: String)>
+    ) -> ResponsePlan {
         var status = 0
         var contentType = ""
         var encoding = ""
         var length: Int?
         var policies: [String] = []
         for header in headers {
-            switch header.key {
-            case ":status": status = Int(header.textValue) ?? 0
-            case "content-type": contentType = header.textValue.lowercased()
-            case "content-encoding": encoding = header.textValue.lowercased()
-            case "content-length": length = Int(header.textValue)
-            case "content-security-policy": policies.append(header.textValue)
+            switch header.name {
+            case ":status": status = Int(header.value) ?? 0
+            case "content-type": contentType = header.value.lowercased()
+            case "content-encoding": encoding = header.value.lowercased()
+            case "content-length": length = Int(header.value)
+            case "content-security-policy": policies.append(header.value)
             default: continue
             }
         }
@@ -101,6 +113,19 @@ public struct ResponseRewrite: Sendable {
     public init(jsonKey: String, value: [UInt8], limit: Int) {
         kind = .json(collected: [], key: jsonKey, value: value)
         self.limit = limit
+    }
+
+    /// The rewrite a response plan calls for, with `view` as the result put into the body; nil for
+    /// ``ResponsePlan/untouched(reason:)``. Shared by both adapters.
+    public init?(plan: ResponsePlan, settings: OverlaySettings, view: OverlayResultView) {
+        switch plan {
+        case .html(let nonce):
+            self.init(html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: settings.maxBodyBytes)
+        case .json:
+            self.init(jsonKey: settings.jsonKey, value: view.json, limit: settings.maxBodyBytes)
+        case .untouched:
+            return nil
+        }
     }
 
     /// The bytes to send instead of `chunk`, or nil to send `chunk` unchanged.
