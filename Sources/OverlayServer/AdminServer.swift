@@ -6,6 +6,7 @@ import OverlayCore
 import OverlayDecisions
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// The admin HTTP endpoint (Hummingbird): `/metrics` (Prometheus text), `/healthz` (alive),
 /// `/readyz` (config loaded and ext_proc listening; 503 otherwise or while draining), `/config`
@@ -14,6 +15,11 @@ import ServiceLifecycle
 /// `/v1/desired-state` (the active document, with an ETag; 304 for a matching If-None-Match).
 public final class AdminServer: Service, Sendable {
     private let app: Application<RouterResponder<BasicRequestContext>>
+    private let bound = BoundText()
+
+    /// The address actually bound (`HOST:PORT`, port 0 resolved), once listening; nil if the
+    /// server stopped before it listened.
+    public func listeningAddress() async -> String? { await bound.value() }
 
     public init(
         host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger,
@@ -62,6 +68,7 @@ public final class AdminServer: Service, Sendable {
                 : !health.isConfigured ? "no valid configuration: serving pass-through (see /config)\n" : "not ready\n"
             return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: reason)))
         }
+        let bound = self.bound
         self.app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
@@ -72,6 +79,7 @@ public final class AdminServer: Service, Sendable {
                 } else {
                     text = "\(host):\(port)"
                 }
+                bound.set(text)
                 logger.info("admin listening on \(text)")
             },
             logger: logger
@@ -202,6 +210,42 @@ public final class AdminServer: Service, Sendable {
     }
 
     public func run() async throws {
+        defer { bound.finish() }
         try await app.run()
+    }
+}
+
+/// A value set once (the bound address), awaited by any number of callers.
+final class BoundText: Sendable {
+    private let state = Mutex<(value: String?, finished: Bool, waiters: [CheckedContinuation<String?, Never>])>((nil, false, []))
+
+    func set(_ value: String) {
+        let waiters = state.withLock { state in
+            state.value = value
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: value) }
+    }
+
+    func finish() {
+        let waiters = state.withLock { state in
+            state.finished = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
+    }
+
+    func value() async -> String? {
+        await withCheckedContinuation { continuation in
+            let known: String?? = state.withLock { state in
+                if let value = state.value { return .some(value) }
+                if state.finished { return .some(nil) }
+                state.waiters.append(continuation)
+                return .none
+            }
+            if let known { continuation.resume(returning: known) }
+        }
     }
 }

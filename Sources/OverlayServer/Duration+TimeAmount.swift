@@ -2,7 +2,7 @@ import NIOCore
 
 extension Duration {
     /// The same span as NIO's `TimeAmount` (nanosecond precision).
-    var timeAmount: TimeAmount {
+    package var timeAmount: TimeAmount {
         .nanoseconds(Int64(components.seconds) * 1_000_000_000 + components.attoseconds / 1_000_000_000)
     }
 }

@@ -303,7 +303,7 @@ final class ExtProcStream {
     }
 
     private func pendingView(_ call: ModelCall) -> OverlayResultView {
-        OverlayResultView(overlay: call.plan.overlay, model: call.plan.model, token: call.token, status: .pending)
+        call.pendingView
     }
 
     /// Holds the response headers until the result arrives or the latency budget runs out.

@@ -46,6 +46,6 @@ public final class HealthState: Sendable {
         for notify in watchers.withLock({ Array($0.values) }) { notify(after) }
     }
 
-    func markListening() { changing { listening.store(true, ordering: .relaxed) } }
-    func markDraining() { changing { draining.store(true, ordering: .relaxed) } }
+    package func markListening() { changing { listening.store(true, ordering: .relaxed) } }
+    package func markDraining() { changing { draining.store(true, ordering: .relaxed) } }
 }

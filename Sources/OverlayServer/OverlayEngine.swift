@@ -15,23 +15,23 @@ import Synchronization
 ///
 /// The result is handed over through a lock, not an event-loop promise: a call may finish after
 /// its stream (and, at shutdown, its event loop) is gone, and then nobody is told.
-final class ModelCall: Sendable {
-    let token: String
-    let plan: OverlayPlan
-    let started: NIODeadline
+package final class ModelCall: Sendable {
+    package let token: String
+    package let plan: OverlayPlan
+    package let started: NIODeadline
     private let state = Mutex<(result: OverlayResultView?, waiter: (@Sendable (OverlayResultView) -> Void)?)>((nil, nil))
 
-    init(token: String, plan: OverlayPlan, started: NIODeadline) {
+    package init(token: String, plan: OverlayPlan, started: NIODeadline) {
         self.token = token
         self.plan = plan
         self.started = started
     }
 
     /// The result, once in.
-    var result: OverlayResultView? { state.withLock { $0.result } }
+    package var result: OverlayResultView? { state.withLock { $0.result } }
 
     /// Calls `waiter` once with the result (at once if it is in). One waiter at a time.
-    func onResult(_ waiter: @escaping @Sendable (OverlayResultView) -> Void) {
+    package func onResult(_ waiter: @escaping @Sendable (OverlayResultView) -> Void) {
         let ready: OverlayResultView? = state.withLock { state in
             if let result = state.result { return result }
             state.waiter = waiter
@@ -41,11 +41,41 @@ final class ModelCall: Sendable {
     }
 
     /// The stream is gone: tell nobody.
-    func forgetWaiter() {
+    package func forgetWaiter() {
         state.withLock { $0.waiter = nil }
     }
 
-    func complete(_ view: OverlayResultView) {
+    /// What the page gets when the result is not in within the latency budget: `pending` with the
+    /// token (overlay.js fetches it later).
+    package var pendingView: OverlayResultView {
+        OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending)
+    }
+
+    /// The result if it is in by `started + budget`, else ``pendingView`` once that time has come
+    /// (the async form of what ``ExtProcStream`` does on its event loop). Task cancellation ends
+    /// the wait early with ``pendingView``.
+    package func result(withinBudget budget: TimeAmount) async -> OverlayResultView {
+        if let result { return result }
+        let remaining = started + budget - NIODeadline.now()
+        if remaining <= .zero { return pendingView }
+        let waiting = AsyncStream<OverlayResultView>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        onResult { view in
+            waiting.continuation.yield(view)
+            waiting.continuation.finish()
+        }
+        let timer = Task {
+            try? await Task.sleep(for: .nanoseconds(remaining.nanoseconds))
+            waiting.continuation.finish()
+        }
+        defer {
+            timer.cancel()
+            forgetWaiter()
+        }
+        for await view in waiting.stream { return view }
+        return result ?? pendingView
+    }
+
+    package func complete(_ view: OverlayResultView) {
         let waiter = state.withLock { state -> (@Sendable (OverlayResultView) -> Void)? in
             state.result = view
             defer { state.waiter = nil }
@@ -150,7 +180,7 @@ public final class OverlayEngine: Service, Sendable {
     }
 
     /// Starts the served model's call (and queues the shadow job); returns at once.
-    func start(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
+    package func start(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
         let token = Self.newToken()
         let started = NIODeadline.now()
         let call = ModelCall(token: token, plan: plan, started: started)

@@ -21,6 +21,9 @@ public struct ServeOptions: Sendable {
     public var startedFromStateDir = false
     /// Shadow queue and result store bounds.
     public var engine = OverlayEngine.Options()
+    /// Run the ext_proc gRPC server (false in `overlayd proxy`, whose front end is the reverse
+    /// proxy: it then reports readiness itself).
+    public var runsExtProc = true
 
     public init() {}
 }
@@ -34,6 +37,7 @@ public struct OverlayRuntime: Sendable {
     public let watcher: ConfigFileWatcher?
     public let poller: ControlPlanePoller?
     public let engine: OverlayEngine
+    private let runsExtProc: Bool
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
@@ -43,6 +47,7 @@ public struct OverlayRuntime: Sendable {
     public init(
         options: ServeOptions, config: OverlayConfig, document: String, initialProblems: [String]? = nil, logger: Logger
     ) {
+        runsExtProc = options.runsExtProc
         configStore = ConfigStore(
             config, document: document, result: options.startedFromStateDir ? "last-known-good" : "applied")
         health = HealthState(configured: initialProblems == nil)
@@ -81,7 +86,9 @@ public struct OverlayRuntime: Sendable {
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
         if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
         services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup))
-        services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup))
+        if runsExtProc {
+            services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup))
+        }
         return services
     }
 }
