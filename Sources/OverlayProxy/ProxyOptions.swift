@@ -1,0 +1,62 @@
+import Foundation
+
+/// The upstream a reverse proxy forwards to: `http://HOST[:PORT][/base]` (https works too).
+public struct Upstream: Sendable, Equatable, CustomStringConvertible {
+    public var scheme: String
+    public var host: String
+    public var port: Int
+    /// A path prefix put before every request's path ("" for none; no trailing slash).
+    public var basePath: String
+
+    public init(parsing text: String) throws(UpstreamError) {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+            scheme == "http" || scheme == "https"
+        else { throw UpstreamError("--upstream must be an http:// or https:// URL, got \"\(text)\"") }
+        guard let host = components.host, !host.isEmpty else {
+            throw UpstreamError("--upstream needs a host, got \"\(text)\"")
+        }
+        guard components.query == nil, components.fragment == nil, components.user == nil else {
+            throw UpstreamError("--upstream must not carry a query, fragment or user info, got \"\(text)\"")
+        }
+        self.scheme = scheme
+        self.host = host
+        self.port = components.port ?? (scheme == "https" ? 443 : 80)
+        var base = components.percentEncodedPath
+        while base.hasSuffix("/") { base.removeLast() }
+        self.basePath = base
+    }
+
+    public var description: String {
+        let hostText = host.contains(":") ? "[\(host)]" : host
+        return "\(scheme)://\(hostText):\(port)\(basePath)"
+    }
+
+    /// The URL of a request whose target (path and query) is `target`.
+    func url(for target: String) -> String {
+        description + (target.hasPrefix("/") ? target : "/" + target)
+    }
+}
+
+public struct UpstreamError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// `overlayd proxy` settings.
+public struct ProxyOptions: Sendable {
+    public var upstream: Upstream
+    /// `--listen`: default `127.0.0.1:8080` (port 0 picks a free port).
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 8080
+    /// `--upstream-timeout`: from sending the request to the upstream's response head; past it the
+    /// client gets 504. (A body that has started is not timed: streams may be long.)
+    public var upstreamTimeout: Duration = .seconds(30)
+    /// `--upstream-connect-timeout`: connection establishment; past it the client gets 504.
+    public var connectTimeout: Duration = .seconds(5)
+    /// Idle keep-alive connections to the upstream are closed after this.
+    public var upstreamIdleTimeout: Duration = .seconds(60)
+
+    public init(upstream: Upstream) {
+        self.upstream = upstream
+    }
+}

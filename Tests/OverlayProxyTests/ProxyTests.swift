@@ -1,0 +1,433 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import OverlayCore
+import OverlayProxy
+import OverlayServer
+import Testing
+
+/// Signals the upstream routes give the tests.
+final class Hooks: Sendable {
+    let releaseSlow = Signal()
+    let endlessStarted = Signal()
+    let endlessCancelled = Signal()
+}
+
+let bigChunk = ByteBuffer(repeating: 0x61, count: 64 * 1024)
+let bigChunks = 1600  // 100 MiB
+
+/// The test upstream's routes.
+func upstreamRoutes(_ hooks: Hooks) -> (Router<BasicRequestContext>, Seen) -> Void {
+    { router, seen in
+        router.get("/fixed") { request, _ in
+            record(request, seen)
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "hello")))
+        }
+        router.head("/fixed") { request, _ in
+            record(request, seen)
+            return Response(status: .ok, headers: [.contentType: "text/plain", .contentLength: "5"])
+        }
+        router.get("/chunked") { request, _ in
+            record(request, seen)
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init { writer in
+                for part in ["one,", "two,", "three"] { try await writer.write(ByteBuffer(string: part)) }
+                try await writer.finish(nil)
+            })
+        }
+        router.post("/echo") { request, _ in
+            var received: [UInt8] = []
+            for try await chunk in request.body { received += chunk.readableBytesView }
+            record(request, seen, bodyBytes: received.count)
+            let body = received
+            return Response(
+                status: .ok,
+                headers: [
+                    HTTPField.Name("x-saw-length")!: request.headers[.contentLength] ?? "none",
+                    HTTPField.Name("x-saw-te")!: request.headers[.transferEncoding] ?? "none",
+                ],
+                body: .init { writer in
+                    try await writer.write(ByteBuffer(bytes: body))
+                    try await writer.finish(nil)
+                })
+        }
+        router.get("/etag") { request, _ in
+            record(request, seen)
+            if request.headers[.ifNoneMatch] == "\"v1\"" {
+                return Response(status: .notModified, headers: [.eTag: "\"v1\""])
+            }
+            return Response(status: .ok, headers: [.eTag: "\"v1\""], body: .init(byteBuffer: ByteBuffer(string: "fresh")))
+        }
+        router.get("/headers") { request, _ in
+            record(request, seen)
+            return Response(
+                status: .ok,
+                headers: [
+                    .connection: "x-resp-hop", HTTPField.Name("x-resp-hop")!: "1", HTTPField.Name("keep-alive")!: "timeout=5",
+                    .proxyAuthenticate: "Basic", HTTPField.Name("x-end-to-end")!: "yes", .contentType: "text/plain",
+                ],
+                body: .init(byteBuffer: ByteBuffer(string: "ok")))
+        }
+        router.get("/page") { request, _ in
+            record(request, seen)
+            return Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: "<html><head><title>t</title></head><body>hi</body></html>")))
+        }
+        router.get("/gz") { request, _ in
+            record(request, seen)
+            return Response(
+                status: .ok, headers: [.contentType: "text/html", .contentEncoding: "gzip"],
+                body: .init(byteBuffer: ByteBuffer(bytes: gzipPage)))
+        }
+        router.get("/api/data") { request, _ in
+            record(request, seen)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"a\":1}")))
+        }
+        router.get("/big") { request, _ in
+            record(request, seen)
+            return Response(
+                status: .ok, headers: [.contentType: "application/octet-stream"],
+                body: .init(contentLength: bigChunks * bigChunk.readableBytes) { writer in
+                    for _ in 0..<bigChunks { try await writer.write(bigChunk) }
+                    try await writer.finish(nil)
+                })
+        }
+        router.get("/slow") { request, _ in
+            record(request, seen)
+            await hooks.releaseSlow.wait()
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "late")))
+        }
+        router.get("/endless") { request, _ in
+            record(request, seen)
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init { writer in
+                hooks.endlessStarted.fire()
+                do {
+                    while true { try await writer.write(ByteBuffer(repeating: 0x62, count: 16 * 1024)) }
+                } catch {
+                    hooks.endlessCancelled.fire()
+                    throw error
+                }
+            })
+        }
+    }
+}
+
+/// Gzip bytes whose decoded text would be injectable HTML: the proxy must not touch them.
+let gzipPage: [UInt8] = [0x1F, 0x8B, 0x08, 0x00] + Array("<html><head></head><body>not really</body></html>".utf8)
+
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct ReverseProxyTests {
+    @Test func keepAliveServesTwoRequestsOnOneConnection() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                for _ in 0..<2 {
+                    try await connection.send("GET /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                    let response = try await connection.response()
+                    #expect(response.status == 200)
+                    #expect(response.text == "hello")
+                    #expect(response.header("content-length") == "5")
+                }
+            }
+            #expect(harness.seen.all.count == 2)
+        }
+    }
+
+    @Test func contentLengthBodiesBothWays() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("POST /echo HTTP/1.1\r\nHost: app.example\r\nContent-Length: 11\r\n\r\nhello world")
+                let echoed = try await connection.response()
+                #expect(echoed.status == 200)
+                #expect(echoed.text == "hello world")
+                #expect(echoed.header("x-saw-length") == "11")
+                #expect(echoed.header("x-saw-te") == "none")
+                try await connection.send("GET /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let fixed = try await connection.response()
+                #expect(fixed.header("content-length") == "5")
+                #expect(fixed.header("transfer-encoding") == nil)
+                #expect(fixed.text == "hello")
+            }
+            #expect(harness.seen.all.first?.bodyBytes == 11)
+        }
+    }
+
+    @Test func chunkedBodiesBothWays() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send(
+                    "POST /echo HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+                let echoed = try await connection.response()
+                #expect(echoed.status == 200)
+                #expect(echoed.text == "hello world")
+                #expect(echoed.header("x-saw-te") == "chunked")
+                #expect(echoed.header("x-saw-length") == "none")
+                #expect(echoed.header("transfer-encoding") == "chunked")
+                try await connection.send("GET /chunked HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let chunked = try await connection.response()
+                #expect(chunked.header("transfer-encoding") == "chunked")
+                #expect(chunked.header("content-length") == nil)
+                #expect(chunked.text == "one,two,three")
+            }
+        }
+    }
+
+    /// 100 MiB through the proxy: it never holds more than one upstream chunk (``Handoff``), so
+    /// the process's resident size grows by far less than the body (a buffering proxy would grow
+    /// by at least 100 MiB).
+    @Test func largeStreamedDownloadKeepsMemoryBounded() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withClient { client in
+                let before = residentBytes()
+                var peak = before
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(harness.proxyPort)/big")
+                request.headers.add(name: "host", value: "app.example")
+                let response = try await client.execute(request, timeout: .seconds(120))
+                #expect(response.status == .ok)
+                #expect(response.headers["content-length"].first == String(bigChunks * bigChunk.readableBytes))
+                var total = 0
+                var chunks = 0
+                for try await chunk in response.body {
+                    total += chunk.readableBytes
+                    chunks += 1
+                    if chunks % 256 == 0 { peak = max(peak, residentBytes()) }
+                }
+                peak = max(peak, residentBytes())
+                #expect(total == bigChunks * bigChunk.readableBytes)
+                let growth = peak - before
+                #expect(growth < 40 * 1024 * 1024, "resident size grew by \(growth / 1024 / 1024) MiB")
+            }
+        }
+    }
+
+    @Test func headHasNoBodyAndKeepsTheConnectionUsable() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("HEAD /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let head = try await connection.response(bodiless: true)
+                #expect(head.status == 200)
+                #expect(head.header("content-length") == "5")
+                try await connection.send("GET /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let get = try await connection.response()
+                #expect(get.status == 200)
+                #expect(get.text == "hello")
+            }
+            #expect(harness.seen.all.map(\.method) == ["HEAD", "GET"])
+        }
+    }
+
+    @Test func notModifiedHasNoBody() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /etag HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: \"v1\"\r\n\r\n")
+                let notModified = try await connection.response()
+                #expect(notModified.status == 304)
+                #expect(notModified.header("etag") == "\"v1\"")
+                #expect(notModified.body.isEmpty)
+                try await connection.send("GET /etag HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let fresh = try await connection.response()
+                #expect(fresh.status == 200)
+                #expect(fresh.text == "fresh")
+            }
+        }
+    }
+
+    @Test func upstreamDownIs502() async throws {
+        // A port that was just free: bind it, note it, close it.
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = listener.localAddress?.port ?? 1
+        try await listener.close()
+        try await withProxy(upstreamURL: "http://127.0.0.1:\(port)") { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /anything HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let response = try await connection.response()
+                #expect(response.status == 502)
+                #expect(response.text.contains("upstream"))
+            }
+            #expect(String(decoding: harness.metrics.render(), as: UTF8.self).contains("overlayd_proxy_upstream_errors_total{kind=\"connect\"} 1"))
+        }
+    }
+
+    @Test func slowUpstreamIs504() async throws {
+        let hooks = Hooks()
+        try await withProxy(upstreamTimeout: .milliseconds(300), routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /slow HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let response = try await connection.response()
+                #expect(response.status == 504)
+            }
+            hooks.releaseSlow.fire()
+        }
+    }
+
+    @Test func clientAbortCancelsTheUpstreamRequest() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /endless HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                await hooks.endlessStarted.wait()
+                // Go away in the middle of the body (returning closes the connection).
+            }
+            // The upstream's next write fails once the proxy dropped its connection.
+            await hooks.endlessCancelled.wait()
+            let metrics = String(decoding: harness.metrics.render(), as: UTF8.self)
+            #expect(metrics.contains("overlayd_proxy_client_aborts_total 1"))
+        }
+    }
+
+    /// The upstream writes nothing after its first chunk, so only the proxy noticing the client's
+    /// close (not a failed write) can end the upstream request.
+    @Test(arguments: [true, false])
+    func clientAbortCancelsAnIdleUpstreamAtOnce(afterHead: Bool) async throws {
+        let sawRequest = Signal()
+        let sawClose = Signal()
+        try await withSilentUpstream(answerHead: afterHead, sawRequest: sawRequest, sawClose: sawClose) { upstreamPort in
+            try await withProxy(upstreamURL: "http://127.0.0.1:\(upstreamPort)") { harness in
+                try await withRawConnection(port: harness.proxyPort) { connection in
+                    try await connection.send("GET /idle HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                    await sawRequest.wait()
+                    if afterHead {
+                        // The head and the first chunk arrived: the proxy is waiting for more.
+                        let statusLine = try await connection.line()
+                        #expect(statusLine == "HTTP/1.1 200 OK")
+                    }
+                }
+                await sawClose.wait()
+                let metrics = String(decoding: harness.metrics.render(), as: UTF8.self)
+                #expect(metrics.contains("overlayd_proxy_client_aborts_total 1"))
+            }
+        }
+    }
+
+    @Test func gzipPassesThroughUntouchedAndHTMLAndJSONAreRewritten() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                let host = "127.0.0.1:\(harness.proxyPort)"
+                try await connection.send("GET /gz HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                let gzip = try await connection.response()
+                #expect(gzip.body == gzipPage)
+                #expect(gzip.header("content-encoding") == "gzip")
+                #expect(gzip.header("content-length") == String(gzipPage.count))
+
+                try await connection.send("GET /page HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                let page = try await connection.response()
+                #expect(page.status == 200)
+                #expect(page.header("content-length") == nil)
+                #expect(page.header("transfer-encoding") == "chunked")
+                #expect(page.text.contains("<script data-overlayd type=\"application/json\" id=\"overlayd-result\">"))
+                #expect(page.text.contains("<script src=\"/__overlay/overlay.js\" defer></script></head>"))
+                #expect(page.text.hasSuffix("<body>hi</body></html>"))
+
+                try await connection.send("GET /api/data HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                let json = try await connection.response()
+                #expect(json.text.hasPrefix("{\"a\":1,\"overlay\":{\"overlay\":\"proxy-test\""))
+
+                // The page's token fetches the result from the shared engine's store.
+                let marker = "\"token\":\""
+                let token = try #require(page.text.range(of: marker).map {
+                    String(page.text[$0.upperBound...].prefix(32))
+                })
+                try await connection.send("GET /__overlay/results/\(token) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                let result = try await connection.response()
+                #expect(result.status == 200)
+                #expect(result.text.contains(token))
+            }
+            // gzip, page and api reached the upstream; the results lookup did not.
+            #expect(harness.seen.all.map(\.path) == ["/gz", "/page", "/api/data"])
+        }
+    }
+
+    @Test func hopByHopHeadersAreDroppedBothWays() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send(
+                    "GET /headers HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\n"
+                        + "Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n"
+                        + "Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n")
+                let response = try await connection.response()
+                #expect(response.status == 200)
+                for name in ["x-resp-hop", "keep-alive", "proxy-authenticate"] {
+                    #expect(response.header(name) == nil, "\(name) reached the client")
+                }
+                #expect(response.header("connection") != "x-resp-hop")
+                #expect(response.header("x-end-to-end") == "yes")
+            }
+            let seen = try #require(harness.seen.last)
+            for name in ["x-hop", "keep-alive", "te", "proxy-authorization", "proxy-connection", "transfer-encoding"] {
+                #expect(seen.headers[HTTPField.Name(name)!] == nil, "\(name) reached the upstream")
+            }
+            #expect(seen.headers[.connection] != "keep-alive, X-Hop")
+            #expect(seen.headers[HTTPField.Name("x-kept")!] == "yes")
+        }
+    }
+
+    @Test func hostIsKeptAndForwardedHeadersAreAdded() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send(
+                    "GET /headers HTTP/1.1\r\nHost: crm.example:8443\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: gopher\r\n\r\n")
+                _ = try await connection.response()
+            }
+            let seen = try #require(harness.seen.last)
+            #expect(seen.authority == "crm.example:8443")
+            #expect(seen.headers[HTTPField.Name("x-forwarded-for")!] == "203.0.113.9, 127.0.0.1")
+            #expect(seen.headers[values: HTTPField.Name("x-forwarded-proto")!] == ["http"])
+            #expect(seen.headers[HTTPField.Name("x-forwarded-host")!] == "crm.example:8443")
+        }
+    }
+
+    @Test func ownEndpointIsServedByTheProxy() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /__overlay/overlay.js HTTP/1.1\r\nHost: 127.0.0.1:\(harness.proxyPort)\r\n\r\n")
+                let script = try await connection.response()
+                #expect(script.status == 200)
+                #expect(script.header("content-type") == "text/javascript; charset=utf-8")
+                #expect(script.body == OverlayScript.bytes)
+                let etag = try #require(script.header("etag"))
+                try await connection.send(
+                    "GET /__overlay/overlay.js HTTP/1.1\r\nHost: 127.0.0.1:\(harness.proxyPort)\r\nIf-None-Match: \(etag)\r\n\r\n")
+                let cached = try await connection.response()
+                #expect(cached.status == 304)
+                // On a host without an overlay, /__overlay/ is the app's: passed through.
+                try await connection.send("GET /__overlay/overlay.js HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                #expect(try await connection.response().status == 404)
+            }
+            #expect(harness.seen.all.isEmpty)
+        }
+    }
+
+    @Test func overlaidRequestsCarryTheModelHeaderToTheUpstream() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send(
+                    "GET /headers HTTP/1.1\r\nHost: 127.0.0.1:\(harness.proxyPort)\r\nX-Overlay-Model: forged\r\n\r\n")
+                _ = try await connection.response()
+                try await connection.send("GET /page HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let passed = try await connection.response()
+                #expect(!passed.text.contains("data-overlayd"))
+            }
+            let seen = harness.seen.all
+            let models = seen[0].headers[values: HTTPField.Name("x-overlay-model")!]
+            #expect(models.count == 1)
+            #expect(models.first == "mock-a" || models.first == "mock-b")
+            #expect(seen[1].headers[HTTPField.Name("x-overlay-model")!] == nil)
+        }
+    }
+}
