@@ -1,0 +1,67 @@
+extension EmbeddedDemo {
+    /// The configuration of `overlayd demo`: the built-in legacy app behind the proxy, reached as
+    /// `127.0.0.1` (Canary 80/20, JSON enrichment under /api/) or `localhost` (Shadow: mock-fast
+    /// serves, mock-smart is compared in the background; see /drift). The browser's Host is what
+    /// the proxy matches (it forwards it unchanged), so both names reach the same app.
+    public static let proxyDemoSource = "embedded:proxy-demo"
+    public static let proxyDemoText = """
+        # overlayd demo: the built-in legacy CRM behind the reverse proxy.
+        apiVersion: orchestrator.io/v1
+        kind: AIOverlay
+        metadata:
+          name: crm-canary
+        spec:
+          hostApp: "127.0.0.1"
+          models:
+            - name: "mock-fast"
+              weight: 80
+            - name: "mock-smart"
+              weight: 20
+          strategy: "Canary"
+          injection:
+            json:
+              paths: ["/api/"]
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIOverlay
+        metadata:
+          name: crm-shadow
+        spec:
+          hostApp: "localhost"
+          models:
+            - name: "mock-fast"
+            - name: "mock-smart"
+          strategy: "Shadow"
+          injection:
+            json:
+              paths: ["/api/"]
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIModel
+        metadata:
+          name: mock-fast
+        spec:
+          provider: mock
+          mock:
+            latency: 20ms
+          fallback: mock-smart
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIModel
+        metadata:
+          name: mock-smart
+        spec:
+          provider: mock
+          mock:
+            latency: 120ms
+
+        """
+
+    public static func loadProxyDemo() -> OverlayConfig {
+        do {
+            return try ConfigLoader.load(text: proxyDemoText, source: proxyDemoSource)
+        } catch {
+            preconditionFailure("the embedded proxy demo configuration is invalid: \(error)")
+        }
+    }
+}
