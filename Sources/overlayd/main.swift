@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import OverlayCore
+import OverlayProxy
 import OverlayServer
 import ServiceLifecycle
 import UnixSignals
@@ -10,8 +11,8 @@ import UnixSignals
 struct Overlayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overlayd",
-        abstract: "AI overlays for legacy web apps: an Envoy ext_proc sidecar.",
-        subcommands: [Serve.self, Validate.self],
+        abstract: "AI overlays for legacy web apps: an Envoy ext_proc sidecar, or a standalone reverse proxy.",
+        subcommands: [Serve.self, Validate.self, Proxy.self, Demo.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -275,4 +276,190 @@ func loadConfigDocument(path: String) throws(ConfigError) -> (OverlayConfig, Str
         throw ConfigError(source: path, problems: [.init(resource: nil, path: "", message: "cannot read the file: \(error.localizedDescription)")])
     }
     return (try ConfigLoader.load(text: text, source: path), text)
+}
+
+// MARK: - Proxy mode and the demo (issue 6)
+struct Proxy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run as a standalone HTTP/1.1 reverse proxy in front of one upstream (no Envoy needed).")
+
+    @Option(help: "The legacy app to proxy to: http://HOST[:PORT][/base].")
+    var upstream: String
+
+    @Option(help: "Proxy listen address: HOST:PORT (port 0 picks a free port).")
+    var listen = "127.0.0.1:8080"
+
+    @Option(help: "AIOverlay resources (YAML or JSON), watched for changes. Without it (and without --control-plane), the embedded demo configuration is served.")
+    var config: String?
+
+    @Option(help: "Seconds between checks of --config for changes.")
+    var configPollInterval: Double = 1
+
+    @Option(help: "Follow the desired state published at this http(s) URL (exclusive with --config).")
+    var controlPlane: String?
+
+    @Option(help: "Admin HTTP address (/metrics, /healthz, /readyz, /config, /drift): HOST:PORT.")
+    var admin = "127.0.0.1:9901"
+
+    @Option(help: "Seconds from sending a request to the upstream's response head; past it the client gets 504.")
+    var upstreamTimeout: Double = 30
+
+    @Option(help: "Seconds to establish a connection to the upstream; past it the client gets 504.")
+    var upstreamConnectTimeout: Double = 5
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        do { _ = try Upstream(parsing: upstream) } catch { throw ValidationError(error.description) }
+        if config != nil && controlPlane != nil {
+            throw ValidationError("--config and --control-plane are exclusive: the desired state comes from one source")
+        }
+        if let controlPlane {
+            do { try ControlPlaneOptions.validate(url: controlPlane) } catch { throw ValidationError(error.description) }
+        }
+        guard upstreamTimeout > 0, upstreamTimeout <= 3600 else {
+            throw ValidationError("--upstream-timeout must be 0...3600 seconds (exclusive of 0), got \(upstreamTimeout)")
+        }
+        guard upstreamConnectTimeout > 0, upstreamConnectTimeout <= 600 else {
+            throw ValidationError("--upstream-connect-timeout must be 0...600 seconds (exclusive of 0), got \(upstreamConnectTimeout)")
+        }
+        guard configPollInterval >= 0.05, configPollInterval <= 3600 else {
+            throw ValidationError("--config-poll-interval must be 0.05...3600 seconds, got \(configPollInterval)")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got \(logLevel)")
+        }
+    }
+
+    func run() async throws {
+        let logger = bootstrapLogging(logLevel)
+        var options = ServeOptions()
+        options.runsExtProc = false
+        (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
+        var proxyOptions = ProxyOptions(upstream: try Upstream(parsing: upstream))
+        (proxyOptions.listenHost, proxyOptions.listenPort) = try hostPort(listen, flag: "--listen")
+        proxyOptions.upstreamTimeout = .milliseconds(Int64(upstreamTimeout * 1000))
+        proxyOptions.connectTimeout = .milliseconds(Int64(upstreamConnectTimeout * 1000))
+
+        var overlays: OverlayConfig
+        var document: String
+        var initialProblems: [String]?
+        if let config {
+            do {
+                (overlays, document) = try loadConfigDocument(path: config)
+            } catch {
+                logger.error(
+                    "no valid configuration: proxying pass-through until \(config) is valid",
+                    metadata: ["problems": "\(error.problems.map(\.description).joined(separator: "; "))"])
+                overlays = OverlayConfig(source: config, version: "none", overlays: [])
+                document = ""
+                initialProblems = error.problems.map(\.description)
+            }
+            options.configPath = config
+            options.configPollInterval = .milliseconds(Int64(configPollInterval * 1000))
+        } else if let controlPlane {
+            options.controlPlane = ControlPlaneOptions(url: controlPlane)
+            overlays = OverlayConfig(source: controlPlane, version: "none", overlays: [])
+            document = ""
+            initialProblems = ["waiting for the first document from \(controlPlane)"]
+        } else {
+            overlays = EmbeddedDemo.load()
+            document = EmbeddedDemo.text
+        }
+        let runtime = OverlayRuntime(
+            options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
+        let proxy = ReverseProxy(
+            options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: runtime.health,
+            metricsFactory: runtime.metrics, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: runtime.services + [.init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [],
+                logger: logger))
+        try await group.run()
+        logger.info("overlayd proxy stopped")
+    }
+}
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One-command demo: a built-in legacy CRM behind the overlay proxy, with the ext_proc server and the admin endpoint.")
+
+    @Option(help: "The proxy's port on 127.0.0.1 (open http://127.0.0.1:PORT/).")
+    var port = 8080
+
+    @Option(help: "Admin HTTP address: HOST:PORT.")
+    var admin = "127.0.0.1:9901"
+
+    @Option(help: "ext_proc listen address (as serve --listen): HOST:PORT or unix:/path.")
+    var extProcListen = "127.0.0.1:50051"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "notice"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got \(logLevel)")
+        }
+    }
+
+    func run() async throws {
+        let logger = bootstrapLogging(logLevel)
+        var options = OverlayProxy.Demo.Options()
+        options.port = port
+        (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
+        do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
+        let demo = OverlayProxy.Demo(options: options, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: demo.services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+                logger: logger))
+        let extProcText = extProcListen
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask { [options] in
+                let proxyPort = await demo.proxy.listeningPort()
+                let appPort = await demo.appPort.port()
+                let extProc = await demo.runtime.extProc.listeningAddress() ?? extProcText
+                let adminBase = "http://" + (await demo.runtime.admin.listeningAddress() ?? "\(options.adminHost):\(options.adminPort)")
+                let banner =
+                    """
+                    overlayd demo is running (Ctrl-C to stop)
+                      page (Canary 80/20):   http://127.0.0.1:\(proxyPort)/   also /accounts, /reports (gzip), /api/accounts (JSON)
+                      page (Shadow pair):    http://localhost:\(proxyPort)/   drift at \(adminBase)/drift
+                      admin:                 \(adminBase)/metrics  \(adminBase)/drift  \(adminBase)/config  \(adminBase)/readyz
+                      ext_proc (gRPC h2c):   \(extProc)
+                      legacy app (direct):   http://127.0.0.1:\(appPort)/
+
+                    """
+                // Unbuffered: the banner shows at once even when stdout is a pipe or a file.
+                FileHandle.standardOutput.write(Data(banner.utf8))
+            }
+            try await tasks.waitForAll()
+        }
+    }
+}
+
+func bootstrapLogging(_ level: String) -> Logger {
+    let level = Logger.Level(rawValue: level) ?? .info
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    return Logger(label: "overlayd")
+}
+
+func hostPort(_ text: String, flag: String) throws -> (String, Int) {
+    do {
+        guard case .tcp(let host, let port) = try ListenAddress(parsing: text) else {
+            throw ValidationError("\(flag) must be HOST:PORT, got \(text)")
+        }
+        return (host, port)
+    } catch let error as ListenAddressError {
+        throw ValidationError("\(flag): \(error)")
+    }
 }
