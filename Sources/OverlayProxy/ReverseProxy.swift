@@ -149,8 +149,28 @@ public final class ReverseProxy: Service, Sendable {
             call = startCall(plan: plan, config: config)
         }
 
-        let upstreamRequest = makeUpstreamRequest(
+        // The request body is read from the client by a pump this exchange owns (never by the
+        // HTTP client directly), so that it is stopped before the server reads the connection
+        // again: an upstream that answers before taking the whole body must not leave a reader
+        // of the client connection behind.
+        var upstreamRequest = makeUpstreamRequest(
             request, upstream: upstream, authority: authority, target: target, channel: channel, extra: extra)
+        var pump: (task: Task<Void, Never>, handoff: Handoff<ByteBuffer>)?
+        if let length = upstreamRequest.bodyLength {
+            let bodyHandoff = Handoff<ByteBuffer>()
+            let source = request.body
+            let task = Task {
+                do {
+                    for try await chunk in source { try await bodyHandoff.send(chunk) }
+                    bodyHandoff.finish()
+                } catch {
+                    bodyHandoff.finish(throwing: error)
+                }
+            }
+            pump = (task, bodyHandoff)
+            upstreamRequest.request.body = .stream(HandoffSequence(handoff: bodyHandoff), length: length)
+        }
+        let outgoing = upstreamRequest.request
         let handoff = Handoff<UpstreamPart>()
         let deadline = NIODeadline.now() + options.upstreamTimeout.timeAmount
         let client = self.client
@@ -160,7 +180,7 @@ public final class ReverseProxy: Service, Sendable {
         // exchange ends for any reason (the client went away, the response is complete).
         let upstreamTask = Task {
             do {
-                let response = try await client.execute(upstreamRequest, deadline: deadline, logger: logger)
+                let response = try await client.execute(outgoing, deadline: deadline, logger: logger)
                 try await handoff.send(
                     .head(status: Int(response.status.code), reason: response.status.reasonPhrase, headers: response.headers))
                 for try await chunk in response.body {
@@ -171,11 +191,26 @@ public final class ReverseProxy: Service, Sendable {
                 handoff.finish(throwing: error)
             }
         }
-        defer { upstreamTask.cancel() }
         let watching = watch.register(channel) { handoff.finish(throwing: ClientGone()) }
-        defer { watch.unregister(watching) }
-        try await relay(
-            handoff: handoff, writer: writer, channel: channel, method: method, target: target, overlay: overlay, call: call)
+        let outcome: Result<Void, any Error>
+        do {
+            try await relay(
+                handoff: handoff, writer: writer, channel: channel, method: method, target: target, overlay: overlay,
+                call: call)
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        watch.unregister(watching)
+        upstreamTask.cancel()
+        if let pump {
+            // Stop reading the client before the server reads its next request (a pump blocked
+            // on the client's bytes ends that connection: its request body is unfinished).
+            pump.handoff.finish(throwing: CancellationError())
+            pump.task.cancel()
+            await pump.task.value
+        }
+        try outcome.get()
     }
 
     /// The client side: the response head (after the overlay decisions), then the body.
@@ -277,11 +312,12 @@ public final class ReverseProxy: Service, Sendable {
         }
     }
 
-    /// The request for the upstream: the client's end-to-end fields, its Host, and X-Forwarded-*.
+    /// The request for the upstream: the client's end-to-end fields, its Host, and X-Forwarded-*;
+    /// and the framing of its body (nil: none).
     private func makeUpstreamRequest(
         _ request: Request, upstream base: Upstream, authority: String, target: String, channel: any Channel,
         extra: [(name: String, value: String)]
-    ) -> HTTPClientRequest {
+    ) -> (request: HTTPClientRequest, bodyLength: HTTPClientRequest.Body.Length?) {
         var upstream = HTTPClientRequest(url: base.url(for: target))
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
         var headers = HTTPHeaders()
@@ -310,13 +346,10 @@ public final class ReverseProxy: Service, Sendable {
         headers.add(name: "x-forwarded-proto", value: "http")
         if !authority.isEmpty { headers.add(name: "x-forwarded-host", value: authority) }
         upstream.headers = headers
-        if let length, !chunked {
-            if length > 0 { upstream.body = .stream(request.body, length: .known(length)) }
-            else if request.method != .get && request.method != .head { upstream.body = .bytes(ByteBuffer()) }
-        } else if chunked {
-            upstream.body = .stream(request.body, length: .unknown)
-        }
-        return upstream
+        if chunked { return (upstream, .unknown) }
+        if let length, length > 0 { return (upstream, .known(length)) }
+        if length != nil && request.method != .get && request.method != .head { upstream.body = .bytes(ByteBuffer()) }
+        return (upstream, nil)
     }
 
     /// 504 for timeouts, 502 for everything else (refused, reset, malformed).
@@ -403,4 +436,17 @@ final class ProxyMetrics: Sendable {
     func responsePlan(_ plan: ResponsePlan) {
         if case .untouched(let reason) = plan { injections[reason]?.increment() }
     }
+}
+
+/// A ``Handoff`` read as an `AsyncSequence` (the request body as the HTTP client takes it).
+struct HandoffSequence: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let handoff: Handoff<ByteBuffer>
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let handoff: Handoff<ByteBuffer>
+        mutating func next() async throws -> ByteBuffer? { try await handoff.next() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handoff: handoff) }
 }

@@ -54,6 +54,10 @@ func upstreamRoutes(_ hooks: Hooks) -> (Router<BasicRequestContext>, Seen) -> Vo
                     try await writer.finish(nil)
                 })
         }
+        router.post("/reject") { request, _ in
+            record(request, seen)
+            return Response(status: .contentTooLarge, headers: [.connection: "close"])
+        }
         router.get("/etag") { request, _ in
             record(request, seen)
             if request.headers[.ifNoneMatch] == "\"v1\"" {
@@ -204,6 +208,28 @@ struct ReverseProxyTests {
                 #expect(total == bigChunks * bigChunk.readableBytes)
                 let growth = peak - before
                 #expect(growth < 40 * 1024 * 1024, "resident size grew by \(growth / 1024 / 1024) MiB")
+            }
+        }
+    }
+
+    /// The upstream answers before reading the request body: the client gets that answer, then
+    /// the proxy closes the connection (the rest of the body is never read; no second reader of
+    /// the client connection is left behind), and it keeps serving other connections.
+    @Test func earlyUpstreamAnswerWhileTheRequestBodyIsStillComing() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("POST /reject HTTP/1.1\r\nHost: app.example\r\nContent-Length: 200000\r\n\r\n")
+                try await connection.send(String(repeating: "x", count: 1000))
+                let response = try await connection.response()
+                #expect(response.status == 413)
+                #expect(try await connection.atEnd())
+            }
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let next = try await connection.response()
+                #expect(next.status == 200)
+                #expect(next.text == "hello")
             }
         }
     }
