@@ -6,8 +6,9 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import OverlayCore
-import OverlayProxy
+@testable import OverlayProxy
 import OverlayServer
+import ServiceLifecycle
 import Testing
 
 /// Signals the upstream routes give the tests.
@@ -454,6 +455,65 @@ struct ReverseProxyTests {
             #expect(models.count == 1)
             #expect(models.first == "mock-a" || models.first == "mock-b")
             #expect(seen[1].headers[HTTPField.Name("x-overlay-model")!] == nil)
+        }
+    }
+}
+
+@Suite struct DemoTests {
+    @Test func theProxyDemoConfigurationLoadsAndOverlaysTheNamesABrowserSends() throws {
+        let config = EmbeddedDemo.loadProxyDemo()
+        #expect(config.overlay(forAuthority: "127.0.0.1:8080")?.name == "crm-canary")
+        #expect(config.overlay(forAuthority: "localhost:8080")?.name == "crm-shadow")
+        #expect(config.overlay(forAuthority: "example.com") == nil)
+    }
+
+    @Test func theReportsPageIsValidGzip() throws {
+        // Stored deflate blocks: the payload is the page itself, framed and checksummed.
+        let page = DemoApp.reportsGzip
+        #expect(Array(page.prefix(3)) == [0x1F, 0x8B, 0x08])
+        let size = page.suffix(4).reversed().reduce(0) { $0 << 8 | Int($1) }
+        #expect(size > 0 && page.count == size + 10 + 5 + 8)
+        #expect(Gzip.crc32(Array("123456789".utf8)) == 0xCBF4_3926)
+    }
+}
+
+extension DemoTests {
+    @Test func theDemoServesTheOverlaidLegacyApp() async throws {
+        var options = Demo.Options()
+        options.port = 0
+        options.adminPort = 0
+        options.extProc = .tcp(host: "127.0.0.1", port: 0)
+        let demo = Demo(options: options, logger: quietLogger)
+        let group = ServiceGroup(configuration: .init(services: demo.services, logger: quietLogger))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let proxyPort = await demo.proxy.listeningPort()
+            let appPort = await demo.appPort.port()
+            #expect(await demo.runtime.extProc.listeningAddress() != nil)
+            try await withRawConnection(port: proxyPort) { connection in
+                try await connection.send("GET / HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")
+                let home = try await connection.response()
+                #expect(home.text.contains("LegacyCRM"))
+                #expect(home.text.contains("{\"overlay\":\"crm-canary\""))
+                try await connection.send("GET /accounts HTTP/1.1\r\nHost: localhost:\(proxyPort)\r\n\r\n")
+                #expect(try await connection.response().text.contains("{\"overlay\":\"crm-shadow\",\"model\":\"mock-fast\""))
+                try await connection.send("GET /reports HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")
+                let reports = try await connection.response()
+                #expect(reports.header("content-encoding") == "gzip")
+                #expect(reports.body == DemoApp.reportsGzip)
+                try await connection.send("GET /api/accounts HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")
+                #expect(try await connection.response().text.contains(",\"overlay\":{\"overlay\":\"crm-canary\""))
+                try await connection.send("HEAD /accounts HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")
+                let head = try await connection.response(bodiless: true)
+                #expect(head.status == 200)
+                #expect(head.header("content-length") == String(DemoApp.accountsPage.count))
+            }
+            try await withRawConnection(port: appPort) { connection in
+                try await connection.send("GET /reports HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                #expect(try await connection.response().body == DemoApp.reportsGzip)
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
         }
     }
 }

@@ -44,6 +44,8 @@ extension EmbeddedDemo {
           provider: mock
           mock:
             latency: 20ms
+          # High enough that a load test measures the proxy, not the mock's concurrency limit.
+          maxConcurrency: 10000
           fallback: mock-smart
         ---
         apiVersion: orchestrator.io/v1
@@ -54,6 +56,7 @@ extension EmbeddedDemo {
           provider: mock
           mock:
             latency: 120ms
+          maxConcurrency: 10000
 
         """
 
