@@ -28,7 +28,7 @@ public final class ReverseProxy: Service, Sendable {
     private let engine: OverlayEngine?
     private let health: HealthState?
     private let logger: Logger
-    private let client: HTTPClient
+    private let clientConfiguration: HTTPClient.Configuration
     private let watch = ConnectionWatch()
     private let metrics: ProxyMetrics
     private let bound = BoundAddress()
@@ -60,7 +60,7 @@ public final class ReverseProxy: Service, Sendable {
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
         configuration.httpVersion = HTTPClient.Configuration.HTTPVersion.http1Only
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        self.clientConfiguration = configuration
         self.metrics = ProxyMetrics(factory: metricsFactory.factory)
     }
 
@@ -70,10 +70,13 @@ public final class ReverseProxy: Service, Sendable {
     public func run() async throws {
         // The demo's app binds a free port first: the proxy learns it here.
         let upstream = await resolveUpstream?() ?? options.upstream
+        // Made here, not in init: it is shut down when run() ends (an HTTPClient must be).
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         let server = Server(
             childChannelSetup: HTTP1Channel(
                 responder: { [self] request, writer, channel in
-                    try await self.respond(to: request, writer: writer, channel: channel, upstream: upstream)
+                    try await self.respond(
+                        to: request, writer: writer, channel: channel, upstream: upstream, client: client)
                 },
                 configuration: .init(additionalChannelHandlers: [InputClosedObserver(watch: self.watch)])),
             configuration: .init(address: .hostname(options.listenHost, port: options.listenPort), serverName: nil),
@@ -113,7 +116,9 @@ public final class ReverseProxy: Service, Sendable {
         var detail: String
     }
 
-    func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel, upstream: Upstream) async throws {
+    func respond(
+        to request: Request, writer: consuming ResponseWriter, channel: any Channel, upstream: Upstream, client: HTTPClient
+    ) async throws {
         let config = configStore.current
         let authority = request.head.authority ?? ""
         let target = request.head.path ?? "/"
@@ -173,7 +178,6 @@ public final class ReverseProxy: Service, Sendable {
         let outgoing = upstreamRequest.request
         let handoff = Handoff<UpstreamPart>()
         let deadline = NIODeadline.now() + options.upstreamTimeout.timeAmount
-        let client = self.client
         let logger = self.logger
 
         // The upstream side: its head, then its body, one chunk at a time. Cancelled when this
