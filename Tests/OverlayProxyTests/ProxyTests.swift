@@ -19,7 +19,7 @@ final class Hooks: Sendable {
 }
 
 let bigChunk = ByteBuffer(repeating: 0x61, count: 64 * 1024)
-let bigChunks = 1600  // 100 MiB
+let bigChunks = 4096  // 256 MiB
 
 /// The test upstream's routes.
 func upstreamRoutes(_ hooks: Hooks) -> (Router<BasicRequestContext>, Seen) -> Void {
@@ -184,9 +184,9 @@ struct ReverseProxyTests {
         }
     }
 
-    /// 100 MiB through the proxy: it never holds more than one upstream chunk (``Handoff``), so
-    /// the process's resident size grows by far less than the body (a buffering proxy would grow
-    /// by at least 100 MiB).
+    /// 256 MiB through the proxy: it never holds more than one upstream chunk (``Handoff``), so
+    /// the process's resident size grows by far less than the body (a buffering proxy grows by at
+    /// least 256 MiB; with the margin for other suites running in this process, 64 MiB).
     @Test func largeStreamedDownloadKeepsMemoryBounded() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in
@@ -208,7 +208,7 @@ struct ReverseProxyTests {
                 peak = max(peak, residentBytes())
                 #expect(total == bigChunks * bigChunk.readableBytes)
                 let growth = peak - before
-                #expect(growth < 40 * 1024 * 1024, "resident size grew by \(growth / 1024 / 1024) MiB")
+                #expect(growth < 64 * 1024 * 1024, "resident size grew by \(growth / 1024 / 1024) MiB")
             }
         }
     }
