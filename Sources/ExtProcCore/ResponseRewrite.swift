@@ -31,11 +31,11 @@ public enum ResponsePlan: Sendable, Equatable {
         decide(settings: settings, method: method, path: path, headers: headers.lazy.map { (name: $0.key, value: $0.textValue) })
     }
 
-    /// Decides from plain header pairs (the one implementation; see above for the rules).
+    /// Decides from plain header pairs: the one implementation (the rules are above).
     ///
     /// `headers` are the response's header fields as (lower-case name, value) pairs, with the
-    /// status as the `:status` pseudo-header. Both adapters call this one implementation: ext_proc
-    /// through the Envoy overload below, the reverse proxy with its own header fields.
+    /// status as the `:status` pseudo-header. Both adapters call it: ext_proc through the Envoy
+    /// overload above, the reverse proxy with its own header fields.
     public static func decide(
         settings: OverlaySettings, method: Substring, path: Substring,
         headers: some Sequence<(name: String, value: String)>
