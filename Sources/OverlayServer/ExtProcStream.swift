@@ -86,6 +86,8 @@ final class ExtProcStream {
     private var pausedStarted: NIODeadline?
     private var queued: [ByteBuffer] = []
     private var budgetTimer: Scheduled<Void>?
+    /// The injection outcome was counted (once per exchange).
+    private var countedInjection = false
 
     init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
         self.streamID = id
@@ -352,7 +354,11 @@ final class ExtProcStream {
             protocolFailure(context: context, error)
             return false
         }
-        if case .requestHeaders = request.request { countDecision(machine?.decision) }
+        switch request.request {
+        case .requestHeaders: countDecision(machine?.decision)
+        case .responseHeaders, .responseBody: countInjection()
+        default: break
+        }
 
         switch action {
         case .none:
@@ -379,6 +385,17 @@ final class ExtProcStream {
         case .passThrough, nil: shared.metrics.passThrough.increment()
         case .overlay: shared.metrics.overlaid.increment()
         case .ownEndpoint, .result: shared.metrics.ownEndpoint.increment()
+        }
+    }
+
+    private func countInjection() {
+        guard !countedInjection, let machine else { return }
+        if case .untouched(let reason)? = machine.responsePlan {
+            countedInjection = true
+            shared.metrics.injections["skipped|" + reason]?.increment()
+        } else if let outcome = machine.rewrite?.outcome {
+            countedInjection = true
+            shared.metrics.injections[outcome + "|"]?.increment()
         }
     }
 

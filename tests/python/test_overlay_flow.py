@@ -151,14 +151,28 @@ def test_the_split_is_sticky_per_user_and_weighted(channel):
     assert 0.70 <= share <= 0.90, share  # 80/20 (exact shares: the 10^5-key unit test)
 
 
-def test_html_gets_the_result_before_head_end_and_nothing_else_changes(channel):
+def test_html_gets_the_result_before_head_end_and_nothing_else_changes(channel, proc):
+    injected = scrape(proc.admin_addr).value("overlayd_injections_total", result="injected") or 0
     first, second, out = page_through(channel, "crm.example.com", user="bob")
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="injected") == injected + 1
     assert second.response_headers.response.header_mutation.remove_headers == ["content-length"]
     result = island(out)
     assert result["status"] == "ready" and result["overlay"] == "crm" and result["model"] == model_header(first)
     assert "Regarding:" in result["text"]  # the mock's deterministic text
     assert ISLAND.sub(b"", out).replace(b'<script src="/__overlay/overlay.js" defer></script>', b"") == PAGE
     assert out.index(b"overlayd-result") < out.index(b"</head>")
+
+
+def test_bodies_left_alone_are_counted_with_the_reason(channel, proc):
+    before = scrape(proc.admin_addr).value("overlayd_injections_total", result="skipped", reason="encoded") or 0
+    stream = Stream(channel)
+    stream.send(request_headers("crm.example.com", config=protocol_config(response_body_mode=PM.STREAMED)))
+    stream.recv(why="request_headers")
+    stream.send(response_headers(200, eos=False, content_type="text/html", extra=[("content-encoding", "br")]))
+    answer = stream.recv(why="response_headers")
+    stream.cancel()
+    assert answer.mode_override.response_body_mode == PM.NONE
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="skipped", reason="encoded") == before + 1
 
 
 def test_json_api_responses_get_the_result_as_a_member(channel):
