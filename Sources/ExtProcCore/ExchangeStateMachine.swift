@@ -82,15 +82,20 @@ public struct ExchangeStateMachine: Sendable {
     private var path: Substring = "/"
     private var random: SplitMix64
     private let results: (any OverlayResultLookup)?
+    private let codec: (any BodyCodec)?
 
     /// - Parameters:
     ///   - config: the snapshot this exchange keeps for its whole life.
     ///   - seed: the per-exchange random source (splits without a user key, shadow sampling).
     ///   - results: where `/__overlay/results/{token}` looks results up.
-    public init(config: OverlayConfig, seed: UInt64 = 0, results: (any OverlayResultLookup)? = nil) {
+    ///   - codec: decodes gzip/deflate pages so they can be injected (nil: encoded pages pass through).
+    public init(
+        config: OverlayConfig, seed: UInt64 = 0, results: (any OverlayResultLookup)? = nil, codec: (any BodyCodec)? = nil
+    ) {
         self.config = config
         self.random = SplitMix64(seed: seed)
         self.results = results
+        self.codec = codec
     }
 
     /// True when `message` is the response headers of an overlaid exchange whose body would be
@@ -98,7 +103,10 @@ public struct ExchangeStateMachine: Sendable {
     public func wantsResult(for message: ProcessingRequest) -> Bool {
         guard plan != nil, let overlay, case .responseHeaders(let headers) = message.request, !message.observabilityMode
         else { return false }
-        switch ResponsePlan.decide(settings: overlay.settings, method: method, path: path, headers: headers.headers.headers) {
+        switch ResponsePlan.decide(
+            settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
+            decodable: codec?.encodings ?? [])
+        {
         case .html, .json: return true
         case .untouched: return false
         }
@@ -166,15 +174,22 @@ public struct ExchangeStateMachine: Sendable {
             if observe { return .none }
             guard let overlay, let plan else { return .respond(.canned(.continueResponseHeaders)) }
             let decided = ResponsePlan.decide(
-                settings: overlay.settings, method: method, path: path, headers: headers.headers.headers)
+                settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
+                decodable: codec?.encodings ?? [])
             responsePlan = decided
             let view = result ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending)
+            let limit = overlay.settings.maxBodyBytes
             switch decided {
-            case .html(let nonce):
+            case .html(let nonce, let encoding?):
                 rewrite = ResponseRewrite(
-                    html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: overlay.settings.maxBodyBytes)
-            case .json:
-                rewrite = ResponseRewrite(jsonKey: overlay.settings.jsonKey, value: view.json, limit: overlay.settings.maxBodyBytes)
+                    encoding: encoding, codec: codec!, html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: limit)
+            case .html(let nonce, nil):
+                rewrite = ResponseRewrite(html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: limit)
+            case .json(let encoding?):
+                rewrite = ResponseRewrite(
+                    encoding: encoding, codec: codec!, jsonKey: overlay.settings.jsonKey, value: view.json, limit: limit)
+            case .json(nil):
+                rewrite = ResponseRewrite(jsonKey: overlay.settings.jsonKey, value: view.json, limit: limit)
             case .untouched:
                 break
             }

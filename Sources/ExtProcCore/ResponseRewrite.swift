@@ -4,10 +4,11 @@ import OverlayInject
 
 /// What happens to an overlaid exchange's response body, decided at response-header time (pure).
 public enum ResponsePlan: Sendable, Equatable {
-    /// Inject the overlay snippet into an HTML body (with this CSP nonce, if the page has one).
-    case html(nonce: String?)
+    /// Inject the overlay snippet into an HTML body (with this CSP nonce, if the page has one);
+    /// `encoding`: the body's content-coding (gzip, deflate) to decode and re-encode, or nil.
+    case html(nonce: String?, encoding: String?)
     /// Add the result to a JSON object body.
-    case json
+    case json(encoding: String?)
     /// Leave the body alone; the reason is the `reason` label of `overlayd_injections_total`.
     case untouched(reason: String)
 
@@ -19,14 +20,16 @@ public enum ResponsePlan: Sendable, Equatable {
     /// Decides from the overlay's settings, the request and the response headers.
     ///
     /// - HTML when `injection.html` is on, `content-type` is `text/html`, the status is 2xx other
-    ///   than 204/206, the request was not HEAD, the body is not content-encoded (gzip, br, …
-    ///   pass through untouched and are counted as `encoded`), a `content-length` (if any) is
-    ///   within `maxBodyBytes`, and the Content-Security-Policy lets a same-origin script run
-    ///   (its nonce is then used).
+    ///   than 204/206, the request was not HEAD, the body is not content-encoded or its encoding is
+    ///   one of `decodable` (gzip, deflate: decoded, injected, re-encoded; br, zstd, … pass
+    ///   through untouched and are counted as `encoded`), a `content-length` (if any) is within
+    ///   `maxBodyBytes`, and the Content-Security-Policy lets a same-origin script run (its nonce
+    ///   is then used).
     /// - JSON when the path is under `injection.json.paths` and `content-type` is
     ///   `application/json` (or `+json`), with the same status, method, encoding and size rules.
     public static func decide(
-        settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue]
+        settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue],
+        decodable: Set<String> = []
     ) -> ResponsePlan {
         var status = 0
         var contentType = ""
@@ -54,11 +57,12 @@ public enum ResponsePlan: Sendable, Equatable {
         if wantsHTML && !settings.injectHTML && !wantsJSON { return .untouched(reason: "disabled") }
         guard (200...299).contains(status), status != 204, status != 206 else { return .untouched(reason: "status") }
         guard method != "HEAD" else { return .untouched(reason: "head") }
-        guard encoding.isEmpty || encoding == "identity" else { return .untouched(reason: "encoded") }
+        let coding: String? = encoding.isEmpty || encoding == "identity" ? nil : encoding
+        if let coding, !decodable.contains(coding) { return .untouched(reason: "encoded") }
         if let length, length > settings.maxBodyBytes { return .untouched(reason: "too_large") }
-        if wantsJSON { return .json }
+        if wantsJSON { return .json(encoding: coding) }
         switch ContentSecurityPolicy.decide(policies: policies) {
-        case .allowed(let nonce): return .html(nonce: nonce)
+        case .allowed(let nonce): return .html(nonce: nonce, encoding: coding)
         case .blocked: return .untouched(reason: "csp_blocked")
         }
     }
@@ -83,7 +87,15 @@ public struct ResponseRewrite: Sendable {
     enum Kind: Sendable {
         case html(HTMLInjector)
         case json(collected: [UInt8], key: String, value: [UInt8])
+        /// A content-coded body: collected whole (up to the limit), then decoded, rewritten with
+        /// `inner` in one go, and encoded again.
+        case encoded(collected: [UInt8], encoding: String, inner: Inner, codec: any BodyCodec)
         case passing
+    }
+
+    enum Inner: Sendable {
+        case html([UInt8])
+        case json(key: String, value: [UInt8])
     }
 
     var kind: Kind
@@ -100,6 +112,13 @@ public struct ResponseRewrite: Sendable {
 
     public init(jsonKey: String, value: [UInt8], limit: Int) {
         kind = .json(collected: [], key: jsonKey, value: value)
+        self.limit = limit
+    }
+
+    /// An encoded body: `html` snippet or JSON `key`/`value`, after decoding with `codec`.
+    public init(encoding: String, codec: any BodyCodec, html snippet: [UInt8]? = nil, jsonKey: String = "", value: [UInt8] = [], limit: Int) {
+        let inner: Inner = snippet.map { .html($0) } ?? .json(key: jsonKey, value: value)
+        kind = .encoded(collected: [], encoding: encoding, inner: inner, codec: codec)
         self.limit = limit
     }
 
@@ -148,6 +167,45 @@ public struct ResponseRewrite: Sendable {
             }
             outcome = "not_json_object"
             return collected
+        case .encoded(var collected, let encoding, let inner, let codec):
+            collected.append(contentsOf: chunk)
+            if bytesSeen > limit {
+                kind = .passing
+                outcome = "too_large"
+                return collected
+            }
+            guard endOfStream else {
+                kind = .encoded(collected: collected, encoding: encoding, inner: inner, codec: codec)
+                return []
+            }
+            kind = .passing
+            // Decoded size is bounded by the same limit (a small body may inflate enormously).
+            guard let plain = codec.decode(collected, encoding: encoding, limit: limit) else {
+                outcome = "broken_encoding"
+                return collected
+            }
+            let rewritten: [UInt8]
+            switch inner {
+            case .html(let snippet):
+                let (output, result) = HTMLInjector.inject(snippet, into: plain)
+                guard result != .alreadyPresent else {
+                    outcome = "already_present"
+                    return collected
+                }
+                rewritten = output
+            case .json(let key, let value):
+                guard let enriched = JSONEnricher.adding(key: key, value: value, to: plain) else {
+                    outcome = "not_json_object"
+                    return collected
+                }
+                rewritten = enriched
+            }
+            guard let encoded = codec.encode(rewritten, encoding: encoding) else {
+                outcome = "broken_encoding"
+                return collected
+            }
+            outcome = "injected"
+            return encoded
         }
     }
 }

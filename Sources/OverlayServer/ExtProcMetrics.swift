@@ -45,7 +45,7 @@ final class ExtProcMetrics: Sendable {
             injections["skipped|" + reason] = Counter(
                 label: "overlayd_injections_total", dimensions: [("result", "skipped"), ("reason", reason)], factory: factory)
         }
-        for result in ["injected", "already_present", "too_large", "not_json_object"] {
+        for result in ["injected", "already_present", "too_large", "not_json_object", "broken_encoding"] {
             injections[result + "|"] = Counter(
                 label: "overlayd_injections_total", dimensions: [("result", result), ("reason", "")], factory: factory)
         }

@@ -21,6 +21,8 @@ final class ExtProcShared: Sendable {
     let maxMessageBytes: Int
     /// Runs model calls (nil: overlaid exchanges get a failed result, e.g. in protocol-only tests).
     let engine: OverlayEngine?
+    /// gzip/deflate for injecting into encoded pages.
+    let codec = CompressCodec()
     /// `CannedResponse.rawValue` → its gRPC frame, encoded once.
     let cannedFrames: [ByteBuffer]
 
@@ -194,7 +196,7 @@ final class ExtProcStream {
             let snapshot = shared.configStore.current
             config = snapshot
             machine = ExchangeStateMachine(
-                config: snapshot, seed: connection.nextSeed(), results: shared.engine?.results)
+                config: snapshot, seed: connection.nextSeed(), results: shared.engine?.results, codec: shared.codec)
             mode = .process
             countedOpen = true
             shared.metrics.streamsOpen.increment()

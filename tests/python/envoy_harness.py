@@ -129,6 +129,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _exchange(self) -> None:
         harness = self.owner
         record = Exchange(self.command, self.path)
+        # Logged first and filled in before the bytes that complete the response are written, so a
+        # client that has its response can rely on the log.
+        harness.record(record)
         stream = Stream(harness.channel)
         try:
             self._run(stream, record)
@@ -141,7 +144,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         finally:
             stream.cancel()  # the exchange is over (Envoy resets the ext_proc stream with it)
-            harness.record(record)
 
     def _run(self, stream: Stream, record: Exchange) -> None:
         harness = self.owner
@@ -200,7 +202,6 @@ class _Handler(BaseHTTPRequestHandler):
         if chunked:
             headers["transfer-encoding"] = "chunked"
         self._start(reply.status, headers)
-        out = []
         for index, piece in enumerate(pieces):
             if send_body:
                 stream.send(ep.ProcessingRequest(
@@ -211,12 +212,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if mutation.HasField("body") or mutation.HasField("clear_body"):
                     piece = mutation.body if mutation.HasField("body") else b""
                     record.rewritten = True
-            out.append(piece)
+            record.body += piece
             self._write(piece, chunked)
         if chunked and self.command != "HEAD":
             self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
-        record.body = b"".join(out)
 
     # -- writing to the browser
     def _start(self, status: int, headers: dict[str, str]) -> None:

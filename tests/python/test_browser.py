@@ -17,7 +17,9 @@ import json
 import re
 import shutil
 import struct
+import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -134,11 +136,15 @@ def browser(tmp_path_factory):
     options.binary_location = chromium
     for arg in CHROMIUM_ARGS + [f"--user-data-dir={profile}"]:
         options.add_argument(arg)
-    options.ignore_local_proxy_environment_variables()  # selenium -> chromedriver on 127.0.0.1 directly
+    with warnings.catch_warnings():  # deprecated for ClientConfig, which webdriver.Chrome 4.27 cannot take yet
+        warnings.simplefilter("ignore", DeprecationWarning)
+        options.ignore_local_proxy_environment_variables()  # selenium -> chromedriver directly, never via a proxy
     # An explicit driver path: Selenium Manager (which would download drivers) is never run.
     service = Service(executable_path=chromedriver, log_output=str(profile.parent / "chromedriver.log"))
     try:
-        driver = webdriver.Chrome(service=service, options=options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            driver = webdriver.Chrome(service=service, options=options)
     except WebDriverException as err:
         pytest.fail(f"cannot start headless chromium ({chromium}) with {chromedriver}: {err}", pytrace=False)
     driver.set_page_load_timeout(WAIT)
@@ -180,7 +186,8 @@ def assert_screenshot(driver, name: str) -> Path:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == WINDOW, f"screenshot is {width}x{height}, expected the {WINDOW} window"
+    viewport = tuple(driver.execute_script("return [innerWidth, innerHeight]"))
+    assert (width, height) == viewport, f"screenshot is {width}x{height}, the viewport {viewport}"
     assert len(data) > 10_000, f"{path} is only {len(data)} bytes: an empty page?"
     return path
 
@@ -227,13 +234,14 @@ def test_the_overlay_renders_in_shadow_dom_and_the_page_stays_intact(browser, cr
     script = crm.exchanges("/__overlay/overlay.js")
     assert script and all(e.immediate and e.status in (200, 304) for e in script), crm.describe()
 
-    # Shadow DOM isolation: `* {font-size: 40px}` of the page does not reach the panel.
-    assert computed(browser, panel, "font-size") != "40px", "the host page's CSS reaches <overlay-panel>"
-    assert browser.execute_script(
-        "return getComputedStyle(arguments[0]).fontSize", body) != "40px", "the host page's CSS reaches .body"
+    assert_screenshot(browser, "browser-overlay.png")  # before the isolation checks: it shows a failure too
 
-    path = assert_screenshot(browser, "browser-overlay.png")
-    print(f"screenshot: {path}")
+    # Shadow DOM isolation: the page's `* {color: red !important; font-size: 40px; font-family: serif}`
+    # reaches neither the panel (the shadow host) nor the text inside it.
+    for element, what in ((panel, "<overlay-panel>"), (body, "its .body")):
+        style = {prop: computed(browser, element, prop) for prop in ("font-size", "color", "font-family")}
+        assert style["font-size"] != "40px" and style["color"] != "rgb(255, 0, 0)" \
+            and style["font-family"] != "serif", f"the host page's CSS reaches {what}: {style}"
     assert_no_harness_errors(crm)
 
 
@@ -270,11 +278,19 @@ def test_a_late_result_turns_from_pending_to_ready_in_the_page(browser, late):
     assert_no_harness_errors(late)
 
 
-def test_the_harness_passes_json_through_overlayd(crm):
-    """The legacy app's JSON API under injection.json.paths gets the result as a member."""
+def test_the_harness_enriches_json_and_passes_other_bodies_through(crm):
+    """No browser: the legacy app's JSON API (under injection.json.paths) gets the result as a
+    member; a response overlayd does not rewrite (404 text/plain) is not even sent to it
+    (mode_override response_body_mode NONE) and reaches the client unchanged."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(crm.url("/api/accounts"), timeout=WAIT) as reply:
         data = json.loads(reply.read())
     assert data["accounts"] == [{"name": "Acme Corp", "balance": 12400}]
     assert data["overlay"]["status"] == "ready" and "Regarding:" in data["overlay"]["text"], data
+
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        opener.open(crm.url("/no-such-page"), timeout=WAIT)
+    assert missing.value.code == 404 and missing.value.read() == b"not found\n"
+    exchange = crm.exchanges("/no-such-page")[-1]
+    assert not exchange.body_to_overlayd and not exchange.rewritten, crm.describe()
     assert_no_harness_errors(crm)

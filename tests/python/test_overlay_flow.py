@@ -6,8 +6,10 @@ the bounded shadow queue, /drift, shutdown with shadow work pending, and a confi
 exchanges are in flight."""
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import zlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -99,15 +101,15 @@ def model_header(answer) -> str | None:
 
 
 def page_through(channel, host: str, *, user: str | None = None, body: bytes = PAGE, chunk: int = 7,
-                 content_type: str = "text/html; charset=utf-8", path: str = "/accounts"):
+                 content_type: str = "text/html; charset=utf-8", path: str = "/accounts", extra=()):
     """One exchange as Envoy drives it in STREAMED mode; returns (request answer, response answer, body out)."""
     stream = Stream(channel)
-    extra = [("x-user", user)] if user else []
-    stream.send(request_headers(host, path=path, extra=extra,
+    user_header = [("x-user", user)] if user else []
+    stream.send(request_headers(host, path=path, extra=user_header,
                                 config=protocol_config(response_body_mode=PM.STREAMED)))
     first = stream.recv(why="request_headers")
     stream.send(response_headers(200, eos=False, content_type=content_type,
-                                 extra=[("content-length", str(len(body)))]))
+                                 extra=[("content-length", str(len(body))), *extra]))
     second = stream.recv(why="response_headers")
     out = b""
     pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
@@ -173,6 +175,30 @@ def test_bodies_left_alone_are_counted_with_the_reason(channel, proc):
     stream.cancel()
     assert answer.mode_override.response_body_mode == PM.NONE
     assert scrape(proc.admin_addr).value("overlayd_injections_total", result="skipped", reason="encoded") == before + 1
+
+
+@pytest.mark.parametrize("encoding,encode,decode", [
+    ("gzip", gzip.compress, gzip.decompress),
+    ("deflate", zlib.compress, zlib.decompress),  # HTTP's deflate is the zlib format
+    ("deflate", lambda b: zlib.compress(b)[2:-4], zlib.decompress),  # raw deflate (some servers): re-encoded as zlib
+])
+def test_gzip_and_deflate_pages_are_decoded_injected_and_re_encoded(channel, encoding, encode, decode):
+    _, second, out = page_through(channel, "crm.example.com", body=encode(PAGE), chunk=20,
+                                  extra=[("content-encoding", encoding)])
+    assert second.response_headers.response.header_mutation.remove_headers == ["content-length"]
+    page = decode(out)
+    assert island(page)["status"] == "ready"
+    assert ISLAND.sub(b"", page).replace(b'<script src="/__overlay/overlay.js" defer></script>', b"") == PAGE
+
+
+def test_broken_gzip_and_unknown_encodings_pass_through_untouched(channel, proc):
+    broken = gzip.compress(PAGE)[:-12] + b"garbage!1234"
+    before = scrape(proc.admin_addr).value("overlayd_injections_total", result="broken_encoding") or 0
+    _, _, out = page_through(channel, "crm.example.com", body=broken, chunk=20, extra=[("content-encoding", "gzip")])
+    assert out == broken
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="broken_encoding") == before + 1
+    _, second, out = page_through(channel, "crm.example.com", body=b"\x8b\x00brotli", extra=[("content-encoding", "br")])
+    assert second.mode_override.response_body_mode == PM.NONE and out == b"\x8b\x00brotli"
 
 
 def test_json_api_responses_get_the_result_as_a_member(channel):

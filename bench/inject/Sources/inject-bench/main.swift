@@ -4,11 +4,14 @@
 // new arrays), measured in the same process, in interleaved rounds.
 //
 //   inject-bench [--rounds 7] [--seconds 1.0] [--chunks 1024,16384] [--page 102400]
-//                [--head 8192] [--only inject|scan|copy|inject-nohead] [--quiet]
+//                [--head 8192] [--only scan|copy+scan|inject|inject-nohead]
+//                [--iters N] [--quiet]
 //
 // 1 MB = 10^6 bytes. Each measurement runs whole pages (fresh injector per page) for at least
 // `--seconds`; the table shows the median over the rounds and the ratio of the medians to the
-// plain scan with the same chunk size. Standard library only (plus libc for exit).
+// plain scan with the same chunk size (median of the per-round ratios). `--iters N` runs every
+// case exactly N pages per round without calibration (for callgrind / perf); with `--only`, only
+// that case runs. Standard library only (plus libc for exit).
 
 import OverlayInject
 
@@ -27,6 +30,7 @@ struct Options {
     var pageSize = 100 * 1024
     var headSize = 8 * 1024
     var only: String?
+    var iters: Int?
     var quiet = false
 }
 
@@ -45,6 +49,7 @@ func parseOptions() -> Options {
         case "--page": o.pageSize = Int(value(a)) ?? o.pageSize
         case "--head": o.headSize = Int(value(a)) ?? o.headSize
         case "--only": o.only = value(a)
+        case "--iters": o.iters = Int(value(a))
         case "--quiet": o.quiet = true
         case "-h", "--help":
             print("usage: inject-bench [--rounds N] [--seconds S] [--chunks 1024,16384] [--page BYTES] [--head BYTES] [--only CASE] [--quiet]")
@@ -162,7 +167,11 @@ func makePage(pageSize: Int, headSize: Int, breakHeadAndBody: Bool = false) -> P
         n += 1
     }
     h += "<p class=\"footer\">"
-    while h.utf8.count + closing.utf8.count + 5 < pageSize { h += r.pick(words) + " " }
+    while true {
+        let w = r.pick(words) + " "
+        if h.utf8.count + w.utf8.count + 4 + closing.utf8.count > pageSize { break }
+        h += w
+    }
     h += String(repeating: ".", count: pageSize - h.utf8.count - closing.utf8.count - 4)
     h += "</p>" + closing
     let bytes = Array(h.utf8)
@@ -252,6 +261,7 @@ func median(_ xs: [Double]) -> Double {
 }
 
 func fmt(_ x: Double, _ decimals: Int) -> String {
+    if decimals == 0 { return "\(Int(x.rounded()))" }
     var p = 1.0
     for _ in 0..<decimals { p *= 10 }
     let v = (x * p).rounded() / p
@@ -318,13 +328,13 @@ for size in opt.chunkSizes {
     cases.append(Case(name: "inject", chunkSize: size) { runInject(chunks, snippet) })
     cases.append(Case(name: "inject-nohead", chunkSize: size) { runInject(noHeadChunks, snippet) })
 }
-if let only = opt.only { cases = cases.filter { $0.name == only || $0.name == "scan" } }
+if let only = opt.only { cases = cases.filter { $0.name == only || ($0.name == "scan" && opt.iters == nil) } }
 
 if !opt.quiet {
     print("page: \(page.bytes.count) bytes, real </head> at \(page.headEnd), snippet \(snippet.count) bytes; inject-nohead: same page with </head>, <body>, </body> renamed (tokenizer over all of it)")
     print("rounds: \(opt.rounds), >= \(opt.seconds) s per measurement, calibrating...")
 }
-let iterations = cases.map { calibrate(target: opt.seconds, $0.run) }
+let iterations = cases.map { c in opt.iters ?? calibrate(target: opt.seconds, c.run) }
 
 var mbps = Array(repeating: [Double](), count: cases.count)
 for round in 1...opt.rounds {
@@ -339,19 +349,21 @@ for round in 1...opt.rounds {
 }
 
 print("")
-print("| case | chunk | MB/s (median of \(opt.rounds)) | min–max | µs/page | ratio vs scan |")
+print("| case | chunk | MB/s (median of \(opt.rounds)) | min–max MB/s | µs/page | ratio vs scan |")
 print("|---|---:|---:|---:|---:|---:|")
 for (i, c) in cases.enumerated() {
     let m = median(mbps[i])
-    let scanIndex = cases.firstIndex { $0.name == "scan" && $0.chunkSize == c.chunkSize }!
-    let ratio = m / median(mbps[scanIndex])
+    let scanIndex = cases.firstIndex { $0.name == "scan" && $0.chunkSize == c.chunkSize }
+    // Ratio to the scan measured in the same round, median over rounds.
+    let ratio = scanIndex.map { s in median(zip(mbps[i], mbps[s]).map { $0 / $1 }) }
     let kb = c.chunkSize % 1024 == 0 ? "\(c.chunkSize / 1024) KB" : "\(c.chunkSize) B"
-    print("| \(pad(c.name, 13)) | \(pad(kb, 5, left: true)) | \(pad(fmt(m, 0), 7, left: true)) | \(fmt(mbps[i].min()!, 0))–\(fmt(mbps[i].max()!, 0)) | \(pad(fmt(Double(opt.pageSize) / m, 2), 7, left: true)) | \(pad(fmt(ratio, 3), 6, left: true)) |")
+    print("| \(pad(c.name, 13)) | \(pad(kb, 5, left: true)) | \(pad(fmt(m, 0), 7, left: true)) | \(fmt(mbps[i].min()!, 0))–\(fmt(mbps[i].max()!, 0)) | \(pad(fmt(Double(opt.pageSize) / m, 2), 7, left: true)) | \(pad(ratio.map { fmt($0, 3) } ?? "n/a", 6, left: true)) |")
 }
 print("")
 print("goal: inject >= 0.3x scan; " + opt.chunkSizes.map { size in
-    let s = median(mbps[cases.firstIndex { $0.name == "scan" && $0.chunkSize == size }!])
-    guard let j = cases.firstIndex(where: { $0.name == "inject" && $0.chunkSize == size }) else { return "\(size): n/a" }
-    let r = median(mbps[j]) / s
+    guard let s = cases.firstIndex(where: { $0.name == "scan" && $0.chunkSize == size }),
+        let j = cases.firstIndex(where: { $0.name == "inject" && $0.chunkSize == size })
+    else { return "\(size): n/a" }
+    let r = median(zip(mbps[j], mbps[s]).map { $0 / $1 })
     return "\(size / 1024) KB: \(fmt(r, 3))x \(r >= 0.3 ? "met" : "NOT met")"
 }.joined(separator: ", ") + "   (sink \(sink & 0xFFFF))")
