@@ -129,12 +129,12 @@ public struct ResponseRewrite: Sendable {
         case .passing:
             return nil
         case .html(var injector):
+            kind = .passing  // drop the enum's copy, so `injector` is uniquely referenced (no copy on write)
             let before = injector.injected || injector.outcome == .alreadyPresent
             if !before && bytesSeen > limit {
                 // Too large and nothing inserted yet: release what is held, pass the rest.
                 var out = injector.abandon()
                 out.append(contentsOf: chunk)
-                kind = .passing
                 outcome = "too_large"
                 return out
             }
@@ -149,6 +149,7 @@ public struct ResponseRewrite: Sendable {
             kind = .html(injector)
             return unchanged ? nil : out
         case .json(var collected, let key, let value):
+            kind = .passing  // uniquely referenced from here on
             if bytesSeen > limit {
                 collected.append(contentsOf: chunk)
                 kind = .passing
@@ -168,6 +169,7 @@ public struct ResponseRewrite: Sendable {
             outcome = "not_json_object"
             return collected
         case .encoded(var collected, let encoding, let inner, let codec):
+            kind = .passing  // uniquely referenced from here on
             collected.append(contentsOf: chunk)
             if bytesSeen > limit {
                 kind = .passing

@@ -369,6 +369,11 @@ final class ExtProcStream {
             guard let frame = encode(context: context, answer.message) else { return false }
             writeMessage(context: context, frame: frame)
             startCall(context: context, plan: plan)
+        case .answerAsk(let plan):
+            startCall(context: context, plan: plan)
+            let view = call.map(pendingView) ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed)
+            guard let frame = encode(context: context, ExchangeStateMachine.askAnswer(view)) else { return false }
+            writeMessage(context: context, frame: frame)
         case .respond(.canned(let canned)):
             writeMessage(context: context, frame: shared.cannedFrames[canned.rawValue])
         case .respond(.message(let message)):
@@ -386,7 +391,7 @@ final class ExtProcStream {
         switch decision {
         case .passThrough, nil: shared.metrics.passThrough.increment()
         case .overlay: shared.metrics.overlaid.increment()
-        case .ownEndpoint, .result: shared.metrics.ownEndpoint.increment()
+        case .ownEndpoint, .result, .ask: shared.metrics.ownEndpoint.increment()
         }
     }
 

@@ -18,8 +18,8 @@ import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from extproc_helpers import (CHANNEL_OPTIONS, PM, Stream, protocol_config, request_headers, response_body,
-                             response_headers)
+from extproc_helpers import (CHANNEL_OPTIONS, PM, Stream, protocol_config, request_body, request_headers,
+                             response_body, response_headers)
 from overlayd_proc import OverlaydProcess, http_get, scrape, wait_until
 
 CONFIG = """\
@@ -227,6 +227,36 @@ def test_a_late_result_is_fetched_with_its_token(channel):
     assert fetch()["status"] == "pending"
     ready = wait_until(lambda: (r := fetch())["status"] == "ready" and r, 5, "the late result")
     assert ready["token"] == result["token"] and ready["text"]
+
+
+def test_a_follow_up_question_is_answered_through_the_same_split(channel):
+    stream = Stream(channel)
+    stream.send(request_headers("crm.example.com", path="/__overlay/api/ask", method="POST", eos=False,
+                                extra=[("x-user", "dave"), ("content-type", "application/json")]))
+    first = stream.recv(why="ask headers")
+    assert first.mode_override.request_body_mode == PM.BUFFERED  # the question is in the body
+    question = {"question": "Which account is largest?", "title": "Accounts", "headings": ["Accounts"]}
+    stream.send(request_body(json.dumps(question).encode(), eos=True))
+    answer = stream.recv(why="ask body").immediate_response
+    stream.cancel()
+    assert answer.status.code == 200
+    pending = json.loads(answer.body)
+    assert pending["status"] in ("pending", "ready") and re.fullmatch(r"[0-9a-f]{32}", pending["token"])
+
+    page_stream = Stream(channel)
+    page_stream.send(request_headers("crm.example.com", extra=[("x-user", "dave")]))
+    assert model_header(page_stream.recv(why="page")) == pending["model"]  # the same user, the same model
+    page_stream.cancel()
+
+    def fetch():
+        poll = Stream(channel)
+        poll.send(request_headers("crm.example.com", path=f"/__overlay/results/{pending['token']}"))
+        result = json.loads(poll.recv(why="results").immediate_response.body)
+        poll.cancel()
+        return result
+
+    ready = wait_until(lambda: (r := fetch())["status"] == "ready" and r, 5, "the answer")
+    assert "Regarding: Question from a user of this page: Which" in ready["text"]
 
 
 def test_overlay_js_is_served_with_an_etag(channel):
