@@ -16,6 +16,9 @@ public enum ExchangeAction: Sendable {
     /// Send this answer and start the model call(s) of this plan (request headers of an overlaid
     /// request).
     case respondAndCall(ExchangeAnswer, OverlayPlan)
+    /// Start the model call of this follow-up question and answer the exchange at once with
+    /// ``ExchangeStateMachine/askAnswer(_:)`` of the pending result (its token is polled).
+    case answerAsk(OverlayPlan)
 }
 
 /// One answer: a constant the adapter may have pre-encoded, or a message built for this exchange.
@@ -78,19 +81,26 @@ public struct ExchangeStateMachine: Sendable {
     /// response headers (see ``wantsResult(for:)``).
     public var result: OverlayResultView?
     private var overlay: Overlay?
+    /// A follow-up question in progress (`POST /__overlay/api/ask`): its overlay, host, headers, body.
+    private var ask: (overlay: Overlay, host: String, headers: HeaderList, body: [UInt8])?
     private var method: Substring = "GET"
     private var path: Substring = "/"
     private var random: SplitMix64
     private let results: (any OverlayResultLookup)?
+    private let codec: (any BodyCodec)?
 
     /// - Parameters:
     ///   - config: the snapshot this exchange keeps for its whole life.
     ///   - seed: the per-exchange random source (splits without a user key, shadow sampling).
     ///   - results: where `/__overlay/results/{token}` looks results up.
-    public init(config: OverlayConfig, seed: UInt64 = 0, results: (any OverlayResultLookup)? = nil) {
+    ///   - codec: decodes gzip/deflate pages so they can be injected (nil: encoded pages pass through).
+    public init(
+        config: OverlayConfig, seed: UInt64 = 0, results: (any OverlayResultLookup)? = nil, codec: (any BodyCodec)? = nil
+    ) {
         self.config = config
         self.random = SplitMix64(seed: seed)
         self.results = results
+        self.codec = codec
     }
 
     /// True when `message` is the response headers of an overlaid exchange whose body would be
@@ -98,7 +108,10 @@ public struct ExchangeStateMachine: Sendable {
     public func wantsResult(for message: ProcessingRequest) -> Bool {
         guard plan != nil, let overlay, case .responseHeaders(let headers) = message.request, !message.observabilityMode
         else { return false }
-        switch ResponsePlan.decide(settings: overlay.settings, method: method, path: path, headers: headers.headers.headers) {
+        switch ResponsePlan.decide(
+            settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
+            decodable: codec?.encodings ?? [])
+        {
         case .html, .json: return true
         case .untouched: return false
         }
@@ -159,6 +172,21 @@ public struct ExchangeStateMachine: Sendable {
             case .result(let token):
                 immediateResponseSent = true
                 return .respond(.message(Self.immediateResponse(Self.resultResponse(token: token, results: results))))
+            case .ask(let overlay):
+                if headers.endOfStream {
+                    immediateResponseSent = true
+                    return .respond(.message(Self.immediateResponse(Self.askError("a question needs a JSON body"))))
+                }
+                let list = headers.headers.headers
+                let host = list.first(where: { $0.key == ":authority" })?.textValue ?? ""
+                ask = (overlay, host, list.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) }, [])
+                // The question is in the body: have Envoy buffer it and send it whole.
+                var answer = ProcessingResponse()
+                answer.requestHeaders = .init()
+                var mode = ProcessingMode()
+                mode.requestBodyMode = .buffered
+                answer.modeOverride = mode
+                return .respond(.message(answer))
             }
 
         case .responseHeaders(let headers):
@@ -166,10 +194,11 @@ public struct ExchangeStateMachine: Sendable {
             if observe { return .none }
             guard let overlay, let plan else { return .respond(.canned(.continueResponseHeaders)) }
             let decided = ResponsePlan.decide(
-                settings: overlay.settings, method: method, path: path, headers: headers.headers.headers)
+                settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
+                decodable: codec?.encodings ?? [])
             responsePlan = decided
             let view = result ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending)
-            rewrite = ResponseRewrite(plan: decided, settings: overlay.settings, view: view)
+            rewrite = ResponseRewrite(plan: decided, settings: overlay.settings, view: view, codec: codec)
             if headers.endOfStream {
                 // No body follows: nothing to rewrite, nothing to switch off.
                 rewrite = nil
@@ -180,6 +209,20 @@ public struct ExchangeStateMachine: Sendable {
         case .requestBody(let body):
             try Self.enterBody(&request, direction: "request", endOfStream: body.endOfStream)
             if observe { return .none }
+            if var pending = ask {
+                pending.body.append(contentsOf: body.body.prefix(AskRequest.maxBodyBytes + 1 - min(pending.body.count, AskRequest.maxBodyBytes + 1)))
+                ask = pending
+                guard body.endOfStream else { return .respond(.canned(.continueRequestBody)) }
+                immediateResponseSent = true
+                switch AskRequest.parse(pending.body) {
+                case .failure(let error):
+                    return .respond(.message(Self.immediateResponse(Self.askError(error.message))))
+                case .success(let question):
+                    let plan = pending.overlay.planAsk(question, host: pending.host, headers: pending.headers, random: &random)
+                    self.plan = plan
+                    return .answerAsk(plan)
+                }
+            }
             if Self.answersStreamed(requestBodyMode) {
                 return .respondStreamed(Self.streamedEcho(body, request: true))
             }
@@ -314,6 +357,15 @@ public struct ExchangeStateMachine: Sendable {
         }
         answer.modeOverride = mode
         return answer
+    }
+
+    /// The immediate answer to a follow-up question: the (pending) result with its token.
+    public static func askAnswer(_ view: OverlayResultView) -> ProcessingResponse {
+        immediateResponse(LocalResponse.askAnswer(view))
+    }
+
+    static func askError(_ message: String) -> LocalResponse {
+        LocalResponse.askError(message)
     }
 
     static func resultResponse(token: String, results: (any OverlayResultLookup)?) -> LocalResponse {

@@ -61,4 +61,20 @@ extension LocalResponse {
         }
         return LocalResponse(status: 200, contentType: "application/json", body: view.json, extraHeaders: headers)
     }
+
+    /// The answer to `POST /__overlay/api/ask` (``RequestDecision/ask(_:)``): the (pending) result
+    /// with its token, which overlay.js polls. Shared by both adapters.
+    public static func askAnswer(_ view: OverlayResultView) -> LocalResponse {
+        LocalResponse(
+            status: 200, contentType: "application/json", body: view.json,
+            extraHeaders: [("cache-control", "no-store"), ("x-content-type-options", "nosniff")])
+    }
+
+    /// A follow-up question that cannot be asked (no body, malformed JSON): 400 with the reason.
+    public static func askError(_ message: String) -> LocalResponse {
+        LocalResponse(
+            status: 400, contentType: "application/json",
+            body: Array(("{\"status\":\"failed\",\"error\":" + OverlaySnippet.jsonStringLiteral(message) + "}").utf8),
+            extraHeaders: [("cache-control", "no-store")])
+    }
 }

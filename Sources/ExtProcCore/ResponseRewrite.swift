@@ -4,10 +4,11 @@ import OverlayInject
 
 /// What happens to an overlaid exchange's response body, decided at response-header time (pure).
 public enum ResponsePlan: Sendable, Equatable {
-    /// Inject the overlay snippet into an HTML body (with this CSP nonce, if the page has one).
-    case html(nonce: String?)
+    /// Inject the overlay snippet into an HTML body (with this CSP nonce, if the page has one);
+    /// `encoding`: the body's content-coding (gzip, deflate) to decode and re-encode, or nil.
+    case html(nonce: String?, encoding: String?)
     /// Add the result to a JSON object body.
-    case json
+    case json(encoding: String?)
     /// Leave the body alone; the reason is the `reason` label of `overlayd_injections_total`.
     case untouched(reason: String)
 
@@ -19,16 +20,20 @@ public enum ResponsePlan: Sendable, Equatable {
     /// Decides from the overlay's settings, the request and the response headers.
     ///
     /// - HTML when `injection.html` is on, `content-type` is `text/html`, the status is 2xx other
-    ///   than 204/206, the request was not HEAD, the body is not content-encoded (gzip, br, …
-    ///   pass through untouched and are counted as `encoded`), a `content-length` (if any) is
-    ///   within `maxBodyBytes`, and the Content-Security-Policy lets a same-origin script run
-    ///   (its nonce is then used).
+    ///   than 204/206, the request was not HEAD, the body is not content-encoded or its encoding is
+    ///   one of `decodable` (gzip, deflate: decoded, injected, re-encoded; br, zstd, … pass
+    ///   through untouched and are counted as `encoded`), a `content-length` (if any) is within
+    ///   `maxBodyBytes`, and the Content-Security-Policy lets a same-origin script run (its nonce
+    ///   is then used).
     /// - JSON when the path is under `injection.json.paths` and `content-type` is
     ///   `application/json` (or `+json`), with the same status, method, encoding and size rules.
     public static func decide(
-        settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue]
+        settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue],
+        decodable: Set<String> = []
     ) -> ResponsePlan {
-        decide(settings: settings, method: method, path: path, headers: headers.lazy.map { (name: $0.key, value: $0.textValue) })
+        decide(
+            settings: settings, method: method, path: path,
+            headers: headers.lazy.map { (name: $0.key, value: $0.textValue) }, decodable: decodable)
     }
 
     /// Decides from plain header pairs: the one implementation (the rules are above).
@@ -38,7 +43,7 @@ public enum ResponsePlan: Sendable, Equatable {
     /// overload above, the reverse proxy with its own header fields.
     public static func decide(
         settings: OverlaySettings, method: Substring, path: Substring,
-        headers: some Sequence<(name: String, value: String)>
+        headers: some Sequence<(name: String, value: String)>, decodable: Set<String> = []
     ) -> ResponsePlan {
         var status = 0
         var contentType = ""
@@ -66,11 +71,12 @@ public enum ResponsePlan: Sendable, Equatable {
         if wantsHTML && !settings.injectHTML && !wantsJSON { return .untouched(reason: "disabled") }
         guard (200...299).contains(status), status != 204, status != 206 else { return .untouched(reason: "status") }
         guard method != "HEAD" else { return .untouched(reason: "head") }
-        guard encoding.isEmpty || encoding == "identity" else { return .untouched(reason: "encoded") }
+        let coding: String? = encoding.isEmpty || encoding == "identity" ? nil : encoding
+        if let coding, !decodable.contains(coding) { return .untouched(reason: "encoded") }
         if let length, length > settings.maxBodyBytes { return .untouched(reason: "too_large") }
-        if wantsJSON { return .json }
+        if wantsJSON { return .json(encoding: coding) }
         switch ContentSecurityPolicy.decide(policies: policies) {
-        case .allowed(let nonce): return .html(nonce: nonce)
+        case .allowed(let nonce): return .html(nonce: nonce, encoding: coding)
         case .blocked: return .untouched(reason: "csp_blocked")
         }
     }
@@ -95,7 +101,15 @@ public struct ResponseRewrite: Sendable {
     enum Kind: Sendable {
         case html(HTMLInjector)
         case json(collected: [UInt8], key: String, value: [UInt8])
+        /// A content-coded body: collected whole (up to the limit), then decoded, rewritten with
+        /// `inner` in one go, and encoded again.
+        case encoded(collected: [UInt8], encoding: String, inner: Inner, codec: any BodyCodec)
         case passing
+    }
+
+    enum Inner: Sendable {
+        case html([UInt8])
+        case json(key: String, value: [UInt8])
     }
 
     var kind: Kind
@@ -115,14 +129,29 @@ public struct ResponseRewrite: Sendable {
         self.limit = limit
     }
 
+    /// An encoded body: `html` snippet or JSON `key`/`value`, after decoding with `codec`.
+    public init(encoding: String, codec: any BodyCodec, html snippet: [UInt8]? = nil, jsonKey: String = "", value: [UInt8] = [], limit: Int) {
+        let inner: Inner = snippet.map { .html($0) } ?? .json(key: jsonKey, value: value)
+        kind = .encoded(collected: [], encoding: encoding, inner: inner, codec: codec)
+        self.limit = limit
+    }
+
     /// The rewrite a response plan calls for, with `view` as the result put into the body; nil for
-    /// ``ResponsePlan/untouched(reason:)``. Shared by both adapters.
-    public init?(plan: ResponsePlan, settings: OverlaySettings, view: OverlayResultView) {
+    /// ``ResponsePlan/untouched(reason:)``. `codec` decodes the encodings the plan was decided with
+    /// (`decodable`); it must be given for a plan with an encoding. Shared by both adapters.
+    public init?(plan: ResponsePlan, settings: OverlaySettings, view: OverlayResultView, codec: (any BodyCodec)?) {
+        let limit = settings.maxBodyBytes
         switch plan {
-        case .html(let nonce):
-            self.init(html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: settings.maxBodyBytes)
-        case .json:
-            self.init(jsonKey: settings.jsonKey, value: view.json, limit: settings.maxBodyBytes)
+        case .html(let nonce, let encoding?):
+            guard let codec else { return nil }
+            self.init(encoding: encoding, codec: codec, html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: limit)
+        case .html(let nonce, nil):
+            self.init(html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: limit)
+        case .json(let encoding?):
+            guard let codec else { return nil }
+            self.init(encoding: encoding, codec: codec, jsonKey: settings.jsonKey, value: view.json, limit: limit)
+        case .json(nil):
+            self.init(jsonKey: settings.jsonKey, value: view.json, limit: limit)
         case .untouched:
             return nil
         }
@@ -135,12 +164,12 @@ public struct ResponseRewrite: Sendable {
         case .passing:
             return nil
         case .html(var injector):
+            kind = .passing  // drop the enum's copy, so `injector` is uniquely referenced (no copy on write)
             let before = injector.injected || injector.outcome == .alreadyPresent
             if !before && bytesSeen > limit {
                 // Too large and nothing inserted yet: release what is held, pass the rest.
                 var out = injector.abandon()
                 out.append(contentsOf: chunk)
-                kind = .passing
                 outcome = "too_large"
                 return out
             }
@@ -155,6 +184,7 @@ public struct ResponseRewrite: Sendable {
             kind = .html(injector)
             return unchanged ? nil : out
         case .json(var collected, let key, let value):
+            kind = .passing  // uniquely referenced from here on
             if bytesSeen > limit {
                 collected.append(contentsOf: chunk)
                 kind = .passing
@@ -173,6 +203,46 @@ public struct ResponseRewrite: Sendable {
             }
             outcome = "not_json_object"
             return collected
+        case .encoded(var collected, let encoding, let inner, let codec):
+            kind = .passing  // uniquely referenced from here on
+            collected.append(contentsOf: chunk)
+            if bytesSeen > limit {
+                kind = .passing
+                outcome = "too_large"
+                return collected
+            }
+            guard endOfStream else {
+                kind = .encoded(collected: collected, encoding: encoding, inner: inner, codec: codec)
+                return []
+            }
+            kind = .passing
+            // Decoded size is bounded by the same limit (a small body may inflate enormously).
+            guard let plain = codec.decode(collected, encoding: encoding, limit: limit) else {
+                outcome = "broken_encoding"
+                return collected
+            }
+            let rewritten: [UInt8]
+            switch inner {
+            case .html(let snippet):
+                let (output, result) = HTMLInjector.inject(snippet, into: plain)
+                guard result != .alreadyPresent else {
+                    outcome = "already_present"
+                    return collected
+                }
+                rewritten = output
+            case .json(let key, let value):
+                guard let enriched = JSONEnricher.adding(key: key, value: value, to: plain) else {
+                    outcome = "not_json_object"
+                    return collected
+                }
+                rewritten = enriched
+            }
+            guard let encoded = codec.encode(rewritten, encoding: encoding) else {
+                outcome = "broken_encoding"
+                return collected
+            }
+            outcome = "injected"
+            return encoded
         }
     }
 }

@@ -12,6 +12,9 @@ public enum RequestDecision: Sendable, Equatable {
     case ownEndpoint(LocalResponse)
     /// `GET /__overlay/results/{token}`: the adapter looks the result up in its store.
     case result(token: String)
+    /// `POST /__overlay/api/ask`: a follow-up question (the JSON body comes next), routed through
+    /// the overlay's split.
+    case ask(Overlay)
 }
 
 /// A response overlayd produces itself (ext_proc `immediate_response`, or written by the proxy).
@@ -55,6 +58,10 @@ public enum RequestRouter {
         }
         var endpoint = path.dropFirst(ownPrefix.count)
         if let query = endpoint.firstIndex(where: { $0 == "?" || $0 == "#" }) { endpoint = endpoint[..<query] }
+        if endpoint == "api/ask" {
+            guard method == "POST" else { return .ownEndpoint(methodNotAllowed("POST")) }
+            return .ask(overlay)
+        }
         if endpoint.hasPrefix("results/") {
             let token = endpoint.dropFirst("results/".count)
             guard method == "GET" || method == "HEAD" else { return .ownEndpoint(methodNotAllowed("GET, HEAD")) }

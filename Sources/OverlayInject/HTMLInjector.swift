@@ -149,17 +149,41 @@ public struct HTMLInjector: Sendable {
             bytesConsumed += chunk.count
             return Array(chunk)
         }
+        // One dynamic dispatch per chunk, then a non-generic loop over contiguous bytes: the
+        // generic `for b in chunk` ran unspecialised across the module boundary (a witness-table
+        // `next()` per byte). Collections without contiguous storage are copied once.
+        if let out = chunk.withContiguousStorageIfAvailable({ feedBytes($0) }) { return out }
+        return Array(chunk).withUnsafeBufferPointer { feedBytes($0) }
+    }
+
+    private mutating func feedBytes(_ chunk: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(chunk.count + held.count)
-        for b in chunk {
+        out.reserveCapacity(chunk.count + held.count + snippet.count)
+        var i = 0
+        while i < chunk.count {
             if outcome != .pending {
-                out.append(b)
-            } else {
-                if holding { held.append(b) } else { out.append(b) }
-                step(b, &out)
-                if probing && held.count >= maxHoldBack { probeInject(&out) }
+                // Decided: the rest of the chunk goes out in one copy.
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[i...]))
+                bytesConsumed += chunk.count - i
+                break
             }
+            // States that only wait for one byte value: copy the run up to it in one go.
+            if !holding, let stop = skipUntil {
+                var j = i
+                while j < chunk.count && chunk[j] != stop { j += 1 }
+                if j > i {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[i..<j]))
+                    bytesConsumed += j - i
+                    i = j
+                    continue
+                }
+            }
+            let b = chunk[i]
+            if holding { held.append(b) } else { out.append(b) }
+            step(b, &out)
+            if probing && held.count >= maxHoldBack { probeInject(&out) }
             bytesConsumed += 1
+            i += 1
         }
         return out
     }
@@ -688,6 +712,19 @@ public struct HTMLInjector: Sendable {
 
     // MARK: - Helpers
 
+    /// For states where `step` ignores every byte but one value, that value.
+    private var skipUntil: UInt8? {
+        switch state {
+        case .data, .scriptData, .rawText: return A.lt
+        case .comment: return A.dash
+        case .attrValueDouble: return A.dquote
+        case .attrValueSingle: return A.squote
+        case .bogusComment: return A.gt
+        case .cdata: return A.rbracket
+        default: return nil
+        }
+    }
+
     /// Holding a possible `</head` / `</body` (not probing after `<body>`).
     private var holdingEndTag: Bool { holding && !probing }
 
@@ -792,26 +829,40 @@ public struct HTMLInjector: Sendable {
 }
 
 /// A lower-cased name, of which only the first 16 bytes are stored (enough to
-/// compare against every name the injector cares about).
+/// compare against every name the injector cares about). Inline storage (two words): no heap
+/// array, so `reset`/`append`/copies (`name = temp`) never allocate or hit copy-on-write.
 struct NameBuffer: Sendable {
-    private(set) var bytes: [UInt8] = []
+    private var lo: UInt64 = 0
+    private var hi: UInt64 = 0
     private(set) var length = 0
     static let capacity = 16
 
-    mutating func reset() {
-        bytes.removeAll(keepingCapacity: true)
+    @inline(__always) mutating func reset() {
+        lo = 0
+        hi = 0
         length = 0
     }
 
-    mutating func append(_ b: UInt8) {
-        if length < Self.capacity { bytes.append(asciiLower(b)) }
+    @inline(__always) mutating func append(_ b: UInt8) {
+        if length < 8 {
+            lo |= UInt64(asciiLower(b)) << (UInt64(length) &* 8)
+        } else if length < Self.capacity {
+            hi |= UInt64(asciiLower(b)) << (UInt64(length &- 8) &* 8)
+        }
         length += 1
     }
 
-    func equals(_ lit: [UInt8]) -> Bool { length == lit.count && bytes == lit }
+    @inline(__always) private func byte(_ i: Int) -> UInt8 {
+        i < 8 ? UInt8(truncatingIfNeeded: lo >> (UInt64(i) &* 8))
+            : UInt8(truncatingIfNeeded: hi >> (UInt64(i &- 8) &* 8))
+    }
+
+    func equals(_ lit: [UInt8]) -> Bool { length == lit.count && isPrefix(of: lit) }
 
     func isPrefix(of lit: [UInt8]) -> Bool {
-        length <= lit.count && bytes.elementsEqual(lit.prefix(length))
+        guard length <= lit.count else { return false }
+        for i in 0..<min(length, Self.capacity) where byte(i) != lit[i] { return false }
+        return true
     }
 }
 

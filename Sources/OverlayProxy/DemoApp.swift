@@ -4,7 +4,7 @@ import Logging
 import NIOCore
 
 /// The built-in "legacy CRM" of `overlayd demo`: a few server-rendered pages with a dated look,
-/// one of them served gzip-encoded (passes through the proxy untouched), and a JSON endpoint.
+/// one of them served gzip-encoded (decoded, injected and re-encoded by the proxy), and a JSON endpoint.
 /// Deterministic and allocation-light, so the demo is also a cheap load-test target.
 public enum DemoApp {
     static let accounts: [(id: Int, name: String, owner: String, stage: String, value: Int)] = [
@@ -64,7 +64,7 @@ public enum DemoApp {
 
     static let reportsGzip: [UInt8] = {
         let total = accounts.reduce(0) { $0 + $1.value }
-        let body = "<p>Pipeline total: <b>\(total) USD</b> across \(accounts.count) accounts.</p><p><i>This page is served gzip-encoded: overlayd passes it through untouched.</i></p>"
+        let body = "<p>Pipeline total: <b>\(total) USD</b> across \(accounts.count) accounts.</p><p><i>This page is served gzip-encoded: overlayd decodes it, injects the panel and encodes it again.</i></p>"
         return Gzip.stored(Array(page(title: "Quarterly report", body: body).utf8))
     }()
 

@@ -1,6 +1,6 @@
 /// A gzip member (RFC 1952) holding the data in stored (uncompressed) deflate blocks (RFC 1951
 /// §3.2.4): valid gzip every client decodes, without a zlib dependency. Used by the demo app to
-/// serve one page `Content-Encoding: gzip` (which the proxy must pass through untouched).
+/// serve one page `Content-Encoding: gzip`.
 enum Gzip {
     static func stored(_ data: [UInt8]) -> [UInt8] {
         var out: [UInt8] = [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF]

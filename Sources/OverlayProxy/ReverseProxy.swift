@@ -33,6 +33,8 @@ public final class ReverseProxy: Service, Sendable {
     private let metrics: ProxyMetrics
     private let bound = BoundAddress()
     private let resolveUpstream: (@Sendable () async -> Upstream)?
+    /// Decodes gzip/deflate pages so they can be injected (the same codec as ext_proc mode).
+    private let codec: any BodyCodec = CompressCodec()
 
     /// - Parameters:
     ///   - engine: runs the model calls (nil: overlaid requests get a failed result).
@@ -142,6 +144,9 @@ public final class ReverseProxy: Service, Sendable {
         case .result(let token):
             metrics.ownEndpoint.increment()
             return try await writeLocal(LocalResponse.result(token: token, results: engine?.results), writer: writer)
+        case .ask(let matched):
+            metrics.ownEndpoint.increment()
+            return try await writeLocal(await ask(request, overlay: matched, host: authority, config: config), writer: writer)
         case .overlay(let matched):
             metrics.overlaid.increment()
             var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
@@ -249,14 +254,14 @@ public final class ReverseProxy: Service, Sendable {
         if let overlay, let call {
             let plan = ResponsePlan.decide(
                 settings: overlay.settings, method: method[...], path: target[...],
-                headers: CollectionOfOne((name: ":status", value: String(status))) + fields)
+                headers: CollectionOfOne((name: ":status", value: String(status))) + fields, decodable: codec.encodings)
             metrics.responsePlan(plan)
             let hasBody = !fields.contains { $0.name == "content-length" && $0.value == "0" }
             if case .untouched = plan {
             } else if hasBody {
                 let view = await call.result(
                     withinBudget: .milliseconds(Int64(overlay.settings.latencyBudgetMs)))
-                rewrite = ResponseRewrite(plan: plan, settings: overlay.settings, view: view)
+                rewrite = ResponseRewrite(plan: plan, settings: overlay.settings, view: view, codec: codec)
                 // The body changes: no content-length (the response goes out chunked).
                 fields.removeAll { $0.name == "content-length" }
             }
@@ -291,6 +296,32 @@ public final class ReverseProxy: Service, Sendable {
             throw error
         }
         try await body.finish(nil)
+    }
+
+    /// `POST /__overlay/api/ask`: the question (JSON, at most ``AskRequest/maxBodyBytes``) is
+    /// planned like ext_proc mode does it (`Overlay.planAsk`), its call started, and the pending
+    /// result with its token answered at once.
+    private func ask(_ request: Request, overlay: Overlay, host: String, config: OverlayConfig) async -> LocalResponse {
+        var body: [UInt8] = []
+        do {
+            for try await chunk in request.body {
+                body.append(contentsOf: chunk.readableBytesView.prefix(AskRequest.maxBodyBytes + 1 - body.count))
+                if body.count > AskRequest.maxBodyBytes { break }
+            }
+        } catch {
+            return LocalResponse.askError("the question's body could not be read")
+        }
+        if body.isEmpty { return LocalResponse.askError("a question needs a JSON body") }
+        switch AskRequest.parse(body) {
+        case .failure(let error):
+            return LocalResponse.askError(error.message)
+        case .success(let question):
+            var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+            let plan = overlay.planAsk(
+                question, host: host, headers: request.headers.map { (name: $0.name.canonicalName, value: $0.value) },
+                random: &random)
+            return LocalResponse.askAnswer(startCall(plan: plan, config: config).pendingView)
+        }
     }
 
     private func startCall(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {

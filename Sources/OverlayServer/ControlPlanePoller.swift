@@ -98,6 +98,9 @@ public final class ControlPlanePoller: Service, Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: options.timeout.timeAmount)
         configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)
+        // Our own backoff retries; the pool retrying a failed connect or TLS handshake until the
+        // timeout would hide the reason (a certificate problem would read as a timeout).
+        configuration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         var etag = initialETag
         var failures = 0

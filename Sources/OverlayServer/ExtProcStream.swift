@@ -21,6 +21,8 @@ final class ExtProcShared: Sendable {
     let maxMessageBytes: Int
     /// Runs model calls (nil: overlaid exchanges get a failed result, e.g. in protocol-only tests).
     let engine: OverlayEngine?
+    /// gzip/deflate for injecting into encoded pages.
+    let codec = CompressCodec()
     /// `CannedResponse.rawValue` → its gRPC frame, encoded once.
     let cannedFrames: [ByteBuffer]
 
@@ -86,6 +88,8 @@ final class ExtProcStream {
     private var pausedStarted: NIODeadline?
     private var queued: [ByteBuffer] = []
     private var budgetTimer: Scheduled<Void>?
+    /// The injection outcome was counted (once per exchange).
+    private var countedInjection = false
 
     init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
         self.streamID = id
@@ -192,7 +196,7 @@ final class ExtProcStream {
             let snapshot = shared.configStore.current
             config = snapshot
             machine = ExchangeStateMachine(
-                config: snapshot, seed: connection.nextSeed(), results: shared.engine?.results)
+                config: snapshot, seed: connection.nextSeed(), results: shared.engine?.results, codec: shared.codec)
             mode = .process
             countedOpen = true
             shared.metrics.streamsOpen.increment()
@@ -352,7 +356,11 @@ final class ExtProcStream {
             protocolFailure(context: context, error)
             return false
         }
-        if case .requestHeaders = request.request { countDecision(machine?.decision) }
+        switch request.request {
+        case .requestHeaders: countDecision(machine?.decision)
+        case .responseHeaders, .responseBody: countInjection()
+        default: break
+        }
 
         switch action {
         case .none:
@@ -361,6 +369,11 @@ final class ExtProcStream {
             guard let frame = encode(context: context, answer.message) else { return false }
             writeMessage(context: context, frame: frame)
             startCall(context: context, plan: plan)
+        case .answerAsk(let plan):
+            startCall(context: context, plan: plan)
+            let view = call.map(pendingView) ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed)
+            guard let frame = encode(context: context, ExchangeStateMachine.askAnswer(view)) else { return false }
+            writeMessage(context: context, frame: frame)
         case .respond(.canned(let canned)):
             writeMessage(context: context, frame: shared.cannedFrames[canned.rawValue])
         case .respond(.message(let message)):
@@ -378,7 +391,18 @@ final class ExtProcStream {
         switch decision {
         case .passThrough, nil: shared.metrics.passThrough.increment()
         case .overlay: shared.metrics.overlaid.increment()
-        case .ownEndpoint, .result: shared.metrics.ownEndpoint.increment()
+        case .ownEndpoint, .result, .ask: shared.metrics.ownEndpoint.increment()
+        }
+    }
+
+    private func countInjection() {
+        guard !countedInjection, let machine else { return }
+        if case .untouched(let reason)? = machine.responsePlan {
+            countedInjection = true
+            shared.metrics.injections["skipped|" + reason]?.increment()
+        } else if let outcome = machine.rewrite?.outcome {
+            countedInjection = true
+            shared.metrics.injections[outcome + "|"]?.increment()
         }
     }
 

@@ -121,7 +121,9 @@ public final class OverlayEngine: Service, Sendable {
     public let results: ResultStore
     public let drift: DriftBoard
     private let options: Options
-    private let httpClient: HTTPClient
+    /// One async-http-client per connect timeout in use (it is a client-wide setting), so each
+    /// AIModel's `timeouts.connect` holds; created on first use, shut down with the engine.
+    private let httpClients = Mutex<[Int: HTTPClient]>([:])
     private let logger: Logger
     private let factory: any MetricsFactory
     private let clients = Mutex<[String: (spec: ModelSpec, client: any ModelClient)]>([:])
@@ -137,8 +139,6 @@ public final class OverlayEngine: Service, Sendable {
         self.factory = metricsFactory.factory
         self.results = ResultStore(capacity: options.resultCapacity, ttl: options.resultTTL)
         self.drift = DriftBoard(factory: metricsFactory.factory)
-        self.httpClient = HTTPClient(
-            eventLoopGroupProvider: .singleton, configuration: OpenAIClient.httpClientConfiguration())
         (jobs, jobSink) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .bufferingOldest(options.shadowQueueCapacity))
         var counters: [String: Counter] = [:]
         for result in ["queued", "dropped", "done", "cancelled"] {
@@ -166,7 +166,9 @@ public final class OverlayEngine: Service, Sendable {
                 }
                 let client: any ModelClient
                 switch spec.provider {
-                case .openai: client = OpenAIClient(spec: spec, httpClient: httpClient, logger: logger)
+                case .openai:
+                    client = OpenAIClient(
+                        spec: spec, httpClient: httpClient(connectTimeoutMs: spec.connectTimeoutMs), logger: logger)
                 case .mock: client = MockClient(spec: spec, logger: logger)
                 }
                 next[name] = (spec, client)
@@ -177,6 +179,17 @@ public final class OverlayEngine: Service, Sendable {
         let router = ModelRouter(specs: specs, clients: built, logger: logger)
         routerCache.withLock { $0 = (config.version, router) }
         return router
+    }
+
+    private func httpClient(connectTimeoutMs: Int) -> HTTPClient {
+        httpClients.withLock { clients in
+            if let client = clients[connectTimeoutMs] { return client }
+            let client = HTTPClient(
+                eventLoopGroupProvider: .singleton,
+                configuration: OpenAIClient.httpClientConfiguration(connectTimeoutMs: connectTimeoutMs))
+            clients[connectTimeoutMs] = client
+            return client
+        }
     }
 
     /// Starts the served model's call (and queues the shadow job); returns at once.
@@ -282,7 +295,7 @@ public final class OverlayEngine: Service, Sendable {
             self.stopping.store(true, ordering: .relaxed)
             self.jobSink.finish()
         }
-        try? await httpClient.shutdown()
+        for client in httpClients.withLock({ Array($0.values) }) { try? await client.shutdown() }
     }
 
     func runShadow(_ job: Job) async {

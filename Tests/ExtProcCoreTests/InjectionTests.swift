@@ -120,7 +120,7 @@ struct InjectionTests {
     @Test("a CSP nonce is carried by our script")
     func cspNonce() throws {
         var (machine, _) = try overlaid(extra: [("content-security-policy", "script-src 'nonce-r4nd0m' 'strict-dynamic'")])
-        #expect(machine.responsePlan == .html(nonce: "r4nd0m"))
+        #expect(machine.responsePlan == .html(nonce: "r4nd0m", encoding: nil))
         let out = String(decoding: try bodyOut(&machine, [page]), as: UTF8.self)
         #expect(out.contains(#"<script src="/__overlay/overlay.js" defer nonce="r4nd0m"></script>"#))
     }
@@ -224,5 +224,53 @@ struct OwnAssetTests {
             var other = ExchangeStateMachine(config: try Fixture.config(), results: lookup)
             #expect(try other.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, path: path)).answers[0].immediateResponse.status.code.rawValue == 404)
         }
+    }
+}
+
+@Suite("Own endpoints: /__overlay/api/ask")
+struct AskTests {
+    func post(_ machine: inout ExchangeStateMachine, eos: Bool = false) throws -> ProcessingResponse {
+        try machine.receive(
+            Envoy.requestHeaders(authority: Fixture.overlayHost, path: "/__overlay/api/ask", method: "POST", endOfStream: eos)
+        ).answers[0]
+    }
+
+    @Test("POST asks Envoy for the buffered body, then plans through the same split")
+    func question() throws {
+        var machine = ExchangeStateMachine(config: try Fixture.config())
+        let first = try post(&machine)
+        #expect(first.hasModeOverride && first.modeOverride.requestBodyMode == .buffered)
+        #expect(first.answeredPhase == .requestHeaders)
+        let body = #"{"question": "What is overdue?", "title": "Invoices", "headings": ["Open", "Paid"], "selection": "INV-7"}"#
+        let action = try machine.receive(Envoy.requestBody(body, endOfStream: true))
+        #expect(action.sent == .ask(model: try Fixture.model(for: Fixture.overlayHost)))
+        let prompt = try #require(machine.plan?.prompt)
+        #expect(prompt.hasPrefix("Question from a user of this page: What is overdue?\nPage title: Invoices\nHeadings: Open | Paid\nSelected text: INV-7"))
+        #expect(machine.plan?.challenger == nil)
+        // The exchange is answered: anything more is a protocol error.
+        #expect(throws: ExchangeError.self) { try machine.receive(Envoy.responseHeaders()) }
+    }
+
+    @Test("bad questions get 400 with the reason; other methods 405", arguments: [
+        ("not json", "the body must be a JSON object"),
+        (#"{"title": "x"}"#, #"\"question\" is required and must not be empty"#),
+        (#"{"question": "   "}"#, #"\"question\" is required and must not be empty"#),
+        ("{\"question\": \"" + String(repeating: "q", count: 70_000) + "\"}", "the body must be at most 65536 bytes"),
+    ])
+    func badQuestion(body: String, message: String) throws {
+        var machine = ExchangeStateMachine(config: try Fixture.config())
+        _ = try post(&machine)
+        let answer = try machine.receive(Envoy.requestBody(body, endOfStream: true)).answers[0].immediateResponse
+        #expect(answer.status.code.rawValue == 400)
+        #expect(String(decoding: answer.body, as: UTF8.self).contains(message))
+    }
+
+    @Test("a POST without a body is 400; GET is 405")
+    func noBody() throws {
+        var machine = ExchangeStateMachine(config: try Fixture.config())
+        #expect(try post(&machine, eos: true).immediateResponse.status.code.rawValue == 400)
+        var get = ExchangeStateMachine(config: try Fixture.config())
+        let answer = try get.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, path: "/__overlay/api/ask")).answers[0]
+        #expect(answer.immediateResponse.status.code.rawValue == 405)
     }
 }

@@ -86,7 +86,13 @@ func upstreamRoutes(_ hooks: Hooks) -> (Router<BasicRequestContext>, Seen) -> Vo
             record(request, seen)
             return Response(
                 status: .ok, headers: [.contentType: "text/html", .contentEncoding: "gzip"],
-                body: .init(byteBuffer: ByteBuffer(bytes: gzipPage)))
+                body: .init(byteBuffer: ByteBuffer(bytes: Gzip.stored(Array(plainPage.utf8)))))
+        }
+        router.get("/br") { request, _ in
+            record(request, seen)
+            return Response(
+                status: .ok, headers: [.contentType: "text/html", .contentEncoding: "br"],
+                body: .init(byteBuffer: ByteBuffer(bytes: brotliPage)))
         }
         router.get("/api/data") { request, _ in
             record(request, seen)
@@ -122,8 +128,9 @@ func upstreamRoutes(_ hooks: Hooks) -> (Router<BasicRequestContext>, Seen) -> Vo
     }
 }
 
-/// Gzip bytes whose decoded text would be injectable HTML: the proxy must not touch them.
-let gzipPage: [UInt8] = [0x1F, 0x8B, 0x08, 0x00] + Array("<html><head></head><body>not really</body></html>".utf8)
+/// Bytes labelled `br` (an encoding overlayd does not decode): passed through untouched.
+let brotliPage: [UInt8] = [0x8B, 0x02, 0x80] + Array("<html><head></head><body>not really</body></html>".utf8)
+let plainPage = "<html><head><title>g</title></head><body>zipped</body></html>"
 
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct ReverseProxyTests {
@@ -337,16 +344,26 @@ struct ReverseProxyTests {
         }
     }
 
-    @Test func gzipPassesThroughUntouchedAndHTMLAndJSONAreRewritten() async throws {
+    @Test func undecodableEncodingsPassThroughUntouchedAndGzipHTMLAndJSONAreRewritten() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in
             try await withRawConnection(port: harness.proxyPort) { connection in
                 let host = "127.0.0.1:\(harness.proxyPort)"
+                try await connection.send("GET /br HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                let brotli = try await connection.response()
+                #expect(brotli.body == brotliPage)
+                #expect(brotli.header("content-encoding") == "br")
+                #expect(brotli.header("content-length") == String(brotliPage.count))
+
+                // gzip is decoded, injected and encoded again (as ext_proc mode does, same codec).
                 try await connection.send("GET /gz HTTP/1.1\r\nHost: \(host)\r\n\r\n")
                 let gzip = try await connection.response()
-                #expect(gzip.body == gzipPage)
                 #expect(gzip.header("content-encoding") == "gzip")
-                #expect(gzip.header("content-length") == String(gzipPage.count))
+                #expect(gzip.header("content-length") == nil)
+                let decoded = try #require(CompressCodec().decode(gzip.body, encoding: "gzip", limit: 1 << 20))
+                let text = String(decoding: decoded, as: UTF8.self)
+                #expect(text.contains("<script data-overlayd"))
+                #expect(text.hasSuffix("<body>zipped</body></html>"))
 
                 try await connection.send("GET /page HTTP/1.1\r\nHost: \(host)\r\n\r\n")
                 let page = try await connection.response()
@@ -371,8 +388,8 @@ struct ReverseProxyTests {
                 #expect(result.status == 200)
                 #expect(result.text.contains(token))
             }
-            // gzip, page and api reached the upstream; the results lookup did not.
-            #expect(harness.seen.all.map(\.path) == ["/gz", "/page", "/api/data"])
+            // br, gzip, page and api reached the upstream; the results lookup did not.
+            #expect(harness.seen.all.map(\.path) == ["/br", "/gz", "/page", "/api/data"])
         }
     }
 
@@ -439,6 +456,29 @@ struct ReverseProxyTests {
         }
     }
 
+    @Test func followUpQuestionsAreAnsweredByTheProxy() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                let host = "127.0.0.1:\(harness.proxyPort)"
+                let question = #"{"question":"What is overdue?","path":"/accounts"}"#
+                try await connection.send(
+                    "POST /__overlay/api/ask HTTP/1.1\r\nHost: \(host)\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: \(question.utf8.count)\r\n\r\n\(question)")
+                let answer = try await connection.response()
+                #expect(answer.status == 200)
+                #expect(answer.text.contains("\"status\":\"pending\""))
+                let token = try #require(answer.text.range(of: "\"token\":\"").map { String(answer.text[$0.upperBound...].prefix(32)) })
+                try await connection.send("GET /__overlay/results/\(token) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                #expect(try await connection.response().status == 200)
+                try await connection.send(
+                    "POST /__overlay/api/ask HTTP/1.1\r\nHost: \(host)\r\nContent-Length: 5\r\n\r\nnope!")
+                #expect(try await connection.response().status == 400)
+            }
+            #expect(harness.seen.all.isEmpty)
+        }
+    }
+
     @Test func overlaidRequestsCarryTheModelHeaderToTheUpstream() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in
@@ -500,7 +540,8 @@ extension DemoTests {
                 try await connection.send("GET /reports HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")
                 let reports = try await connection.response()
                 #expect(reports.header("content-encoding") == "gzip")
-                #expect(reports.body == DemoApp.reportsGzip)
+                let decoded = try #require(CompressCodec().decode(reports.body, encoding: "gzip", limit: 1 << 20))
+                #expect(String(decoding: decoded, as: UTF8.self).contains("{\"overlay\":\"crm-canary\""))
                 try await connection.send("GET /api/accounts HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")
                 #expect(try await connection.response().text.contains(",\"overlay\":{\"overlay\":\"crm-canary\""))
                 try await connection.send("HEAD /accounts HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")

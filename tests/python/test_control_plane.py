@@ -7,6 +7,7 @@ last known good document in --state-dir used across a restart while the control 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -235,6 +236,30 @@ def test_a_kubernetes_list_is_accepted(plane, run):
     plane.set(document=items)
     proc = run(plane.url, *FAST)
     assert applied(proc)["overlays"] == ["crm (crm.example.com)"]
+
+
+def test_https_verifies_the_server_against_the_system_roots(run, tmp_path):
+    """An https control plane with a self-signed certificate is refused (the system roots do not
+    vouch for it): HTTPS is spoken, and verification is on."""
+    import ssl
+    import subprocess as sp
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+           check=True, capture_output=True)
+    server = FakeControlPlane(DOC_A)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+    try:
+        proc = run(server.url.replace("http://", "https://"), *FAST)
+        report = wait_until(lambda: (c := config(proc))["lastFetch"] and c, 10, "a fetch")
+        fetch = report["lastFetch"]
+        assert fetch["result"] == "failed" and fetch["httpStatus"] is None, fetch
+        assert re.search(r"(?i)certificate|ssl|tls|handshake", fetch["error"]), fetch["error"]
+        assert report["overlays"] == [] and not server.seen()  # no request got through
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("args,message", [

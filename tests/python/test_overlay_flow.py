@@ -6,8 +6,10 @@ the bounded shadow queue, /drift, shutdown with shadow work pending, and a confi
 exchanges are in flight."""
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import zlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +18,8 @@ import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from extproc_helpers import (CHANNEL_OPTIONS, PM, Stream, protocol_config, request_headers, response_body,
-                             response_headers)
+from extproc_helpers import (CHANNEL_OPTIONS, PM, Stream, protocol_config, request_body, request_headers,
+                             response_body, response_headers)
 from overlayd_proc import OverlaydProcess, http_get, scrape, wait_until
 
 CONFIG = """\
@@ -99,15 +101,15 @@ def model_header(answer) -> str | None:
 
 
 def page_through(channel, host: str, *, user: str | None = None, body: bytes = PAGE, chunk: int = 7,
-                 content_type: str = "text/html; charset=utf-8", path: str = "/accounts"):
+                 content_type: str = "text/html; charset=utf-8", path: str = "/accounts", extra=()):
     """One exchange as Envoy drives it in STREAMED mode; returns (request answer, response answer, body out)."""
     stream = Stream(channel)
-    extra = [("x-user", user)] if user else []
-    stream.send(request_headers(host, path=path, extra=extra,
+    user_header = [("x-user", user)] if user else []
+    stream.send(request_headers(host, path=path, extra=user_header,
                                 config=protocol_config(response_body_mode=PM.STREAMED)))
     first = stream.recv(why="request_headers")
     stream.send(response_headers(200, eos=False, content_type=content_type,
-                                 extra=[("content-length", str(len(body)))]))
+                                 extra=[("content-length", str(len(body))), *extra]))
     second = stream.recv(why="response_headers")
     out = b""
     pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
@@ -151,14 +153,52 @@ def test_the_split_is_sticky_per_user_and_weighted(channel):
     assert 0.70 <= share <= 0.90, share  # 80/20 (exact shares: the 10^5-key unit test)
 
 
-def test_html_gets_the_result_before_head_end_and_nothing_else_changes(channel):
+def test_html_gets_the_result_before_head_end_and_nothing_else_changes(channel, proc):
+    injected = scrape(proc.admin_addr).value("overlayd_injections_total", result="injected") or 0
     first, second, out = page_through(channel, "crm.example.com", user="bob")
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="injected") == injected + 1
     assert second.response_headers.response.header_mutation.remove_headers == ["content-length"]
     result = island(out)
     assert result["status"] == "ready" and result["overlay"] == "crm" and result["model"] == model_header(first)
     assert "Regarding:" in result["text"]  # the mock's deterministic text
     assert ISLAND.sub(b"", out).replace(b'<script src="/__overlay/overlay.js" defer></script>', b"") == PAGE
     assert out.index(b"overlayd-result") < out.index(b"</head>")
+
+
+def test_bodies_left_alone_are_counted_with_the_reason(channel, proc):
+    before = scrape(proc.admin_addr).value("overlayd_injections_total", result="skipped", reason="encoded") or 0
+    stream = Stream(channel)
+    stream.send(request_headers("crm.example.com", config=protocol_config(response_body_mode=PM.STREAMED)))
+    stream.recv(why="request_headers")
+    stream.send(response_headers(200, eos=False, content_type="text/html", extra=[("content-encoding", "br")]))
+    answer = stream.recv(why="response_headers")
+    stream.cancel()
+    assert answer.mode_override.response_body_mode == PM.NONE
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="skipped", reason="encoded") == before + 1
+
+
+@pytest.mark.parametrize("encoding,encode,decode", [
+    ("gzip", gzip.compress, gzip.decompress),
+    ("deflate", zlib.compress, zlib.decompress),  # HTTP's deflate is the zlib format
+    ("deflate", lambda b: zlib.compress(b)[2:-4], zlib.decompress),  # raw deflate (some servers): re-encoded as zlib
+])
+def test_gzip_and_deflate_pages_are_decoded_injected_and_re_encoded(channel, encoding, encode, decode):
+    _, second, out = page_through(channel, "crm.example.com", body=encode(PAGE), chunk=20,
+                                  extra=[("content-encoding", encoding)])
+    assert second.response_headers.response.header_mutation.remove_headers == ["content-length"]
+    page = decode(out)
+    assert island(page)["status"] == "ready"
+    assert ISLAND.sub(b"", page).replace(b'<script src="/__overlay/overlay.js" defer></script>', b"") == PAGE
+
+
+def test_broken_gzip_and_unknown_encodings_pass_through_untouched(channel, proc):
+    broken = gzip.compress(PAGE)[:-12] + b"garbage!1234"
+    before = scrape(proc.admin_addr).value("overlayd_injections_total", result="broken_encoding") or 0
+    _, _, out = page_through(channel, "crm.example.com", body=broken, chunk=20, extra=[("content-encoding", "gzip")])
+    assert out == broken
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="broken_encoding") == before + 1
+    _, second, out = page_through(channel, "crm.example.com", body=b"\x8b\x00brotli", extra=[("content-encoding", "br")])
+    assert second.mode_override.response_body_mode == PM.NONE and out == b"\x8b\x00brotli"
 
 
 def test_json_api_responses_get_the_result_as_a_member(channel):
@@ -187,6 +227,36 @@ def test_a_late_result_is_fetched_with_its_token(channel):
     assert fetch()["status"] == "pending"
     ready = wait_until(lambda: (r := fetch())["status"] == "ready" and r, 5, "the late result")
     assert ready["token"] == result["token"] and ready["text"]
+
+
+def test_a_follow_up_question_is_answered_through_the_same_split(channel):
+    stream = Stream(channel)
+    stream.send(request_headers("crm.example.com", path="/__overlay/api/ask", method="POST", eos=False,
+                                extra=[("x-user", "dave"), ("content-type", "application/json")]))
+    first = stream.recv(why="ask headers")
+    assert first.mode_override.request_body_mode == PM.BUFFERED  # the question is in the body
+    question = {"question": "Which account is largest?", "title": "Accounts", "headings": ["Accounts"]}
+    stream.send(request_body(json.dumps(question).encode(), eos=True))
+    answer = stream.recv(why="ask body").immediate_response
+    stream.cancel()
+    assert answer.status.code == 200
+    pending = json.loads(answer.body)
+    assert pending["status"] in ("pending", "ready") and re.fullmatch(r"[0-9a-f]{32}", pending["token"])
+
+    page_stream = Stream(channel)
+    page_stream.send(request_headers("crm.example.com", extra=[("x-user", "dave")]))
+    assert model_header(page_stream.recv(why="page")) == pending["model"]  # the same user, the same model
+    page_stream.cancel()
+
+    def fetch():
+        poll = Stream(channel)
+        poll.send(request_headers("crm.example.com", path=f"/__overlay/results/{pending['token']}"))
+        result = json.loads(poll.recv(why="results").immediate_response.body)
+        poll.cancel()
+        return result
+
+    ready = wait_until(lambda: (r := fetch())["status"] == "ready" and r, 5, "the answer")
+    assert "Regarding: Question from a user of this page: Which" in ready["text"]
 
 
 def test_overlay_js_is_served_with_an_etag(channel):

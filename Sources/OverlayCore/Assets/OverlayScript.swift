@@ -13,8 +13,11 @@ public enum OverlayScript {
   if (window.customElements === undefined || customElements.get("overlay-panel")) return;
 
   var STYLE =
-    ":host{all:initial;position:fixed;right:16px;bottom:16px;z-index:2147483647;" +
-    "font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24}" +
+    // !important on the host element: the page's own rules on <overlay-panel> (even a plain
+    // `* {font-size: 40px}`) would otherwise beat :host and be inherited by everything inside.
+    ":host{all:initial!important;position:fixed!important;right:16px!important;bottom:16px!important;" +
+    "z-index:2147483647!important;display:block!important;" +
+    "font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif!important;color:#1b1f24!important}" +
     ".panel{width:340px;max-width:calc(100vw - 32px);background:#fff;border:1px solid #d0d7de;" +
     "border-radius:10px;box-shadow:0 8px 24px rgba(0,0,0,.18);overflow:hidden}" +
     "header{display:flex;align-items:center;gap:8px;padding:8px 12px;background:#0b57d0;color:#fff}" +

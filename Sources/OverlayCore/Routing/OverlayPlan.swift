@@ -58,3 +58,54 @@ extension Overlay {
         }
     }
 }
+
+/// A follow-up question from overlay.js (`POST /__overlay/api/ask`, JSON):
+/// `{"question": "…", "title": "…", "selection": "…", "headings": ["…"], "path": "/…"}`.
+/// Only `question` is required; every field is capped so a page cannot make a huge prompt.
+public struct AskRequest: Sendable, Equatable {
+    public var question: String
+    public var title: String
+    public var selection: String
+    public var headings: [String]
+    public var path: String
+
+    public static let maxBodyBytes = 64 * 1024
+
+    public init(question: String, title: String = "", selection: String = "", headings: [String] = [], path: String = "") {
+        self.question = question
+        self.title = title
+        self.selection = selection
+        self.headings = headings
+        self.path = path
+    }
+
+    /// The prompt: the question, then the page context it came with.
+    public var prompt: String {
+        var lines = ["Question from a user of this page: " + Self.cap(question, 1_000)]
+        if !title.isEmpty { lines.append("Page title: " + Self.cap(title, 300)) }
+        if !path.isEmpty { lines.append("Page path: " + Self.cap(path, 500)) }
+        if !headings.isEmpty {
+            lines.append("Headings: " + headings.prefix(20).map { Self.cap($0, 200) }.joined(separator: " | "))
+        }
+        if !selection.isEmpty { lines.append("Selected text: " + Self.cap(selection, 2_000)) }
+        lines.append("Answer briefly and concretely.")
+        return lines.joined(separator: "\n")
+    }
+
+    static func cap(_ text: String, _ limit: Int) -> String {
+        text.count <= limit ? text : String(text.prefix(limit))
+    }
+}
+
+extension Overlay {
+    /// Plans a follow-up question: the same split as the page (the same user gets the same model),
+    /// no shadow call, the prompt built from the question and its page context.
+    public func planAsk(
+        _ ask: AskRequest, host: String, headers: HeaderList, random: inout some RandomNumberGenerator
+    ) -> OverlayPlan {
+        var plan = self.plan(method: "POST", host: host, path: ask.path.isEmpty ? "/" : ask.path, headers: headers, random: &random)
+        plan.challenger = nil
+        plan.prompt = ask.prompt
+        return plan
+    }
+}

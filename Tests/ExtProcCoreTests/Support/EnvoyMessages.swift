@@ -160,6 +160,8 @@ enum Sent: Equatable, CustomStringConvertible {
     case overlayResponseHeaders
     /// An overlaid exchange's response headers, body rewritten: CONTINUE, content-length removed.
     case rewritingResponseHeaders
+    /// A follow-up question to send to this model (answered by the adapter).
+    case ask(model: String)
     case canned(CannedResponse)
     case message(ProcessingResponse)
     case streamed([ProcessingResponse])
@@ -170,6 +172,7 @@ enum Sent: Equatable, CustomStringConvertible {
         case .overlayRequestHeaders(let model): return ".overlayRequestHeaders(\(model))"
         case .overlayResponseHeaders: return ".overlayResponseHeaders"
         case .rewritingResponseHeaders: return ".rewritingResponseHeaders"
+        case .ask(let model): return ".ask(\(model))"
         case .canned(let canned): return ".canned(.\(canned))"
         case .message(let message): return ".message(\(message))"
         case .streamed(let messages): return ".streamed(\(messages.count) messages)"
@@ -196,6 +199,7 @@ extension ExchangeAction {
             }
             return .message(message)
         case .respondStreamed(let messages): return .streamed(messages)
+        case .answerAsk(let plan): return .ask(model: plan.model)
         case .respondAndCall(let answer, let plan):
             let message = answer.message
             guard case .requestHeaders(let headers)? = message.response, headers.response.status == .continue,
@@ -214,6 +218,7 @@ extension ExchangeAction {
         switch self {
         case .respond(let answer): return [answer.message]
         case .respondAndCall(let answer, _): return [answer.message]
+        case .answerAsk: return []
         case .respondStreamed(let messages): return messages
         case .none: return []
         }
