@@ -193,7 +193,10 @@ def test_last_known_good_is_used_across_a_restart(plane, run, tmp_path):
     state = tmp_path / "state"
     proc = run(plane.url, *FAST, "--state-dir", str(state))
     first = applied(proc)
-    saved = json.loads((state / "last-known-good.json").read_text())
+    # Written right after the document is applied (the store swaps first, then the file is saved).
+    lkg = state / "last-known-good.json"
+    saved = wait_until(lambda: lkg.exists() and (d := json.loads(lkg.read_text()))["document"] == DOC_A and d,
+                       5, "the state file")
     assert saved["source"] == plane.url and saved["document"] == DOC_A and saved["etag"] == first["lastFetch"]["etag"]
     assert not [p for p in state.iterdir() if p.name != "last-known-good.json"]  # no temporary left
     assert proc.stop() == 0
