@@ -22,6 +22,8 @@ public struct OverlayResultView: Sendable, Equatable {
     public var status: Status
     public var text: String?
     public var error: String?
+    /// In the page's data island only: the page context overlay.js may send with questions.
+    public var context: [String]?
 
     public init(overlay: String, model: String, token: String, status: Status, text: String? = nil, error: String? = nil) {
         self.overlay = overlay
@@ -40,6 +42,7 @@ public struct OverlayResultView: Sendable, Equatable {
         out += ",\"status\":\"" + status.rawValue + "\""
         if let text { out += ",\"text\":" + OverlaySnippet.jsonStringLiteral(text) }
         if let error { out += ",\"error\":" + OverlaySnippet.jsonStringLiteral(error) }
+        if let context { out += ",\"context\":[" + context.map(OverlaySnippet.jsonStringLiteral).joined(separator: ",") + "]" }
         out += "}"
         return Array(out.utf8)
     }

@@ -141,12 +141,14 @@ public struct ResponseRewrite: Sendable {
     /// (`decodable`); it must be given for a plan with an encoding. Shared by both adapters.
     public init?(plan: ResponsePlan, settings: OverlaySettings, view: OverlayResultView, codec: (any BodyCodec)?) {
         let limit = settings.maxBodyBytes
+        var page = view
+        page.context = settings.pageContext  // the HTML island only: what overlay.js may send back
         switch plan {
         case .html(let nonce, let encoding?):
             guard let codec else { return nil }
-            self.init(encoding: encoding, codec: codec, html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: limit)
+            self.init(encoding: encoding, codec: codec, html: OverlaySnippet.make(json: page.json, nonce: nonce), limit: limit)
         case .html(let nonce, nil):
-            self.init(html: OverlaySnippet.make(json: view.json, nonce: nonce), limit: limit)
+            self.init(html: OverlaySnippet.make(json: page.json, nonce: nonce), limit: limit)
         case .json(let encoding?):
             guard let codec else { return nil }
             self.init(encoding: encoding, codec: codec, jsonKey: settings.jsonKey, value: view.json, limit: limit)

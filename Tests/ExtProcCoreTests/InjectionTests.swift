@@ -15,6 +15,12 @@ struct FixedResults: OverlayResultLookup {
 private let page = "<!doctype html><html><head><title>CRM</title></head><body><h1>Accounts</h1></body></html>"
 private let ready = OverlayResultView(
     overlay: "shop", model: "model-a", token: String(repeating: "a", count: 32), status: .ready, text: "</script><b>hi</b>")
+/// `ready` as the page's island carries it (with the page context overlay.js may send back).
+private let readyInPage: OverlayResultView = {
+    var view = ready
+    view.context = OverlaySettings.pageContextKinds
+    return view
+}()
 
 /// Drives an overlaid exchange up to the response headers; returns the machine and what the
 /// response headers got.
@@ -54,7 +60,7 @@ private func bodyOut(_ machine: inout ExchangeStateMachine, _ chunks: [String]) 
 struct InjectionTests {
     @Test("HTML in STREAMED mode: content-length dropped, the snippet before </head>, every other byte kept, at every split")
     func htmlStreamed() throws {
-        let snippet = OverlaySnippet.make(json: ready.json)
+        let snippet = OverlaySnippet.make(json: readyInPage.json)
         let expected = Data(HTMLInjector.inject(snippet, into: Array(page.utf8)).output)
         for size in 1...page.utf8.count {
             var (machine, sent) = try overlaid()
@@ -70,6 +76,7 @@ struct InjectionTests {
         let text = String(decoding: expected, as: UTF8.self)
         #expect(text.contains(#"<script data-overlayd type="application/json" id="overlayd-result">"#))
         #expect(text.contains("\\u003c/script\\u003e\\u003cb\\u003ehi"))  // the model's markup stays inert
+        #expect(text.contains(#""context":["title","selection","headings"]"#))  // what overlay.js may send back
         #expect(text.range(of: "overlayd-result")!.lowerBound < text.range(of: "</head>")!.lowerBound)
     }
 
@@ -127,7 +134,7 @@ struct InjectionTests {
 
     @Test("a page that already carries the snippet is not injected twice")
     func notTwice() throws {
-        let once = String(decoding: HTMLInjector.inject(OverlaySnippet.make(json: ready.json), into: Array(page.utf8)).output, as: UTF8.self)
+        let once = String(decoding: HTMLInjector.inject(OverlaySnippet.make(json: readyInPage.json), into: Array(page.utf8)).output, as: UTF8.self)
         var (machine, _) = try overlaid()
         #expect(try bodyOut(&machine, [once]) == Data(once.utf8))
         #expect(machine.rewrite?.outcome == "already_present")

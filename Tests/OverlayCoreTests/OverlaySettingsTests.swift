@@ -15,6 +15,7 @@ struct OverlaySettingsTests {
         #expect(settings.shadowSampleRate == 1 && settings.driftThreshold == 0.6 && settings.driftWindow == 100)
         #expect(settings.injectHTML && settings.jsonPaths.isEmpty && settings.jsonKey == "overlay")
         #expect(settings.latencyBudgetMs == 150 && settings.maxBodyBytes == 4 * 1024 * 1024)
+        #expect(settings.pageContext == ["title", "selection", "headings"])
         #expect(!settings.allowSensitiveHeaders && settings.prompt.source == OverlaySettings.defaultPromptTemplate)
     }
 
@@ -27,7 +28,7 @@ struct OverlaySettingsTests {
               modelHeader: X-Chosen-Model
               shadow: {sampleRate: 0.25, driftThreshold: 0.5, window: 200}
               prompt: {template: "Page {{path}} for {{ user }} in {{header.Accept-Language}}", allowSensitiveHeaders: true}
-              injection: {html: false, json: {paths: ["/api/"], key: ai}, latencyBudget: 2s, maxBodyBytes: 2048}
+              injection: {html: false, json: {paths: ["/api/"], key: ai}, latencyBudget: 2s, maxBodyBytes: 2048, context: [headings]}
             """
         let settings = try #require(try load(text).overlays.first).settings
         var expected = OverlaySettings()
@@ -45,6 +46,7 @@ struct OverlaySettingsTests {
         expected.jsonKey = "ai"
         expected.latencyBudgetMs = 2_000
         expected.maxBodyBytes = 2048
+        expected.pageContext = ["headings"]
         #expect(settings == expected)
     }
 
@@ -67,7 +69,9 @@ struct OverlaySettingsTests {
         ("  injection: {maxBodyBytes: 100}", "spec.injection.maxBodyBytes: must be an integer 1024...67108864, got 100"),
         ("  injection: {json: {key: \"a\\\"b\"}}", "spec.injection.json.key: must be a string of 1-64 characters without quotes, backslashes or control characters, got \"a\"b\""),
         ("  injection: {json: {paths: [\"/x?\"]}}", "spec.injection.json.paths[0]: must be a path prefix starting with / (ASCII, no spaces, ? or #; at most 1024), got \"/x?\""),
-        ("  injection: {position: head}", "spec.injection.position: unknown field; allowed here: html, json, latencyBudget, maxBodyBytes"),
+        ("  injection: {position: head}", "spec.injection.position: unknown field; allowed here: html, json, latencyBudget, maxBodyBytes, context"),
+        ("  injection: {context: [title, cookies]}", "spec.injection.context: must be a list of distinct values among title, selection, headings, got a list"),
+        ("  injection: {context: [title, title]}", "spec.injection.context: must be a list of distinct values among title, selection, headings, got a list"),
     ])
     func badValues(line: String, expected: String) {
         #expect(problems(seedYAML + "\n" + line) == ["AIOverlay salesforce-copilot: " + expected])

@@ -61,3 +61,20 @@ def test_the_demo_page_shows_the_panel(browser, demo, path):  # noqa: F811
     assert body == result["text"]
     assert_screenshot(browser, f"demo{path.replace('/', '-')}.png")
     assert http_get(admin, "/readyz").status == 200
+
+
+def test_a_follow_up_question_from_the_panel_is_answered(browser, demo):  # noqa: F811
+    url, _ = demo
+    browser.get(url.rstrip("/") + "/accounts")
+    panel = WebDriverWait(browser, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, "overlay-panel"))
+    WebDriverWait(browser, WAIT).until(lambda d: panel.get_attribute("data-status") == "ready")
+    root = panel.shadow_root
+    root.find_element(By.CSS_SELECTOR, "input").send_keys("Which account is largest?")
+    root.find_element(By.CSS_SELECTOR, "form button").click()
+
+    def answered(driver):
+        text = driver.execute_script("return arguments[0].shadowRoot.querySelector('.body').textContent", panel)
+        return "Regarding: Question from a user of this page" in text and text
+
+    text = WebDriverWait(browser, WAIT).until(answered, "the panel never showed the answer to the question")
+    assert panel.get_attribute("data-status") == "ready", text

@@ -38,16 +38,22 @@ public enum OverlayScript {
     try { return JSON.parse(node.textContent || "null"); } catch (e) { return null; }
   }
 
-  function pageContext() {
-    var selection = window.getSelection ? String(window.getSelection()).slice(0, 2000) : "";
-    var headings = [];
-    var list = document.querySelectorAll("h1,h2,h3");
-    for (var i = 0; i < list.length && headings.length < 20; i++) {
-      var text = (list[i].textContent || "").trim();
-      if (text) headings.push(text.slice(0, 200));
+  // What the overlay's spec.injection.context allows (the island's "context"; all by default).
+  function pageContext(allowed) {
+    var want = function (kind) { return !allowed || allowed.indexOf(kind) >= 0; };
+    var context = { path: location.pathname };
+    if (want("title")) context.title = document.title.slice(0, 300);
+    if (want("selection") && window.getSelection) context.selection = String(window.getSelection()).slice(0, 2000);
+    if (want("headings")) {
+      var headings = [];
+      var list = document.querySelectorAll("h1,h2,h3");
+      for (var i = 0; i < list.length && headings.length < 20; i++) {
+        var text = (list[i].textContent || "").trim();
+        if (text) headings.push(text.slice(0, 200));
+      }
+      context.headings = headings;
     }
-    return { title: document.title.slice(0, 300), selection: selection, headings: headings,
-             path: location.pathname };
+    return context;
   }
 
   class OverlayPanel extends HTMLElement {
@@ -80,6 +86,7 @@ public enum OverlayScript {
       var result = readIsland();
       if (!result) { this.show({ status: "failed", error: "no result on this page" }); return; }
       this.token = result.token;
+      this.context = result.context;
       this.show(result);
       if (result.status === "pending" && result.token) this.poll(result.token, 0);
     }
@@ -119,7 +126,7 @@ public enum OverlayScript {
     ask(question) {
       var self = this;
       this.show({ status: "pending" });
-      var payload = pageContext();
+      var payload = pageContext(this.context);
       payload.question = question;
       payload.token = this.token || "";
       fetch("/__overlay/api/ask", {

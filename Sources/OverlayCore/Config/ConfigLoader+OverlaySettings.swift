@@ -74,14 +74,24 @@ extension ConfigLoader {
             if case .mapping(let injection) = node {
                 parseInjection(injection, into: &settings, ctx: &ctx)
             } else {
-                ctx.fail("spec.injection", "must be a mapping {html, json, latencyBudget, maxBodyBytes}")
+                ctx.fail("spec.injection", "must be a mapping {html, json, latencyBudget, maxBodyBytes, context}")
             }
         }
         return settings
     }
 
     static func parseInjection(_ injection: Node.Mapping, into settings: inout OverlaySettings, ctx: inout Context) {
-        checkKeys(injection, allowed: ["html", "json", "latencyBudget", "maxBodyBytes"], path: "spec.injection.", ctx: &ctx)
+        checkKeys(injection, allowed: ["html", "json", "latencyBudget", "maxBodyBytes", "context"], path: "spec.injection.", ctx: &ctx)
+        if let value = injection["context"] {
+            let allowed = OverlaySettings.pageContextKinds
+            if case .sequence(let list) = value, let kinds = Optional(list.compactMap(string)), kinds.count == list.count,
+                kinds.allSatisfy(allowed.contains), Set(kinds).count == kinds.count
+            {
+                settings.pageContext = kinds
+            } else {
+                ctx.fail("spec.injection.context", "must be a list of distinct values among \(allowed.joined(separator: ", ")), got \(describeShort(value))")
+            }
+        }
         if let value = injection["html"] {
             if let flag = boolean(value) { settings.injectHTML = flag } else {
                 ctx.fail("spec.injection.html", "must be true or false, got \(describe(value))")

@@ -22,6 +22,7 @@ import OverlayDecisions
 ///                                     #   under these path prefixes (default: none), under `key`
 ///     latencyBudget: 150ms            # 0ms..10s: how long a response waits for the AI result (150ms)
 ///     maxBodyBytes: 4194304           # 1 KiB..64 MiB: larger bodies pass through untouched (4 MiB)
+///     context: [title, selection, headings]  # page context overlay.js sends with questions (all three)
 /// ```
 public struct OverlaySettings: Sendable, Hashable {
     /// Where the sticky-split key comes from.
@@ -41,6 +42,8 @@ public struct OverlaySettings: Sendable, Hashable {
     public var jsonKey = "overlay"
     public var latencyBudgetMs = 150
     public var maxBodyBytes = 4 * 1024 * 1024
+    /// What overlay.js sends with a follow-up question: any of `title`, `selection`, `headings`.
+    public var pageContext = OverlaySettings.pageContextKinds
 
     public init() {}
 
@@ -52,6 +55,7 @@ public struct OverlaySettings: Sendable, Hashable {
     // A constant that a test compiles too.
     public static let defaultPrompt = try! PromptTemplate(compiling: defaultPromptTemplate)
     public static let maxPaths = 64
+    public static let pageContextKinds = ["title", "selection", "headings"]
 
     /// True when `path` (the request's `:path`, query included) falls under one of `prefixes`.
     @inlinable
