@@ -200,8 +200,20 @@ public final class OverlayEngine: Service, Sendable {
         let router = self.router(for: config)
         let results = self.results
         let calls = callMetrics(model: plan.model)
-        results.put(OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending))
         let request = CompletionRequest(prompt: plan.prompt, maxTokens: 512)
+        if let spec = router.specs[plan.model], spec.provider == .mock, spec.mockLatencyMs == 0, spec.mockErrorRate == 0 {
+            // An instant mock (demos, load tests) answers inline: no task, no hand-over, no wait.
+            let view = OverlayResultView(
+                overlay: plan.overlay, model: plan.model, token: token, status: .ready,
+                text: MockClient.text(model: spec.model, request: request))
+            calls.ok.increment()
+            calls.duration.recordNanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
+            results.put(view)
+            call.complete(view)
+            if plan.challenger != nil { enqueueShadow(plan: plan, config: config, router: router, champion: Task { view }) }
+            return call
+        }
+        results.put(OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending))
         let champion = Task {
             let view: OverlayResultView
             do throws(ModelCallError) {
@@ -219,21 +231,28 @@ public final class OverlayEngine: Service, Sendable {
             call.complete(view)
             return view
         }
-        if let challenger = plan.challenger, let overlay = config.overlays.first(where: { $0.name == plan.overlay }) {
-            let job = Job(
-                plan: plan, challenger: challenger, champion: champion, router: router,
-                window: overlay.settings.driftWindow, threshold: overlay.settings.driftThreshold)
-            if stopping.load(ordering: .relaxed) {
-                shadowCounters["dropped"]?.increment()
-            } else {
-                switch jobSink.yield(job) {
-                case .enqueued: shadowCounters["queued"]?.increment()
-                case .dropped, .terminated: shadowCounters["dropped"]?.increment()
-                @unknown default: shadowCounters["dropped"]?.increment()
-                }
-            }
-        }
+        if plan.challenger != nil { enqueueShadow(plan: plan, config: config, router: router, champion: champion) }
         return call
+    }
+
+    /// Queues the challenger's call of a sampled Shadow request (dropped and counted when full).
+    private func enqueueShadow(
+        plan: OverlayPlan, config: OverlayConfig, router: ModelRouter, champion: Task<OverlayResultView, Never>
+    ) {
+        guard let challenger = plan.challenger, let overlay = config.overlays.first(where: { $0.name == plan.overlay })
+        else { return }
+        let job = Job(
+            plan: plan, challenger: challenger, champion: champion, router: router,
+            window: overlay.settings.driftWindow, threshold: overlay.settings.driftThreshold)
+        if stopping.load(ordering: .relaxed) {
+            shadowCounters["dropped"]?.increment()
+            return
+        }
+        switch jobSink.yield(job) {
+        case .enqueued: shadowCounters["queued"]?.increment()
+        case .dropped, .terminated: shadowCounters["dropped"]?.increment()
+        @unknown default: shadowCounters["dropped"]?.increment()
+        }
     }
 
     struct CallMetrics {
