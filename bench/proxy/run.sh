@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# overlayd proxy next to nginx + sub_filter (../shared/bench's peer doing the same injection) and
+# the upstream served directly (the limit): a 30 KB HTML page at c=1, 16, 64 with wrk and
+# h2load --h1, in interleaved rounds in the same run (../shared/bench/proxy-bench.sh).
+#
+#   bench/proxy/run.sh               # ROUNDS=3 DURATION=8 WARMUP=2 CONNS="1 16 64"
+#
+# overlayd proxies to the shared upstream (127.0.0.1:18081) on 127.0.0.1:$PORT (8090) with
+# bench/proxy/overlay.yaml (an instant mock model). Its page carries the overlay snippet, not
+# nginx's bare tag, so proxy-bench.sh's tag check is replaced by one of ours (EXPECT_TAG=0 + curl).
+# Knobs: ROUNDS, DURATION, WARMUP, CONNS, TOOLS, OVERLAYD_BIN, SHARED_BENCH, BENCH_WORK, PORT.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
+B=${SHARED_BENCH:-$ROOT/../shared/bench}
+export BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
+PORT=${PORT:-8090}
+ROUNDS=${ROUNDS:-3}
+export DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CONNS=${CONNS:-"1 16 64"}
+
+BIN=${OVERLAYD_BIN:-}
+if [ -z "$BIN" ]; then
+  (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
+  BIN="$ROOT/.build-release/release/overlayd"
+fi
+"$B/install.sh" >&2
+"$B/start-peers.sh" nginx >&2
+
+log=$(mktemp)
+"$BIN" proxy --upstream http://127.0.0.1:18081 --listen "127.0.0.1:$PORT" --admin 127.0.0.1:0 \
+  --config "$ROOT/bench/proxy/overlay.yaml" --log-level warning 2> "$log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; "$B/stop-peers.sh" nginx >&2 || true; rm -f "$log"' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+page=$(curl -s "http://127.0.0.1:$PORT/")
+grep -q 'id="overlayd-result"' <<< "$page" || { echo "FAIL: overlayd's page carries no overlay" >&2; cat "$log" >&2; exit 1; }
+echo "check: overlayd injects its snippet ($(wc -c <<< "$page") bytes)"
+
+tsv="$(mktemp -d)/rows.tsv"
+for round in $(seq "$ROUNDS"); do
+  LABEL=overlayd EXPECT_TAG=0 TSV="$tsv" "$B/proxy-bench.sh" "http://127.0.0.1:$PORT/" | sed "s/^/round $round: /"
+  LABEL=nginx-subfilter TSV="$tsv" "$B/proxy-bench.sh" http://127.0.0.1:18082/ | sed "s/^/round $round: /"
+  LABEL=upstream-direct EXPECT_TAG=0 TSV="$tsv" "$B/proxy-bench.sh" http://127.0.0.1:18081/ | sed "s/^/round $round: /"
+done
+echo
+echo "medians over $ROUNDS rounds (same run):"
+python3 - "$tsv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+groups = {}
+for row in rows:
+    groups.setdefault((row["setting"], row["label"]), []).append(row)
+print("| setting | target | req/s | p50 ms | p99 ms |")
+print("|---|---|---:|---:|---:|")
+for (setting, label), items in sorted(groups.items()):
+    med = lambda key: statistics.median(float(r[key]) for r in items)
+    print(f"| {setting} | {label} | {med('rps'):,.0f} | {med('p50_ms'):.2f} | {med('p99_ms'):.2f} |")
+PY
