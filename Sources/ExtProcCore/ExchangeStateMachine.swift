@@ -104,17 +104,25 @@ public struct ExchangeStateMachine: Sendable {
     }
 
     /// True when `message` is the response headers of an overlaid exchange whose body would be
-    /// rewritten: the adapter then sets ``result`` first (waiting up to the latency budget).
-    public func wantsResult(for message: ProcessingRequest) -> Bool {
-        guard plan != nil, let overlay, case .responseHeaders(let headers) = message.request, !message.observabilityMode
+    /// rewritten: the adapter then sets ``result`` first (waiting up to the latency budget). The
+    /// decision is kept, so ``receive(_:)`` does not make it again for the same headers.
+    public mutating func wantsResult(for message: ProcessingRequest) -> Bool {
+        guard plan != nil, case .responseHeaders(let headers) = message.request, !message.observabilityMode,
+            let decided = decideResponse(headers)
         else { return false }
-        switch ResponsePlan.decide(
-            settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
-            decodable: codec?.encodings ?? [])
-        {
+        responsePlan = decided
+        switch decided {
         case .html, .json: return true
         case .untouched: return false
         }
+    }
+
+    /// The response plan of an overlaid exchange's response headers (nil when not overlaid).
+    private func decideResponse(_ headers: Envoy_Service_ExtProc_V3_HttpHeaders) -> ResponsePlan? {
+        guard let overlay else { return nil }
+        return ResponsePlan.decide(
+            settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
+            decodable: codec?.encodings ?? [])
     }
 
     /// The overlay of this exchange, if it is overlaid.
@@ -192,10 +200,9 @@ public struct ExchangeStateMachine: Sendable {
         case .responseHeaders(let headers):
             try Self.enterHeaders(&response, direction: "response", endOfStream: headers.endOfStream)
             if observe { return .none }
-            guard let overlay, let plan else { return .respond(.canned(.continueResponseHeaders)) }
-            let decided = ResponsePlan.decide(
-                settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
-                decodable: codec?.encodings ?? [])
+            guard let overlay, let plan, let decided = responsePlan ?? decideResponse(headers) else {
+                return .respond(.canned(.continueResponseHeaders))
+            }
             responsePlan = decided
             let view = result ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending)
             rewrite = ResponseRewrite(plan: decided, settings: overlay.settings, view: view, codec: codec)

@@ -31,10 +31,17 @@ public enum ResponsePlan: Sendable, Equatable {
         settings: OverlaySettings, method: Substring, path: Substring, headers: [Envoy_Config_Core_V3_HeaderValue],
         decodable: Set<String> = []
     ) -> ResponsePlan {
+        // Only the fields the rules read are turned into text.
         decide(
             settings: settings, method: method, path: path,
-            headers: headers.lazy.map { (name: $0.key, value: $0.textValue) }, decodable: decodable)
+            headers: headers.lazy.filter { relevantHeaders.contains($0.key) }.map { (name: $0.key, value: $0.textValue) },
+            decodable: decodable)
     }
+
+    /// The response header fields ``decide(settings:method:path:headers:decodable:)`` reads.
+    static let relevantHeaders: Set<String> = [
+        ":status", "content-type", "content-encoding", "content-length", "content-security-policy",
+    ]
 
     /// Decides from plain header pairs: the one implementation (the rules are above).
     ///

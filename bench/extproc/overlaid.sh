@@ -53,16 +53,4 @@ for round in $(seq "$ROUNDS"); do
 done
 echo
 echo "medians over $ROUNDS rounds (same run):"
-python3 - "$tsv" <<'PY'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-groups = {}
-for row in rows:
-    groups.setdefault((row["setting"], row["label"]), []).append(row)
-print("| setting | target | req/s | p50 ms | p99 ms | failed |")
-print("|---|---|---:|---:|---:|---:|")
-for (setting, label), items in sorted(groups.items()):
-    med = lambda key: statistics.median(float(r[key]) for r in items)
-    print(f"| {setting} | {label} | {med('rps'):,.0f} | {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | "
-          f"{sum(int(r['failed']) + int(r['errored']) for r in items)} |")
-PY
+python3 "$ROOT/bench/medians.py" "$tsv"

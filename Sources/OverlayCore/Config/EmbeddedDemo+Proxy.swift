@@ -60,11 +60,5 @@ extension EmbeddedDemo {
 
         """
 
-    public static func loadProxyDemo() -> OverlayConfig {
-        do {
-            return try ConfigLoader.load(text: proxyDemoText, source: proxyDemoSource)
-        } catch {
-            preconditionFailure("the embedded proxy demo configuration is invalid: \(error)")
-        }
-    }
+    public static func loadProxyDemo() -> OverlayConfig { compile(proxyDemoText, source: proxyDemoSource) }
 }

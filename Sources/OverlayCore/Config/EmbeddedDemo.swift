@@ -51,11 +51,14 @@ public enum EmbeddedDemo {
 
         """
 
-    public static func load() -> OverlayConfig {
+    public static func load() -> OverlayConfig { compile(text, source: source) }
+
+    /// An embedded document: a constant that tests load, so a failure is a programming error.
+    static func compile(_ text: String, source: String) -> OverlayConfig {
         do {
             return try ConfigLoader.load(text: text, source: source)
         } catch {
-            preconditionFailure("the embedded demo configuration is invalid: \(error)")
+            preconditionFailure("the embedded configuration \(source) is invalid: \(error)")
         }
     }
 }

@@ -21,35 +21,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the ext_proc gRPC server (h2c or a Unix socket) and the admin endpoint.")
 
-    @Option(help: "AIOverlay resources (YAML or JSON). Without it, the embedded demo configuration is served.")
-    var config: String?
-
-    @Option(help: "Seconds between checks of --config for changes (a changed file is validated whole and swapped in, or rejected and the active one kept).")
-    var configPollInterval: Double = 1
-
-    @Option(help: "Follow the desired state published at this http(s) URL (a Kubernetes API server's AIOverlayList, or another overlayd's /v1/desired-state). Exclusive with --config.")
-    var controlPlane: String?
-
-    @Option(help: "Seconds between control-plane fetches (each spread by ±10% jitter; failures back off exponentially from 1 s up to 5 min).")
-    var controlPlaneInterval: Double = 10
-
-    @Option(help: "Seconds before the first retry after a failed fetch; doubles with each failure in a row.")
-    var controlPlaneBackoff: Double = 1
-
-    @Option(help: "Longest delay between fetches while they fail, in seconds.")
-    var controlPlaneMaxBackoff: Double = 300
-
-    @Option(help: "Seconds a control-plane fetch may take, from the request to the last body byte.")
-    var controlPlaneTimeout: Double = 5
-
-    @Option(help: "Largest control-plane document accepted, in bytes.")
-    var controlPlaneMaxBytes = 4 * 1024 * 1024
-
-    @Option(help: "A file holding a bearer token for the control plane (e.g. /var/run/secrets/kubernetes.io/serviceaccount/token); read before every fetch.")
-    var controlPlaneTokenFile: String?
-
-    @Option(help: "Directory where the last document applied from the control plane is kept (atomically), and read at start when the control plane cannot be reached.")
-    var stateDir: String?
+    @OptionGroup var desiredState: DesiredStateOptions
 
     @Option(help: "Shadow jobs (challenger calls) that may wait; when full, new ones are dropped and counted.")
     var shadowQueue = 256
@@ -82,9 +54,6 @@ struct Serve: AsyncParsableCommand {
     var logLevel = "info"
 
     func validate() throws {
-        guard configPollInterval >= 0.05, configPollInterval <= 3600 else {
-            throw ValidationError("--config-poll-interval must be 0.05...3600 seconds, got \(configPollInterval)")
-        }
         guard drainTimeout >= 0, drainTimeout <= 3600 else {
             throw ValidationError("--drain-timeout must be 0...3600 seconds, got \(drainTimeout)")
         }
@@ -93,30 +62,6 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...1_000_000).contains(maxConcurrentStreams) else {
             throw ValidationError("--max-concurrent-streams must be 1...1000000, got \(maxConcurrentStreams)")
-        }
-        if config != nil && controlPlane != nil {
-            throw ValidationError("--config and --control-plane are exclusive: the desired state comes from one source")
-        }
-        if let controlPlane {
-            do { try ControlPlaneOptions.validate(url: controlPlane) } catch { throw ValidationError(error.description) }
-        } else if stateDir != nil || controlPlaneTokenFile != nil {
-            throw ValidationError("--state-dir and --control-plane-token-file need --control-plane")
-        }
-        guard controlPlaneInterval >= 0.05, controlPlaneInterval <= 86_400 else {
-            throw ValidationError("--control-plane-interval must be 0.05...86400 seconds, got \(controlPlaneInterval)")
-        }
-        guard controlPlaneBackoff >= 0.01, controlPlaneBackoff <= 3600 else {
-            throw ValidationError("--control-plane-backoff must be 0.01...3600 seconds, got \(controlPlaneBackoff)")
-        }
-        guard controlPlaneMaxBackoff >= controlPlaneBackoff, controlPlaneMaxBackoff <= 86_400 else {
-            throw ValidationError(
-                "--control-plane-max-backoff must be --control-plane-backoff (\(controlPlaneBackoff))...86400 seconds, got \(controlPlaneMaxBackoff)")
-        }
-        guard controlPlaneTimeout >= 0.01, controlPlaneTimeout <= 600 else {
-            throw ValidationError("--control-plane-timeout must be 0.01...600 seconds, got \(controlPlaneTimeout)")
-        }
-        guard controlPlaneMaxBytes >= 1024, controlPlaneMaxBytes <= 1 << 30 else {
-            throw ValidationError("--control-plane-max-bytes must be 1024...1073741824, got \(controlPlaneMaxBytes)")
         }
         guard (0...1_000_000).contains(shadowQueue) else {
             throw ValidationError("--shadow-queue must be 0...1000000, got \(shadowQueue)")
@@ -160,71 +105,7 @@ struct Serve: AsyncParsableCommand {
         options.engine.shadowQueueCapacity = shadowQueue
         options.engine.shadowConcurrency = shadowConcurrency
 
-        var overlays: OverlayConfig
-        var document: String
-        var initialProblems: [String]?
-        if let config {
-            do {
-                (overlays, document) = try loadConfigDocument(path: config)
-            } catch {
-                // No valid configuration at all: serve pass-through, report not ready, and pick the
-                // file up as soon as it is valid (README "Configuration at start").
-                logger.error(
-                    "no valid configuration: serving pass-through until \(config) is valid",
-                    metadata: ["problems": "\(error.problems.map(\.description).joined(separator: "; "))"])
-                overlays = OverlayConfig(source: config, version: "none", overlays: [])
-                document = ""
-                initialProblems = error.problems.map(\.description)
-            }
-            options.configPath = config
-            options.configPollInterval = .milliseconds(Int64(configPollInterval * 1000))
-        } else if let controlPlane {
-            var plane = ControlPlaneOptions(url: controlPlane)
-            plane.schedule = PollSchedule(
-                intervalMs: Int(controlPlaneInterval * 1000), initialBackoffMs: Int(controlPlaneBackoff * 1000),
-                maxBackoffMs: Int(controlPlaneMaxBackoff * 1000))
-            plane.timeout = .milliseconds(Int64(controlPlaneTimeout * 1000))
-            plane.maxBytes = controlPlaneMaxBytes
-            plane.tokenFile = controlPlaneTokenFile
-            // Until the first fetch: the last known good document, or nothing (pass-through, not ready).
-            overlays = OverlayConfig(source: controlPlane, version: "none", overlays: [])
-            document = ""
-            initialProblems = ["waiting for the first document from \(controlPlane)"]
-            if let stateDir {
-                let directory = StateDirectory(path: stateDir)
-                do { try directory.prepare() } catch { throw ValidationError(error.description) }
-                plane.stateDirectory = directory
-                switch directory.load() {
-                case .success(let saved?) where saved.source == controlPlane:
-                    do {
-                        overlays = try ConfigLoader.load(text: saved.document, source: controlPlane)
-                        document = saved.document
-                        initialProblems = nil
-                        options.controlPlaneETag = saved.etag
-                        options.startedFromStateDir = true
-                        logger.notice(
-                            "starting from the last known good document until the control plane answers",
-                            metadata: ["file": "\(directory.file)", "savedAt": "\(saved.savedAt)"])
-                    } catch {
-                        logger.error(
-                            "the last known good document no longer validates; ignoring it",
-                            metadata: ["file": "\(directory.file)", "problems": "\(error.problems.map(\.description).joined(separator: "; "))"])
-                    }
-                case .success(let saved?):
-                    logger.warning(
-                        "ignoring the last known good document: it came from another control plane",
-                        metadata: ["file": "\(directory.file)", "savedFrom": "\(saved.source)"])
-                case .success(nil):
-                    break
-                case .failure(let error):
-                    logger.error("cannot use the last known good document", metadata: ["error": "\(error)"])
-                }
-            }
-            options.controlPlane = plane
-        } else {
-            overlays = EmbeddedDemo.load()
-            document = EmbeddedDemo.text
-        }
+        let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         logger.info(
             "configuration loaded",
             metadata: [
@@ -289,14 +170,7 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Proxy listen address: HOST:PORT (port 0 picks a free port).")
     var listen = "127.0.0.1:8080"
 
-    @Option(help: "AIOverlay resources (YAML or JSON), watched for changes. Without it (and without --control-plane), the embedded demo configuration is served.")
-    var config: String?
-
-    @Option(help: "Seconds between checks of --config for changes.")
-    var configPollInterval: Double = 1
-
-    @Option(help: "Follow the desired state published at this http(s) URL (exclusive with --config).")
-    var controlPlane: String?
+    @OptionGroup var desiredState: DesiredStateOptions
 
     @Option(help: "Admin HTTP address (/metrics, /healthz, /readyz, /config, /drift): HOST:PORT.")
     var admin = "127.0.0.1:9901"
@@ -312,20 +186,11 @@ struct Proxy: AsyncParsableCommand {
 
     func validate() throws {
         do { _ = try Upstream(parsing: upstream) } catch { throw ValidationError(error.description) }
-        if config != nil && controlPlane != nil {
-            throw ValidationError("--config and --control-plane are exclusive: the desired state comes from one source")
-        }
-        if let controlPlane {
-            do { try ControlPlaneOptions.validate(url: controlPlane) } catch { throw ValidationError(error.description) }
-        }
         guard upstreamTimeout > 0, upstreamTimeout <= 3600 else {
             throw ValidationError("--upstream-timeout must be 0...3600 seconds (exclusive of 0), got \(upstreamTimeout)")
         }
         guard upstreamConnectTimeout > 0, upstreamConnectTimeout <= 600 else {
             throw ValidationError("--upstream-connect-timeout must be 0...600 seconds (exclusive of 0), got \(upstreamConnectTimeout)")
-        }
-        guard configPollInterval >= 0.05, configPollInterval <= 3600 else {
-            throw ValidationError("--config-poll-interval must be 0.05...3600 seconds, got \(configPollInterval)")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got \(logLevel)")
@@ -342,31 +207,7 @@ struct Proxy: AsyncParsableCommand {
         proxyOptions.upstreamTimeout = .milliseconds(Int64(upstreamTimeout * 1000))
         proxyOptions.connectTimeout = .milliseconds(Int64(upstreamConnectTimeout * 1000))
 
-        var overlays: OverlayConfig
-        var document: String
-        var initialProblems: [String]?
-        if let config {
-            do {
-                (overlays, document) = try loadConfigDocument(path: config)
-            } catch {
-                logger.error(
-                    "no valid configuration: proxying pass-through until \(config) is valid",
-                    metadata: ["problems": "\(error.problems.map(\.description).joined(separator: "; "))"])
-                overlays = OverlayConfig(source: config, version: "none", overlays: [])
-                document = ""
-                initialProblems = error.problems.map(\.description)
-            }
-            options.configPath = config
-            options.configPollInterval = .milliseconds(Int64(configPollInterval * 1000))
-        } else if let controlPlane {
-            options.controlPlane = ControlPlaneOptions(url: controlPlane)
-            overlays = OverlayConfig(source: controlPlane, version: "none", overlays: [])
-            document = ""
-            initialProblems = ["waiting for the first document from \(controlPlane)"]
-        } else {
-            overlays = EmbeddedDemo.load()
-            document = EmbeddedDemo.text
-        }
+        let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         let runtime = OverlayRuntime(
             options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
         let proxy = ReverseProxy(
