@@ -55,6 +55,12 @@ public struct ProxyOptions: Sendable {
     public var connectTimeout: Duration = .seconds(5)
     /// Idle keep-alive connections to the upstream are closed after this.
     public var upstreamIdleTimeout: Duration = .seconds(60)
+    /// Idle keep-alive connections to the upstream kept per event loop (beyond these, a finished
+    /// exchange closes its connection).
+    public var maxIdleUpstreamConnections = 256
+    /// On SIGTERM/SIGINT: how long the connections with a response in flight may take to finish
+    /// after the listener closes (idle connections close at once).
+    public var drainTimeout: Duration = .seconds(10)
 
     public init(upstream: Upstream) {
         self.upstream = upstream

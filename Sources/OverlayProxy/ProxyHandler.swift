@@ -1,0 +1,755 @@
+import CoreMetrics
+import ExtProcCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import OverlayCore
+import OverlayDecisions
+import OverlayServer
+
+/// What every client connection's handler shares: the desired state, the engine, the upstream
+/// pools (one per event loop) and the metrics.
+final class ProxyShared: Sendable {
+    let options: ProxyOptions
+    let upstream: Upstream
+    let configStore: ConfigStore
+    let engine: OverlayEngine?
+    let metrics: ProxyMetrics
+    let logger: Logger
+    /// Decodes gzip/deflate pages so they can be injected (the same codec as ext_proc mode).
+    let codec: any BodyCodec
+    private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>]
+
+    init(
+        options: ProxyOptions, upstream: Upstream, configStore: ConfigStore, engine: OverlayEngine?, metrics: ProxyMetrics,
+        logger: Logger, codec: any BodyCodec, pools: [NIOLoopBound<UpstreamPool>]
+    ) {
+        self.options = options
+        self.upstream = upstream
+        self.configStore = configStore
+        self.engine = engine
+        self.metrics = metrics
+        self.logger = logger
+        self.codec = codec
+        var byLoop: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
+        for pool in pools { byLoop[ObjectIdentifier(pool.eventLoop)] = pool }
+        self.pools = byLoop
+    }
+
+    /// The pool of `eventLoop` (every loop of the group has one).
+    func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+        pools[ObjectIdentifier(eventLoop)]!.value
+    }
+
+    var allPools: [NIOLoopBound<UpstreamPool>] { Array(pools.values) }
+}
+
+/// The client side of one connection to the proxy, after the HTTP/1 codec: each request is
+/// decided by the same pure functions as ext_proc mode (``RequestRouter``, `Overlay.plan`,
+/// ``ResponsePlan``, ``ResponseRewrite``) and then answered locally or forwarded to the upstream
+/// on a connection of the loop's ``UpstreamPool``.
+///
+/// Bodies stream both ways with back-pressure: the client is not read while the upstream
+/// connection is not writable (or not yet connected), and the upstream is not read while the
+/// client is not writable. Only the injector's partial tag, or a JSON body being enriched (up to
+/// the overlay's `maxBodyBytes`), or the parts that arrive while the page waits for its result
+/// (one read's worth: reads stop then) are ever held.
+final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let shared: ProxyShared
+    /// The HTTP/1 handlers before this one, removed when the connection is upgraded to a tunnel.
+    private let codecHandlers: [any RemovableChannelHandler]
+    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    private var context: ChannelHandlerContext!
+
+    private enum Mode {
+        /// Between requests.
+        case idle
+        /// Answered locally: the rest of the request (its body) is read and dropped.
+        case discarding
+        /// `POST /__overlay/api/ask`: the question's body is collected.
+        case asking(overlay: Overlay, host: String, headers: HeaderList, body: [UInt8])
+        /// Forwarded to the upstream.
+        case proxying(Exchange)
+        /// Upgraded: the two connections are glued (``TunnelHandler``); nothing of HTTP is left.
+        case tunnel
+    }
+
+    private var mode = Mode.idle
+    private var clientReadHeld = false
+    /// After the current response: close the connection (the client asked, or the request was
+    /// not read to its end).
+    private var closeAfterResponse = false
+
+    init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+        self.shared = shared
+        self.codecHandlers = codecHandlers
+        self.decoder = decoder
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    // MARK: - Client side
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            begin(head)
+        case .body(let chunk):
+            switch mode {
+            case .proxying(let exchange):
+                exchange.requestBody(chunk)
+            case .asking(let overlay, let host, let headers, var body):
+                if body.count <= AskRequest.maxBodyBytes {
+                    body.append(contentsOf: chunk.readableBytesView.prefix(AskRequest.maxBodyBytes + 1 - body.count))
+                }
+                mode = .asking(overlay: overlay, host: host, headers: headers, body: body)
+            case .idle, .discarding, .tunnel:
+                break
+            }
+        case .end(let trailers):
+            switch mode {
+            case .proxying(let exchange):
+                exchange.requestEnd(trailers)
+            case .asking(let overlay, let host, let headers, let body):
+                mode = .discarding
+                writeLocal(ask(body: body, overlay: overlay, host: host, headers: headers))
+                requestFinished()
+            case .discarding:
+                requestFinished()
+            case .idle, .tunnel:
+                break
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = mode { exchange.upstream?.handler.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .proxying(let exchange) = mode {
+            exchange.upstream?.handler.resumeReading()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = mode, !exchange.responseFinished {
+            shared.metrics.clientAborts.increment()
+            exchange.abort()
+        }
+        mode = .idle
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // Like nginx: a client that stops sending while its request is in flight has aborted.
+            if case .proxying(let exchange) = mode, !exchange.responseFinished {
+                shared.metrics.clientAborts.increment()
+                exchange.abort()
+                mode = .idle
+                context.close(promise: nil)
+                return
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .proxying(let exchange) = mode, !exchange.responseFinished {
+            shared.metrics.clientAborts.increment()
+            exchange.abort()
+            mode = .idle
+        }
+        context.close(promise: nil)
+    }
+
+    /// Reads from the client are held while a forwarded body cannot be taken by the upstream.
+    func read(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = mode, !exchange.requestFinished, !exchange.upstreamTakesBody {
+            clientReadHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    fileprivate func resumeClientReads() {
+        guard clientReadHeld else { return }
+        clientReadHeld = false
+        context.read()
+    }
+
+    private func begin(_ head: HTTPRequestHead) {
+        closeAfterResponse = !head.isKeepAlive
+        let config = shared.configStore.current
+        let authority = head.headers.first(name: "host") ?? ""
+        let target = head.uri
+        let method = head.method.rawValue
+        let decision =
+            config.routes.isEmpty
+            ? RequestDecision.passThrough
+            : RequestRouter.decide(
+                config: config, authority: authority[...], path: target[...], method: method[...],
+                ifNoneMatch: head.headers.first(name: "if-none-match").map { $0[...] })
+        let metrics = shared.metrics
+
+        var overlay: Overlay?
+        var call: ModelCall?
+        var extra: (name: String, value: String)?
+        switch decision {
+        case .passThrough:
+            metrics.passThrough.increment()
+        case .ownEndpoint(let local):
+            metrics.ownEndpoint.increment()
+            mode = .discarding
+            writeLocal(local, version: head.version)
+            return
+        case .result(let token):
+            metrics.ownEndpoint.increment()
+            mode = .discarding
+            writeLocal(LocalResponse.result(token: token, results: shared.engine?.results), version: head.version)
+            return
+        case .ask(let matched):
+            metrics.ownEndpoint.increment()
+            mode = .asking(overlay: matched, host: authority, headers: Self.headerList(head.headers), body: [])
+            return
+        case .overlay(let matched):
+            metrics.overlaid.increment()
+            var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+            let plan = matched.plan(
+                method: method, host: authority, path: target, headers: Self.headerList(head.headers), random: &random)
+            overlay = matched
+            extra = (matched.settings.modelHeader, plan.model)
+            call = startCall(plan: plan, config: config)
+        }
+
+        let upgrade = Self.isUpgrade(head)
+        let exchange = Exchange(
+            handler: self, request: head, method: method, target: target, overlay: overlay, call: call, upgrade: upgrade)
+        mode = .proxying(exchange)
+        exchange.start(upstreamHead: makeUpstreamHead(head, authority: authority, extra: extra, upgrade: upgrade))
+    }
+
+    private func requestFinished() {
+        if case .discarding = mode { mode = .idle }
+    }
+
+    /// The exchange is over (whoever wrote its end also closes the connection if it must go).
+    fileprivate func exchangeEnded(_ exchange: Exchange) {
+        guard case .proxying(let current) = mode, current === exchange else { return }
+        mode = .idle
+        resumeClientReads()
+    }
+
+    /// Whether the connection closes after the current response.
+    fileprivate var closesAfterResponse: Bool { closeAfterResponse }
+
+    // MARK: - Writing to the client
+
+    fileprivate func writeHead(_ head: HTTPResponseHead) {
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    fileprivate func writeBody(_ buffer: ByteBuffer) {
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    fileprivate func writeBody(_ bytes: [UInt8]) {
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+    }
+
+    fileprivate func writeEnd(close: Bool) {
+        if close {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    fileprivate func flushClient() { context.flush() }
+    fileprivate func closeClient() { context.close(promise: nil) }
+    fileprivate var clientWritable: Bool { context.channel.isWritable }
+    fileprivate var eventLoop: any EventLoop { context.eventLoop }
+    fileprivate var sharedState: ProxyShared { shared }
+
+    fileprivate func writeLocal(_ local: LocalResponse, version: HTTPVersion = .http1_1, close: Bool = false) {
+        if close { closeAfterResponse = true }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: local.contentType)
+        for (name, value) in local.extraHeaders { headers.add(name: name, value: value) }
+        headers.add(name: "content-length", value: String(local.body.count))
+        if closeAfterResponse { headers.add(name: "connection", value: "close") }
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .init(statusCode: local.status), headers: headers))),
+            promise: nil)
+        if !local.body.isEmpty && local.status != 304 { writeBody(local.body) }
+        writeEnd(close: closeAfterResponse)
+    }
+
+    // MARK: - Upstream events (the current exchange's connection)
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        guard case .proxying(let exchange) = mode else { return }
+        exchange.upstreamRead(part)
+    }
+
+    func upstreamReadComplete() { context.flush() }
+
+    func upstreamWritabilityChanged() {
+        guard case .proxying(let exchange) = mode, exchange.upstreamTakesBody else { return }
+        resumeClientReads()
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        guard case .proxying(let exchange) = mode else { return }
+        exchange.upstreamClosed(error: error)
+    }
+
+    var mayReadUpstream: Bool {
+        guard case .proxying(let exchange) = mode else { return true }
+        return !exchange.holdingResponse && context.channel.isWritable
+    }
+
+    // MARK: - Upgrade
+
+    /// The upstream agreed to switch protocols: the 101 goes to the client, and from here on the
+    /// two connections are one tunnel of bytes.
+    fileprivate func becomeTunnel(_ response: HTTPResponseHead, upstream: UpstreamConnection) {
+        mode = .tunnel
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let clientPipeline = context.pipeline.syncOperations
+        let upstreamPipeline = upstream.channel.pipeline.syncOperations
+        let clientSide = TunnelHandler()
+        let upstreamSide = TunnelHandler()
+        clientSide.partner = upstreamSide
+        upstreamSide.partner = clientSide
+        do {
+            try upstreamPipeline.addHandler(upstreamSide)
+            try clientPipeline.addHandler(clientSide)
+            // The HTTP handlers go; each decoder, removed last, hands its unparsed bytes (the
+            // first bytes of the new protocol) to the tunnel.
+            upstreamPipeline.removeHandler(upstream.handler, promise: nil)
+            upstreamPipeline.removeHandler(upstream.encoder, promise: nil)
+            for handler in codecHandlers { clientPipeline.removeHandler(handler, promise: nil) }
+            clientPipeline.removeHandler(context: context, promise: nil)
+            upstreamPipeline.removeHandler(upstream.decoder, promise: nil)
+            clientPipeline.removeHandler(decoder, promise: nil)
+        } catch {
+            shared.logger.notice("upgrade failed", metadata: ["error": "\(error)"])
+            upstream.channel.close(promise: nil)
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: - Decisions
+
+    private func ask(body: [UInt8], overlay: Overlay, host: String, headers: HeaderList) -> LocalResponse {
+        if body.isEmpty { return LocalResponse.askError("a question needs a JSON body") }
+        switch AskRequest.parse(Array(body.prefix(AskRequest.maxBodyBytes + 1))) {
+        case .failure(let error):
+            return LocalResponse.askError(error.message)
+        case .success(let question):
+            var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+            let plan = overlay.planAsk(question, host: host, headers: headers, random: &random)
+            return LocalResponse.askAnswer(startCall(plan: plan, config: shared.configStore.current).pendingView)
+        }
+    }
+
+    private func startCall(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
+        if let engine = shared.engine { return engine.start(plan: plan, config: config) }
+        let call = ModelCall(token: "", plan: plan, started: .now())
+        call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
+        return call
+    }
+
+    static func headerList(_ headers: HTTPHeaders) -> HeaderList {
+        headers.map { (name: $0.name.lowercased(), value: $0.value) }
+    }
+
+    /// `Connection: upgrade` with an `Upgrade` field (RFC 9110 §7.8).
+    static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
+        guard head.headers.contains(name: "upgrade") else { return false }
+        return head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+
+    /// The request for the upstream: the client's end-to-end fields, its Host, X-Forwarded-*, the
+    /// body's framing as the client sent it, and (for an upgrade) `Connection: upgrade` with the
+    /// client's `Upgrade`.
+    private func makeUpstreamHead(
+        _ head: HTTPRequestHead, authority: String, extra: (name: String, value: String)?, upgrade: Bool
+    ) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        if !authority.isEmpty { headers.add(name: "host", value: authority) }
+        var forwardedFor: [String] = []
+        var chunked = false
+        for (name, value) in head.headers {
+            if name.caseInsensitiveEquals("transfer-encoding") { chunked = true }
+            if name.caseInsensitiveEquals("content-length") { headers.add(name: "content-length", value: value) }
+        }
+        let replaced = extra?.name.lowercased()
+        for field in HopByHop.endToEnd(head.headers) {
+            switch field.name {
+            case "content-length", "host", "x-forwarded-proto", "x-forwarded-host": continue
+            case "x-forwarded-for": forwardedFor.append(field.value)
+            default:
+                if field.name == replaced { continue }
+                headers.add(name: field.name, value: field.value)
+            }
+        }
+        if let extra { headers.add(name: extra.name, value: extra.value) }
+        if let ip = context.channel.remoteAddress?.ipAddress { forwardedFor.append(ip) }
+        if !forwardedFor.isEmpty { headers.add(name: "x-forwarded-for", value: forwardedFor.joined(separator: ", ")) }
+        headers.add(name: "x-forwarded-proto", value: "http")
+        if !authority.isEmpty { headers.add(name: "x-forwarded-host", value: authority) }
+        if chunked { headers.add(name: "transfer-encoding", value: "chunked") }
+        if upgrade {
+            for value in head.headers["upgrade"] { headers.add(name: "upgrade", value: value) }
+            headers.add(name: "connection", value: "upgrade")
+        }
+        var target = shared.upstream.basePath
+        target += head.uri.hasPrefix("/") ? head.uri : "/" + head.uri
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: target, headers: headers)
+    }
+}
+
+extension String {
+    fileprivate func caseInsensitiveEquals(_ lower: String) -> Bool {
+        utf8.count == lower.utf8.count
+            && zip(utf8, lower.utf8).allSatisfy { a, b in (a >= 0x41 && a <= 0x5A ? a | 0x20 : a) == b }
+    }
+}
+
+/// One forwarded request and its response: the upstream connection it uses, the body's
+/// back-pressure, the wait for the overlay's result, and the rewrite.
+final class Exchange {
+    private unowned let handler: ProxyHandler
+    let request: HTTPRequestHead
+    let method: String
+    let target: String
+    let overlay: Overlay?
+    let call: ModelCall?
+    let upgrade: Bool
+
+    private(set) var upstream: UpstreamConnection?
+    /// Request parts that came before the upstream connection was ready.
+    private var pending: [HTTPClientRequestPart] = []
+    private(set) var requestFinished = false
+    private(set) var responseFinished = false
+    private var responseStarted = false
+    private var upstreamKeepAlive = true
+    private var headTimer: Scheduled<Void>?
+    private var ended = false
+
+    private var rewrite: ResponseRewrite?
+    /// Set while the page waits for its overlay result: upstream parts are held, reads stopped.
+    private(set) var holdingResponse = false
+    private var held: [HTTPClientResponsePart] = []
+    private var resultTimer: Scheduled<Void>?
+    private var waitingHead: HTTPResponseHead?
+    private var waitingPlan: ResponsePlan?
+
+    init(
+        handler: ProxyHandler, request: HTTPRequestHead, method: String, target: String, overlay: Overlay?,
+        call: ModelCall?, upgrade: Bool
+    ) {
+        self.handler = handler
+        self.request = request
+        self.method = method
+        self.target = target
+        self.overlay = overlay
+        self.call = call
+        self.upgrade = upgrade
+    }
+
+    var upstreamTakesBody: Bool { upstream?.handler.isWritable ?? false }
+
+    private var shared: ProxyShared { handler.sharedState }
+
+    func start(upstreamHead: HTTPRequestHead) {
+        pending.append(.head(upstreamHead))
+        let pool = shared.pool(for: handler.eventLoop)
+        pool.acquire(fresh: upgrade).whenComplete { [self] result in
+            switch result {
+            case .success(let connection):
+                if ended {
+                    // The client went away while connecting.
+                    connection.handler.close()
+                    return
+                }
+                connected(connection)
+            case .failure(let error):
+                if !ended { failBeforeHead(error) }
+            }
+        }
+    }
+
+    private func connected(_ connection: UpstreamConnection) {
+        upstream = connection
+        connection.handler.delegate = handler
+        for part in pending { connection.handler.write(part) }
+        pending = []
+        connection.handler.flush()
+        headTimer = handler.eventLoop.assumeIsolated().scheduleTask(in: shared.options.upstreamTimeout.timeAmount) {
+            [weak self] in
+            self?.headTimedOut()
+        }
+        connection.handler.resumeReading()
+        handler.resumeClientReads()
+    }
+
+    func requestBody(_ chunk: ByteBuffer) {
+        guard !ended else { return }
+        if let upstream {
+            upstream.handler.write(.body(.byteBuffer(chunk)))
+        } else {
+            pending.append(.body(.byteBuffer(chunk)))
+        }
+    }
+
+    func requestEnd(_ trailers: HTTPHeaders?) {
+        requestFinished = true
+        guard !ended else { return }
+        if let upstream {
+            upstream.handler.write(.end(trailers), flush: true)
+        } else {
+            pending.append(.end(trailers))
+        }
+    }
+
+    // MARK: Upstream → client
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        guard !ended else { return }
+        if holdingResponse {
+            held.append(part)
+            return
+        }
+        switch part {
+        case .head(let head):
+            responseHead(head)
+        case .body(let chunk):
+            responseBody(chunk)
+        case .end:
+            responseEnd()
+        }
+    }
+
+    private func responseHead(_ head: HTTPResponseHead) {
+        // 1xx other than 101 are dropped by the decoder; a 101 answers an upgrade.
+        headTimer?.cancel()
+        headTimer = nil
+        upstreamKeepAlive = head.isKeepAlive
+        if head.status == .switchingProtocols, upgrade, let upstream {
+            ended = true
+            responseFinished = true
+            var headers = HTTPHeaders()
+            for field in HopByHop.endToEnd(head.headers) { headers.add(name: field.name, value: field.value) }
+            for value in head.headers["upgrade"] { headers.add(name: "upgrade", value: value) }
+            headers.add(name: "connection", value: "upgrade")
+            handler.becomeTunnel(
+                HTTPResponseHead(version: request.version, status: head.status, headers: headers), upstream: upstream)
+            return
+        }
+        var fields = HopByHop.endToEnd(head.headers)
+        var plan: ResponsePlan?
+        if let overlay, call != nil {
+            let decided = ResponsePlan.decide(
+                settings: overlay.settings, method: method[...], path: target[...],
+                headers: CollectionOfOne((name: ":status", value: String(head.status.code))) + fields,
+                decodable: shared.codec.encodings)
+            shared.metrics.responsePlan(decided)
+            let hasBody = !fields.contains { $0.name == "content-length" && $0.value == "0" } && method != "HEAD"
+            if case .untouched = decided {
+            } else if hasBody {
+                plan = decided
+                // The body changes: no content-length (the response goes out chunked).
+                fields.removeAll { $0.name == "content-length" }
+            }
+        }
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(fields.count + 1)
+        for field in fields { headers.add(name: field.name, value: field.value) }
+        let out = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
+        if let plan, let overlay, let call {
+            if let view = call.result {
+                rewrite = ResponseRewrite(plan: plan, settings: overlay.settings, view: view, codec: shared.codec)
+            } else {
+                // Hold the response until the result is in or the budget is spent.
+                holdingResponse = true
+                waitingHead = out
+                waitingPlan = plan
+                let loop = NIOLoopBound(self, eventLoop: handler.eventLoop)
+                let eventLoop = handler.eventLoop
+                call.onResult { view in
+                    eventLoop.execute { loop.value.resultArrived(view) }
+                }
+                let deadline = call.started + .milliseconds(Int64(overlay.settings.latencyBudgetMs))
+                resultTimer = handler.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+                    guard let self, let call = self.call else { return }
+                    self.resultArrived(call.pendingView)
+                }
+                return
+            }
+        }
+        startResponse(out)
+    }
+
+    private func startResponse(_ head: HTTPResponseHead) {
+        responseStarted = true
+        if request.version.major == 1 && request.version.minor == 0 && !head.headers.contains(name: "content-length") {
+            // An HTTP/1.0 client learns where the body ends from the close.
+            upstreamKeepAliveForClient = false
+        }
+        handler.writeHead(head)
+    }
+
+    /// False when the client connection must close after this response.
+    private var upstreamKeepAliveForClient = true
+
+    fileprivate func resultArrived(_ view: OverlayResultView) {
+        guard holdingResponse, !ended, let head = waitingHead, let plan = waitingPlan, let overlay else { return }
+        resultTimer?.cancel()
+        resultTimer = nil
+        call?.forgetWaiter()
+        holdingResponse = false
+        waitingHead = nil
+        waitingPlan = nil
+        rewrite = ResponseRewrite(plan: plan, settings: overlay.settings, view: view, codec: shared.codec)
+        startResponse(head)
+        let parts = held
+        held = []
+        for part in parts where !ended {
+            switch part {
+            case .head: break
+            case .body(let chunk): responseBody(chunk)
+            case .end: responseEnd()
+            }
+        }
+        handler.flushClient()
+        upstream?.handler.resumeReading()
+    }
+
+    private func responseBody(_ chunk: ByteBuffer) {
+        if rewrite != nil, let replaced = rewrite!.rewrite(chunk.readableBytesView, endOfStream: false) {
+            if !replaced.isEmpty { handler.writeBody(replaced) }
+        } else {
+            handler.writeBody(chunk)
+        }
+    }
+
+    private func responseEnd() {
+        if rewrite != nil {
+            if let tail = rewrite!.rewrite(EmptyCollection<UInt8>(), endOfStream: true), !tail.isEmpty {
+                handler.writeBody(tail)
+            }
+            if let outcome = rewrite!.outcome { shared.metrics.injection(outcome) }
+        }
+        responseFinished = true
+        // A request not read to its end leaves the client connection unusable: it is closed.
+        let close = !requestFinished || !upstreamKeepAliveForClient || handler.closesAfterResponse
+        if requestFinished {
+            finish()
+        } else {
+            // The upstream answered early: neither connection can carry another exchange.
+            ended = true
+            upstream?.handler.delegate = nil
+            upstream?.handler.close()
+            upstream = nil
+            handler.exchangeEnded(self)
+        }
+        // Written after the exchange let go of its upstream connection: the next pipelined
+        // request, delivered once this end is written, may reuse it.
+        handler.writeEnd(close: close)
+    }
+
+    /// Both directions are complete: the upstream connection goes back to its pool.
+    private func finish() {
+        guard !ended else { return }
+        ended = true
+        if let upstream {
+            self.upstream = nil
+            if upstreamKeepAlive {
+                shared.pool(for: handler.eventLoop).release(upstream)
+            } else {
+                upstream.handler.delegate = nil
+                upstream.handler.close()
+            }
+        }
+        handler.exchangeEnded(self)
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        guard !ended else { return }
+        upstream = nil
+        if !responseStarted {
+            failBeforeHead(error ?? UpstreamClosedEarly())
+        } else {
+            // Mid-body: the response cannot be completed; closing tells the client it is truncated.
+            shared.metrics.upstreamError("body")
+            ended = true
+            responseFinished = true
+            handler.exchangeEnded(self)
+            handler.closeClient()
+        }
+    }
+
+    private func headTimedOut() {
+        guard !ended, !responseStarted, !holdingResponse else { return }
+        failBeforeHead(UpstreamTimedOut())
+    }
+
+    /// No response head came: the client gets 502 or 504 (text).
+    private func failBeforeHead(_ error: any Error) {
+        guard !ended else { return }
+        headTimer?.cancel()
+        resultTimer?.cancel()
+        call?.forgetWaiter()
+        if let upstream {
+            upstream.handler.delegate = nil
+            upstream.handler.close()
+            self.upstream = nil
+        }
+        let failed = ReverseProxy.classify(error)
+        shared.metrics.upstreamError(failed.kind)
+        shared.logger.notice(
+            "upstream request failed", metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
+        ended = true
+        responseFinished = true
+        handler.exchangeEnded(self)
+        let body = Array("overlayd proxy: upstream \(failed.kind): \(failed.detail)\n".utf8)
+        handler.writeLocal(
+            LocalResponse(status: failed.status, contentType: "text/plain; charset=utf-8", body: body,
+                extraHeaders: [("cache-control", "no-store")]),
+            version: request.version, close: !requestFinished || upgrade)
+    }
+
+    /// The client went away: the upstream connection is closed (its exchange cannot finish).
+    func abort() {
+        guard !ended else { return }
+        ended = true
+        headTimer?.cancel()
+        resultTimer?.cancel()
+        call?.forgetWaiter()
+        if let upstream {
+            upstream.handler.delegate = nil
+            upstream.handler.close()
+            self.upstream = nil
+        }
+    }
+}
+
+struct UpstreamClosedEarly: Error, CustomStringConvertible {
+    var description: String { "the upstream closed the connection before its response head" }
+}
+
+struct UpstreamTimedOut: Error, CustomStringConvertible {
+    var description: String { "no response head within the upstream timeout" }
+}

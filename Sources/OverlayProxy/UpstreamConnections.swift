@@ -1,0 +1,294 @@
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import OverlayServer
+
+/// What an upstream connection reports to the exchange using it (the client side's handler).
+/// All calls come on the connection's event loop, which is the client connection's.
+protocol UpstreamDelegate: AnyObject {
+    func upstreamRead(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged()
+    func upstreamClosed(error: (any Error)?)
+    /// Whether the upstream may be read now (false: the client is not writable, or the response is
+    /// held while the overlay's result is awaited).
+    var mayReadUpstream: Bool { get }
+}
+
+/// The handler at the tail of an upstream connection's pipeline: it hands what arrives to the
+/// exchange using the connection (``UpstreamDelegate``) and holds reads while that exchange
+/// cannot take more (back-pressure toward the upstream).
+final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private(set) var context: ChannelHandlerContext?
+    /// The exchange this connection serves now (nil while idle in the pool).
+    weak var delegate: (any UpstreamDelegate)?
+    private var readHeld = false
+    /// Called once when the connection closes (the pool drops it).
+    var onClose: (() -> Void)?
+    private var closed = false
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if let delegate {
+            delegate.upstreamRead(part)
+        } else {
+            // An idle connection has nothing to say: whatever it sends cannot be framed.
+            context.close(promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        delegate?.upstreamWritabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(error: nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(error: error)
+        context.close(promise: nil)
+    }
+
+    private func finish(error: (any Error)?) {
+        guard !closed else { return }
+        closed = true
+        let delegate = self.delegate
+        self.delegate = nil
+        onClose?()
+        onClose = nil
+        delegate?.upstreamClosed(error: error)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let delegate, !delegate.mayReadUpstream {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// The exchange can take more: a read held back is issued now.
+    func resumeReading() {
+        guard readHeld, let context else { return }
+        readHeld = false
+        context.read()
+    }
+
+    func write(_ part: HTTPClientRequestPart, flush: Bool = false) {
+        guard let context else { return }
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(part), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(part), promise: nil)
+        }
+    }
+
+    func flush() { context?.flush() }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+    var isActive: Bool { !closed && (context?.channel.isActive ?? false) }
+
+    func close() { context?.close(promise: nil) }
+}
+
+/// One connection to the upstream: its channel, its tail handler and the two HTTP/1 codecs (kept
+/// to be removed when the connection is upgraded into a tunnel).
+final class UpstreamConnection {
+    let channel: any Channel
+    let handler: UpstreamHandler
+    let encoder: HTTPRequestEncoder
+    let decoder: ByteToMessageHandler<HTTPResponseDecoder>
+    var idleTimer: Scheduled<Void>?
+
+    init(
+        channel: any Channel, handler: UpstreamHandler, encoder: HTTPRequestEncoder,
+        decoder: ByteToMessageHandler<HTTPResponseDecoder>
+    ) {
+        self.channel = channel
+        self.handler = handler
+        self.encoder = encoder
+        self.decoder = decoder
+    }
+}
+
+/// Connections to the upstream, with the idle keep-alive ones of one event loop kept for reuse
+/// (a client connection and every upstream connection it uses share an event loop, so nothing
+/// here is locked: it is only touched on its loop).
+///
+/// At most `maxIdle` idle connections are kept per loop; each is closed after `idleTimeout`
+/// unused, or as soon as the upstream closes it.
+final class UpstreamPool {
+    let eventLoop: any EventLoop
+    private let upstream: Upstream
+    private let connectTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
+    private let maxIdle: Int
+    private let tls: NIOSSLContext?
+    private var idle: [UpstreamConnection] = []
+
+    init(eventLoop: any EventLoop, upstream: Upstream, options: ProxyOptions, tls: NIOSSLContext?) {
+        self.eventLoop = eventLoop
+        self.upstream = upstream
+        self.connectTimeout = options.connectTimeout.timeAmount
+        self.idleTimeout = options.upstreamIdleTimeout.timeAmount
+        self.maxIdle = options.maxIdleUpstreamConnections
+        self.tls = tls
+    }
+
+    /// An open connection: an idle one if there is one (not for an upgrade, which takes the
+    /// connection for good), else a new one.
+    func acquire(fresh: Bool) -> EventLoopFuture<UpstreamConnection>.Isolated {
+        eventLoop.preconditionInEventLoop()
+        if !fresh {
+            while let connection = idle.popLast() {
+                connection.idleTimer?.cancel()
+                connection.idleTimer = nil
+                if connection.handler.isActive { return eventLoop.assumeIsolated().makeSucceededFuture(connection).assumeIsolated() }
+            }
+        }
+        let tls = self.tls
+        let host = upstream.host
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        let serverName = host.first?.isNumber == true || host.contains(":") ? nil : host
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
+                    let encoder = HTTPRequestEncoder()
+                    let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes))
+                    try sync.addHandlers([encoder, decoder, UpstreamHandler()])
+                }
+            }
+        return bootstrap.connect(host: upstream.host, port: upstream.port).assumeIsolated().flatMapThrowing { channel in
+            let sync = channel.pipeline.syncOperations
+            let handler = try sync.handler(type: UpstreamHandler.self)
+            let encoder = try sync.handler(type: HTTPRequestEncoder.self)
+            let decoder = try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+            return UpstreamConnection(channel: channel, handler: handler, encoder: encoder, decoder: decoder)
+        }
+    }
+
+    /// A connection whose exchange ended cleanly (request sent, response read, keep-alive): kept
+    /// for the next exchange on this loop, or closed if enough are kept.
+    func release(_ connection: UpstreamConnection) {
+        eventLoop.preconditionInEventLoop()
+        connection.handler.delegate = nil
+        guard connection.handler.isActive, idle.count < maxIdle else {
+            connection.handler.close()
+            return
+        }
+        idle.append(connection)
+        connection.handler.onClose = { [weak self, weak connection] in
+            guard let self, let connection else { return }
+            self.idle.removeAll { $0 === connection }
+            connection.idleTimer?.cancel()
+        }
+        connection.idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak connection] in
+            connection?.handler.close()
+        }
+        // An idle connection is read, so that the upstream closing it is seen at once.
+        connection.handler.resumeReading()
+    }
+
+    /// Closes every idle connection (shutdown).
+    func closeIdle() {
+        let connections = idle
+        idle = []
+        for connection in connections { connection.handler.close() }
+    }
+}
+
+/// After an upgrade (101 Switching Protocols), the two connections are glued: the bytes of each
+/// are written to the other, reads are held while the other side is not writable, and a close or
+/// half-close of one is passed to the other.
+final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    weak var partner: TunnelHandler?
+    private var context: ChannelHandlerContext?
+    private var readHeld = false
+    private let onClose: (() -> Void)?
+
+    init(onClose: (() -> Void)? = nil) {
+        self.onClose = onClose
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        partner?.context?.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.context?.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { partner?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // Shutdown: a tunnel has no message boundary to wait for.
+            context.close(promise: nil)
+            return
+        }
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // Half-close: the other side's output is closed too (a WebSocket close handshake or
+            // a raw protocol's end of stream).
+            if let partnerContext = partner?.context {
+                partnerContext.close(mode: .output, promise: nil)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        partner?.context?.close(promise: nil)
+        partner = nil
+        onClose?()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let partnerContext = partner?.context, !partnerContext.channel.isWritable {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func resumeReading() {
+        guard readHeld, let context else { return }
+        readHeld = false
+        context.read()
+    }
+}
