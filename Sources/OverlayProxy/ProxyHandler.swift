@@ -323,8 +323,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// two connections are one tunnel of bytes.
     fileprivate func becomeTunnel(_ response: HTTPResponseHead, upstream: UpstreamConnection) {
         mode = .tunnel
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        // A 101 is informational to NIO's codec (no `.end` follows it): the head alone.
+        context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
         let clientPipeline = context.pipeline.syncOperations
         let upstreamPipeline = upstream.channel.pipeline.syncOperations
         let clientSide = TunnelHandler()
@@ -538,24 +538,31 @@ final class Exchange {
         case .body(let chunk):
             responseBody(chunk)
         case .end:
+            if let switching, let upstream {
+                ended = true
+                responseFinished = true
+                handler.becomeTunnel(switching, upstream: upstream)
+                return
+            }
             responseEnd()
         }
     }
+
+    /// The upstream's 101 to an upgrade, until its end.
+    private var switching: HTTPResponseHead?
 
     private func responseHead(_ head: HTTPResponseHead) {
         // 1xx other than 101 are dropped by the decoder; a 101 answers an upgrade.
         headTimer?.cancel()
         headTimer = nil
         upstreamKeepAlive = head.isKeepAlive
-        if head.status == .switchingProtocols, upgrade, let upstream {
-            ended = true
-            responseFinished = true
+        if head.status == .switchingProtocols, upgrade {
+            // The tunnel is made at the 101's `.end` (the decoder is still delivering it now).
             var headers = HTTPHeaders()
             for field in HopByHop.endToEnd(head.headers) { headers.add(name: field.name, value: field.value) }
             for value in head.headers["upgrade"] { headers.add(name: "upgrade", value: value) }
             headers.add(name: "connection", value: "upgrade")
-            handler.becomeTunnel(
-                HTTPResponseHead(version: request.version, status: head.status, headers: headers), upstream: upstream)
+            switching = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
             return
         }
         var fields = HopByHop.endToEnd(head.headers)
