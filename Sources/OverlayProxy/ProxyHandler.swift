@@ -62,7 +62,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private let shared: ProxyShared
     /// The HTTP/1 handlers before this one, removed when the connection is upgraded to a tunnel.
     private let codecHandlers: [any RemovableChannelHandler]
-    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    /// nil on an HTTP/2 stream (no Upgrade there).
+    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>?
     private var context: ChannelHandlerContext!
 
     private enum Mode {
@@ -84,7 +85,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// not read to its end).
     private var closeAfterResponse = false
 
-    init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?) {
         self.shared = shared
         self.codecHandlers = codecHandlers
         self.decoder = decoder
@@ -229,7 +230,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             call = startCall(plan: plan, config: config)
         }
 
-        let upgrade = Self.isUpgrade(head)
+        let upgrade = decoder != nil && Self.isUpgrade(head)
         let exchange = Exchange(
             handler: self, request: head, method: method, target: target, overlay: overlay, call: call, upgrade: upgrade)
         mode = .proxying(exchange)
@@ -341,7 +342,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             for handler in codecHandlers { clientPipeline.removeHandler(handler, promise: nil) }
             clientPipeline.removeHandler(context: context, promise: nil)
             upstreamPipeline.removeHandler(upstream.decoder, promise: nil)
-            clientPipeline.removeHandler(decoder, promise: nil)
+            if let decoder { clientPipeline.removeHandler(decoder, promise: nil) }
         } catch {
             shared.logger.notice("upgrade failed", metadata: ["error": "\(error)"])
             upstream.channel.close(promise: nil)

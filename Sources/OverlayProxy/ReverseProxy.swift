@@ -3,7 +3,9 @@ import ExtProcCore
 import Logging
 import NIOCore
 import NIOExtras
+import NIOHPACK
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import OverlayServer
@@ -112,9 +114,39 @@ public final class ReverseProxy: Service, Sendable {
         }
     }
 
-    /// A client connection's pipeline: NIO's HTTP/1 server codec with pipelining assistance and
-    /// protocol error handling, then ``ProxyHandler``.
+    /// A client connection's pipeline: HTTP/1.1, or HTTP/2 by prior knowledge (h2c), told apart by
+    /// the first bytes (``H2CSniffer``).
     private static func configureClient(_ channel: any Channel, shared: ProxyShared) throws {
+        try channel.pipeline.syncOperations.addHandler(
+            H2CSniffer(
+                http1: { channel in try configureHTTP1(channel, shared: shared) },
+                http2: { channel in try configureHTTP2(channel, shared: shared) }))
+    }
+
+    /// h2c: NIO's HTTP/2 handler with a stream multiplexer; each stream gets the HTTP/2-to-HTTP/1
+    /// codec and its own ``ProxyHandler`` (HTTP/2 has no Upgrade: streams are never tunnels).
+    private static func configureHTTP2(_ channel: any Channel, shared: ProxyShared) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
+        ]
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                let sync = stream.pipeline.syncOperations
+                try sync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: [], decoder: nil))
+            }
+        }
+        try channel.pipeline.syncOperations.addHandler(CloseOnInputClosed())
+    }
+
+    /// HTTP/1.1: NIO's server codec with pipelining assistance and protocol error handling, then
+    /// ``ProxyHandler``.
+    private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared) throws {
         let sync = channel.pipeline.syncOperations
         // An upgrade configuration with no upgraders: the request decoder then keeps the bytes
         // after an `Upgrade` request for the tunnel (the proxy does the upgrade itself).

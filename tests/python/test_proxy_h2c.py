@@ -1,0 +1,246 @@
+"""`overlayd proxy` speaks HTTP/2 by prior knowledge (h2c) on the same port as HTTP/1.1
+(DEVELOPERS.md issue 6): an `h2` client opens the connection with the preface, runs several
+streams at once, and gets the same decisions as HTTP/1.1 clients (overlaid page injected,
+pass-through untouched, a large request body streamed to the upstream under HTTP/2 flow control).
+
+The upstream is plain HTTP/1.1 (http.server, keep-alive); the proxy translates.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import socket
+import subprocess
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from overlayd_proc import REPO_ROOT, overlayd_bin
+
+CONFIG = """\
+apiVersion: orchestrator.io/v1
+kind: AIModel
+metadata: {name: instant}
+spec: {provider: mock}
+---
+apiVersion: orchestrator.io/v1
+kind: AIOverlay
+metadata: {name: crm}
+spec:
+  hostApp: app.example
+  models: [{name: instant, weight: 100}]
+  strategy: Canary
+"""
+
+PAGE = ("<!doctype html><html><head><title>CRM</title></head><body>"
+        + "<p>row</p>" * 3000 + "</body></html>").encode()
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.send_header("X-Seen-Host", self.headers.get("Host", ""))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"]) if "Content-Length" in self.headers else None
+        if length is None:  # chunked
+            body = b""
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            body = self.rfile.read(length)
+        digest = hashlib.sha256(body).hexdigest().encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(digest)))
+        self.end_headers()
+        self.wfile.write(digest)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def proxy_port(tmp_path_factory):
+    config = tmp_path_factory.mktemp("h2c") / "overlay.yaml"
+    config.write_text(CONFIG)
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(overlayd_bin()), "proxy", "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}", "--listen",
+         f"127.0.0.1:{port}", "--admin", "127.0.0.1:0", "--config", str(config)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if "proxy listening" in line:
+                listening.set()
+        listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert listening.wait(60) and proc.poll() is None, "".join(lines)
+    yield port
+    proc.terminate()
+    assert proc.wait(15) == 0, "".join(lines)
+    upstream.shutdown()
+
+
+class H2CClient:
+    """Prior-knowledge HTTP/2 over one TCP connection; every wait bounded by `timeout`."""
+
+    def __init__(self, port: int, timeout: float = 20.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(1 << 24)
+        self.sock.sendall(self.conn.data_to_send())
+        self.results: dict[int, dict] = {}
+        self.pending: dict[int, bytes] = {}
+
+    def request(self, method: str, path: str, authority: str, body: bytes | None = None) -> int:
+        stream = self.conn.get_next_available_stream_id()
+        headers = [(":method", method), (":path", path), (":scheme", "http"), (":authority", authority)]
+        if body is not None:
+            headers.append(("content-length", str(len(body))))
+        self.conn.send_headers(stream, headers, end_stream=body is None)
+        self.results[stream] = {"headers": {}, "body": b"", "ended": False}
+        if body is not None:
+            self.pending[stream] = body
+        self._pump_out()
+        self.sock.sendall(self.conn.data_to_send())
+        return stream
+
+    def _pump_out(self):
+        # Send what the peer's flow-control window allows; the rest waits for WINDOW_UPDATE.
+        for stream, rest in list(self.pending.items()):
+            while rest:
+                window = min(self.conn.local_flow_control_window(stream), self.conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                self.conn.send_data(stream, rest[:window])
+                rest = rest[window:]
+            if rest:
+                self.pending[stream] = rest
+            else:
+                del self.pending[stream]
+                self.conn.end_stream(stream)
+
+    def wait(self, streams: list[int]) -> None:
+        while not all(self.results[s]["ended"] for s in streams):
+            data = self.sock.recv(65536)
+            assert data, "the proxy closed the connection"
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    self.results[event.stream_id]["headers"] = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    self.results[event.stream_id]["body"] += event.data
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    self.results[event.stream_id]["ended"] = True
+                elif isinstance(event, h2.events.StreamReset):
+                    raise AssertionError(f"stream {event.stream_id} reset: {event.error_code}")
+            self._pump_out()
+            self.sock.sendall(self.conn.data_to_send())
+
+    def close(self):
+        self.conn.close_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.sock.close()
+
+
+def test_concurrent_streams_get_the_same_decisions_as_http1(proxy_port):
+    client = H2CClient(proxy_port)
+    try:
+        overlaid = [client.request("GET", f"/accounts?i={i}", "app.example") for i in range(6)]
+        plain = [client.request("GET", "/accounts", "other.example") for _ in range(2)]
+        client.wait(overlaid + plain)
+        for stream in overlaid:
+            result = client.results[stream]
+            assert result["headers"][":status"] == "200"
+            assert "content-length" not in result["headers"]  # the body changed
+            assert result["headers"]["x-seen-host"] == "app.example"  # :authority became Host
+            body = result["body"]
+            assert body.count(b'id="overlayd-result"') == 1 and body.index(b'id="overlayd-result"') < body.index(b"</head>")
+            assert b'"status":"ready"' in body and len(body) > len(PAGE)
+        for stream in plain:
+            result = client.results[stream]
+            assert result["headers"][":status"] == "200"
+            assert result["body"] == PAGE
+            assert result["headers"]["content-length"] == str(len(PAGE))
+    finally:
+        client.close()
+
+
+def test_a_large_request_body_streams_under_flow_control(proxy_port):
+    client = H2CClient(proxy_port)
+    try:
+        body = os.urandom(5 * 1024 * 1024)  # far beyond the 1 MiB stream window the proxy grants
+        stream = client.request("POST", "/upload", "other.example", body=body)
+        small = client.request("POST", "/upload", "app.example", body=b"hello")
+        client.wait([stream, small])
+        assert client.results[stream]["headers"][":status"] == "200"
+        assert client.results[stream]["body"] == hashlib.sha256(body).hexdigest().encode()
+        assert client.results[small]["body"] == hashlib.sha256(b"hello").hexdigest().encode()
+    finally:
+        client.close()
+
+
+def test_own_endpoints_answer_over_h2c(proxy_port):
+    client = H2CClient(proxy_port)
+    try:
+        stream = client.request("GET", "/__overlay/overlay.js", "app.example")
+        client.wait([stream])
+        assert client.results[stream]["headers"][":status"] == "200"
+        assert b"customElements" in client.results[stream]["body"]
+    finally:
+        client.close()
+
+
+def test_http1_still_works_on_the_same_port(proxy_port):
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as sock:
+        sock.sendall(b"GET /accounts HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == PAGE
+
+
+@pytest.mark.parametrize("sent", [b"", b"PRI * HTTP/2", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
+def test_a_client_that_half_closes_before_a_request_is_let_go(proxy_port, sent):
+    """Before the protocol is known, mid-preface, or on an idle HTTP/2 connection: the client's FIN
+    closes the connection (nothing is kept open for a client that has left)."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as sock:
+        sock.sendall(sent)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):  # a socket timeout here fails the test
+            data += chunk
+    if sent.endswith(b"\r\n\r\n"):
+        assert data[3:4] == b"\x04"  # the server's SETTINGS frame came first
