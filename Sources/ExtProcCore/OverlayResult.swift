@@ -36,15 +36,36 @@ public struct OverlayResultView: Sendable, Equatable {
 
     /// The JSON object (UTF-8), keys in a fixed order.
     public var json: [UInt8] {
-        var out = "{\"overlay\":" + OverlaySnippet.jsonStringLiteral(overlay)
-        out += ",\"model\":" + OverlaySnippet.jsonStringLiteral(model)
-        out += ",\"token\":" + OverlaySnippet.jsonStringLiteral(token)
-        out += ",\"status\":\"" + status.rawValue + "\""
-        if let text { out += ",\"text\":" + OverlaySnippet.jsonStringLiteral(text) }
-        if let error { out += ",\"error\":" + OverlaySnippet.jsonStringLiteral(error) }
-        if let context { out += ",\"context\":[" + context.map(OverlaySnippet.jsonStringLiteral).joined(separator: ",") + "]" }
-        out += "}"
-        return Array(out.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(96 + overlay.utf8.count + model.utf8.count + token.utf8.count + (text?.utf8.count ?? 0))
+        func key(_ name: StaticString) { name.withUTF8Buffer { out.append(contentsOf: $0) } }
+        key(#"{"overlay":"#)
+        OverlaySnippet.appendJSONStringLiteral(overlay, to: &out)
+        key(#","model":"#)
+        OverlaySnippet.appendJSONStringLiteral(model, to: &out)
+        key(#","token":"#)
+        OverlaySnippet.appendJSONStringLiteral(token, to: &out)
+        key(#","status":""#)
+        out.append(contentsOf: status.rawValue.utf8)
+        out.append(0x22)
+        if let text {
+            key(#","text":"#)
+            OverlaySnippet.appendJSONStringLiteral(text, to: &out)
+        }
+        if let error {
+            key(#","error":"#)
+            OverlaySnippet.appendJSONStringLiteral(error, to: &out)
+        }
+        if let context {
+            key(#","context":["#)
+            for (index, item) in context.enumerated() {
+                if index > 0 { out.append(0x2C) }
+                OverlaySnippet.appendJSONStringLiteral(item, to: &out)
+            }
+            out.append(0x5D)
+        }
+        out.append(0x7D)
+        return out
     }
 }
 

@@ -59,6 +59,45 @@ public enum OverlaySnippet {
     /// The result contains no `<` at all, so it cannot contain `</script` or
     /// `<!--`.
     public static func escapeForDataIsland(_ json: some Collection<UInt8>) -> [UInt8] {
+        if let escaped = json.withContiguousStorageIfAvailable({ escapeForDataIsland(contiguous: $0) }) {
+            return escaped
+        }
+        return Array(json).withUnsafeBufferPointer { escapeForDataIsland(contiguous: $0) }
+    }
+
+    /// The same over contiguous bytes: runs of bytes that need nothing are copied whole.
+    private static func escapeForDataIsland(contiguous json: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count + 16)
+        var start = 0
+        var index = 0
+        let count = json.count
+        while index < count {
+            let b = json[index]
+            let escape: StaticString
+            var width = 1
+            switch b {
+            case 0x3C: escape = #"\u003c"#
+            case 0x3E: escape = #"\u003e"#
+            case 0x26: escape = #"\u0026"#
+            case 0xE2 where index + 2 < count && json[index + 1] == 0x80 && (json[index + 2] == 0xA8 || json[index + 2] == 0xA9):
+                escape = json[index + 2] == 0xA8 ? #"\u2028"# : #"\u2029"#
+                width = 3
+            default:
+                index += 1
+                continue
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: json[start..<index]))
+            escape.withUTF8Buffer { out.append(contentsOf: $0) }
+            index += width
+            start = index
+        }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: json[start..<count]))
+        return out
+    }
+
+    /// The byte-at-a-time original, kept as the reference the tests compare the fast path with.
+    static func escapeForDataIslandReference(_ json: some Collection<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(json.count)
         var it = json.makeIterator()
@@ -101,6 +140,64 @@ public enum OverlaySnippet {
     }
 
     static func jsonStringLiteralBytes(_ text: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count + 2)
+        appendJSONStringLiteral(text, to: &out)
+        return out
+    }
+
+    /// Appends `text` as a JSON string literal (see ``jsonStringLiteral(_:)``) to `out`: runs of
+    /// bytes that need no escape are copied whole.
+    public static func appendJSONStringLiteral(_ text: String, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes in
+            out.append(0x22)
+            var start = 0
+            var index = 0
+            let count = bytes.count
+            while index < count {
+                let b = bytes[index]
+                // Fast path: printable ASCII other than `"` and `\`, and UTF-8 other than E2.
+                if (b >= 0x20 && b != 0x22 && b != 0x5C && b != 0x7F && b != 0xE2) {
+                    index += 1
+                    continue
+                }
+                var width = 1
+                var code: UInt32 = UInt32(b)
+                if b == 0xE2 {
+                    guard index + 2 < count, bytes[index + 1] == 0x80, bytes[index + 2] == 0xA8 || bytes[index + 2] == 0xA9 else {
+                        index += 1
+                        continue
+                    }
+                    code = bytes[index + 2] == 0xA8 ? 0x2028 : 0x2029
+                    width = 3
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
+                switch code {
+                case 0x22: out.append(0x5C); out.append(0x22)
+                case 0x5C: out.append(0x5C); out.append(0x5C)
+                case 0x08: out.append(0x5C); out.append(0x62)
+                case 0x0C: out.append(0x5C); out.append(0x66)
+                case 0x0A: out.append(0x5C); out.append(0x6E)
+                case 0x0D: out.append(0x5C); out.append(0x72)
+                case 0x09: out.append(0x5C); out.append(0x74)
+                default:
+                    out.append(0x5C)
+                    out.append(0x75)
+                    for shift in [12, 8, 4, 0] as [UInt32] { out.append(hexDigits[Int((code >> shift) & 0xF)]) }
+                }
+                index += width
+                start = index
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<count]))
+            out.append(0x22)
+        }
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// The scalar-at-a-time original, kept as the reference the tests compare the fast path with.
+    static func jsonStringLiteralReference(_ text: String) -> [UInt8] {
         let hex = Array("0123456789abcdef".utf8)
         var out: [UInt8] = [0x22]
         out.reserveCapacity(text.utf8.count + 2)

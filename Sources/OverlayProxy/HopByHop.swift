@@ -38,15 +38,21 @@ enum HopByHop {
 
     /// The end-to-end fields of a response received from the upstream (NIOHTTP1).
     static func endToEnd(_ headers: HTTPHeaders) -> [(name: String, value: String)] {
-        let named = named(byConnection: headers["connection"])
+        let named = headers.contains(name: "connection") ? named(byConnection: headers["connection"]) : []
         var out: [(name: String, value: String)] = []
         out.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let lower = name.lowercased()
-            if fixed.contains(lower) || named.contains(lower) { continue }
+            let lower = lowercasedASCII(name)
+            if fixed.contains(lower) || (!named.isEmpty && named.contains(lower)) { continue }
             out.append((lower, value))
         }
         return out
+    }
+
+    /// `name` lower-cased (field names are ASCII tokens); the same string when it already is.
+    static func lowercasedASCII(_ name: String) -> String {
+        if !name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { return name }
+        return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 }
 

@@ -72,7 +72,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         /// Answered locally: the rest of the request (its body) is read and dropped.
         case discarding
         /// `POST /__overlay/api/ask`: the question's body is collected.
-        case asking(overlay: Overlay, host: String, headers: HeaderList, body: [UInt8])
+        case asking(Question)
         /// Forwarded to the upstream.
         case proxying(Exchange)
         /// Upgraded: the two connections are glued (``TunnelHandler``); nothing of HTTP is left.
@@ -103,11 +103,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             switch mode {
             case .proxying(let exchange):
                 exchange.requestBody(chunk)
-            case .asking(let overlay, let host, let headers, var body):
-                if body.count <= AskRequest.maxBodyBytes {
-                    body.append(contentsOf: chunk.readableBytesView.prefix(AskRequest.maxBodyBytes + 1 - body.count))
+            case .asking(let question):
+                if question.body.count <= AskRequest.maxBodyBytes {
+                    question.body.append(contentsOf: chunk.readableBytesView.prefix(AskRequest.maxBodyBytes + 1 - question.body.count))
                 }
-                mode = .asking(overlay: overlay, host: host, headers: headers, body: body)
             case .idle, .discarding, .tunnel:
                 break
             }
@@ -115,9 +114,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             switch mode {
             case .proxying(let exchange):
                 exchange.requestEnd(trailers)
-            case .asking(let overlay, let host, let headers, let body):
+            case .asking(let question):
                 mode = .discarding
-                writeLocal(ask(body: body, overlay: overlay, host: host, headers: headers))
+                writeLocal(ask(body: question.body, overlay: question.overlay, host: question.host, headers: question.headers))
                 requestFinished()
             case .discarding:
                 requestFinished()
@@ -218,7 +217,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             return
         case .ask(let matched):
             metrics.ownEndpoint.increment()
-            mode = .asking(overlay: matched, host: authority, headers: Self.headerList(head.headers), body: [])
+            mode = .asking(Question(overlay: matched, host: authority, headers: Self.headerList(head.headers)))
             return
         case .overlay(let matched):
             metrics.overlaid.increment()
@@ -418,6 +417,20 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         var target = shared.upstream.basePath
         target += head.uri.hasPrefix("/") ? head.uri : "/" + head.uri
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: target, headers: headers)
+    }
+}
+
+/// A question to overlayd's ask endpoint, while its body arrives.
+final class Question {
+    let overlay: Overlay
+    let host: String
+    let headers: HeaderList
+    var body: [UInt8] = []
+
+    init(overlay: Overlay, host: String, headers: HeaderList) {
+        self.overlay = overlay
+        self.host = host
+        self.headers = headers
     }
 }
 

@@ -278,13 +278,18 @@ public final class OverlayEngine: Service, Sendable {
     /// 128 random bits, hex.
     static func newToken() -> String {
         var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        func hex(_ value: UInt64) -> String {
-            let text = String(value, radix: 16)
-            return String(repeating: "0", count: 16 - text.count) + text
+        let words = (generator.next() as UInt64, generator.next() as UInt64)
+        // 32 lower-case hex digits, written in place.
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            for (offset, word) in [words.0, words.1].enumerated() {
+                for nibble in 0..<16 {
+                    let value = Int((word >> UInt64(60 - nibble * 4)) & 0xF)
+                    buffer[offset * 16 + nibble] = digits.utf8Start[value]
+                }
+            }
+            return 32
         }
-        return hex(high) + hex(low)
     }
 
     // MARK: - Shadow jobs

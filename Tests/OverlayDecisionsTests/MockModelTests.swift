@@ -1,4 +1,4 @@
-import OverlayDecisions
+@testable import OverlayDecisions
 import Testing
 
 @Suite("MockModel")
@@ -45,4 +45,23 @@ struct MockModelTests {
 enum MockModelGolden {
     // Cross-checked with an independent Python implementation.
     static let mockA = "Ripple lagoon lagoon inlet delta ivory harbor delta. Regarding: You are an assistant embedded in a legacy"
+}
+
+@Suite struct MockEchoFastPathTests {
+    /// The byte-level echo of ASCII prompts gives exactly the Character-level one.
+    @Test func asciiEchoMatchesTheUnicodeEcho() throws {
+        var rng = SystemRandomNumberGenerator()
+        let pieces = ["a", "bc", "Word", " ", "  ", "\t", "\n", "\r\n", "\u{0B}", "\u{0C}", "\r", String(repeating: "x", count: 40), "-", "."]
+        for _ in 0..<500 {
+            let prompt = (0..<Int.random(in: 0..<30, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let fast = try #require(MockModel.asciiEcho(prompt))
+            #expect(fast == MockModel.unicodeEcho(prompt), "\(prompt.debugDescription)")
+        }
+    }
+
+    @Test func nonASCIIPromptsTakeTheUnicodePath() {
+        #expect(MockModel.asciiEcho("caf\u{E9} au lait") == nil)
+        #expect(MockModel.asciiEcho("a\u{A0}b") == nil)  // NO-BREAK SPACE is whitespace to Character
+        #expect(MockModel.reply(model: "m", prompt: "a\u{A0}b c").hasSuffix("Regarding: a b c"))
+    }
 }

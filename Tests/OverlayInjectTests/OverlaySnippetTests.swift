@@ -1,5 +1,5 @@
 import Foundation
-import OverlayInject
+@testable import OverlayInject
 import Testing
 
 private let islandOpen = #"<script data-overlayd type="application/json" id="overlayd-result">"#
@@ -103,6 +103,34 @@ private let hostileTexts: [String] = [
             #expect(!island.contains(0x3C))
             let array = try #require(JSONSerialization.jsonObject(with: Data(island)) as? [Any])
             #expect(array.first as? String == text)
+        }
+    }
+}
+
+/// The run-copying fast paths against the byte- and scalar-at-a-time originals, on inputs dense in
+/// the bytes that need escaping (and the near misses of U+2028/U+2029's E2 80 A8/A9).
+@Suite struct EscapingFastPathTests {
+    @Test func dataIslandEscapingMatchesTheReference() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = [0x3C, 0x3E, 0x26, 0xE2, 0x80, 0xA8, 0xA9, 0x41, 0x22, 0x5C, 0x00, 0xC3, 0xA9]
+        for length in 0..<200 {
+            let input = (0..<length).map { _ in alphabet.randomElement(using: &rng)! }
+            #expect(OverlaySnippet.escapeForDataIsland(input) == OverlaySnippet.escapeForDataIslandReference(input), "\(input)")
+            // A non-contiguous collection takes the same path.
+            #expect(OverlaySnippet.escapeForDataIsland(input.lazy.map { $0 }) == OverlaySnippet.escapeForDataIslandReference(input))
+        }
+    }
+
+    @Test func jsonStringLiteralMatchesTheReference() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet: [Unicode.Scalar] = [
+            "\"", "\\", "\u{8}", "\u{C}", "\n", "\r", "\t", "\u{0}", "\u{1F}", "\u{7F}", "\u{2028}", "\u{2029}",
+            "\u{2026}", "a", " ", "é", "😀", "\u{FEFF}", "<",
+        ]
+        for length in 0..<200 {
+            var text = ""
+            for _ in 0..<length { text.unicodeScalars.append(alphabet.randomElement(using: &rng)!) }
+            #expect(OverlaySnippet.jsonStringLiteralBytes(text) == OverlaySnippet.jsonStringLiteralReference(text), "\(text.debugDescription)")
         }
     }
 }
