@@ -1,4 +1,5 @@
 import Foundation
+import OverlayServer
 
 /// The upstream a reverse proxy forwards to: `http://HOST[:PORT][/base]` (https works too).
 public struct Upstream: Sendable, Equatable, CustomStringConvertible {
@@ -55,6 +56,9 @@ public struct ProxyOptions: Sendable {
     public var connectTimeout: Duration = .seconds(5)
     /// Idle keep-alive connections to the upstream are closed after this.
     public var upstreamIdleTimeout: Duration = .seconds(60)
+    /// `--threads`: event-loop threads (each serves its client connections and their upstream
+    /// connections).
+    public var threads = CPUAffinity.usableCores
     /// Idle keep-alive connections to the upstream kept per event loop (beyond these, a finished
     /// exchange closes its connection).
     public var maxIdleUpstreamConnections = 256

@@ -57,7 +57,17 @@ public final class ReverseProxy: Service, Sendable {
     public func run() async throws {
         // The demo's app binds a free port first: the proxy learns it here.
         let upstream = await resolveUpstream?() ?? options.upstream
-        let group = MultiThreadedEventLoopGroup.singleton
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
+        do {
+            try await serve(upstream: upstream, group: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+    }
+
+    private func serve(upstream: Upstream, group: MultiThreadedEventLoopGroup) async throws {
         let tls = upstream.scheme == "https" ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
         var pools: [NIOLoopBound<UpstreamPool>] = []
         for loop in group.makeIterator() {

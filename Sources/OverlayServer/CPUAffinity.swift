@@ -3,8 +3,8 @@ import NIOCore
 
 /// CPUs this process may run on. `System.coreCount` counts every core even under `taskset` or a
 /// cgroup cpuset; sizing event loops by it oversubscribes a pinned sidecar.
-enum CPUAffinity {
-    static var usableCores: Int {
+package enum CPUAffinity {
+    package static var usableCores: Int {
         #if os(Linux)
         // `Cpus_allowed: ff,ffffffff` is the scheduler's affinity mask, in hex words.
         if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),

@@ -181,6 +181,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Seconds to establish a connection to the upstream; past it the client gets 504.")
     var upstreamConnectTimeout: Double = 5
 
+    @Option(help: "Proxy event-loop threads (default: the CPUs this process may use; taskset and cpusets are honoured).")
+    var threads: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -188,6 +191,9 @@ struct Proxy: AsyncParsableCommand {
         do { _ = try Upstream(parsing: upstream) } catch { throw ValidationError(error.description) }
         guard upstreamTimeout > 0, upstreamTimeout <= 3600 else {
             throw ValidationError("--upstream-timeout must be 0...3600 seconds (exclusive of 0), got \(upstreamTimeout)")
+        }
+        if let threads, !(1...256).contains(threads) {
+            throw ValidationError("--threads must be 1...256, got \(threads)")
         }
         guard upstreamConnectTimeout > 0, upstreamConnectTimeout <= 600 else {
             throw ValidationError("--upstream-connect-timeout must be 0...600 seconds (exclusive of 0), got \(upstreamConnectTimeout)")
@@ -206,6 +212,7 @@ struct Proxy: AsyncParsableCommand {
         (proxyOptions.listenHost, proxyOptions.listenPort) = try hostPort(listen, flag: "--listen")
         proxyOptions.upstreamTimeout = .milliseconds(Int64(upstreamTimeout * 1000))
         proxyOptions.connectTimeout = .milliseconds(Int64(upstreamConnectTimeout * 1000))
+        if let threads { proxyOptions.threads = threads }
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         let runtime = OverlayRuntime(
