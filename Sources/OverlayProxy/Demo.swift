@@ -13,6 +13,8 @@ public struct Demo: Sendable {
         public var adminHost = "127.0.0.1"
         public var adminPort = 9901
         public var extProc: ListenAddress = .tcp(host: "127.0.0.1", port: 50051)
+        /// `--instant-models`: the mock models answer at once (for load tests).
+        public var instantModels = false
         public init() {}
     }
 
@@ -26,8 +28,9 @@ public struct Demo: Sendable {
         serve.adminHost = options.adminHost
         serve.adminPort = options.adminPort
         serve.extProc.listen = options.extProc
-        let config = EmbeddedDemo.loadProxyDemo()
-        runtime = OverlayRuntime(options: serve, config: config, document: EmbeddedDemo.proxyDemoText, logger: logger)
+        let config = options.instantModels ? EmbeddedDemo.loadInstantProxyDemo() : EmbeddedDemo.loadProxyDemo()
+        let document = options.instantModels ? EmbeddedDemo.instantProxyDemoText : EmbeddedDemo.proxyDemoText
+        runtime = OverlayRuntime(options: serve, config: config, document: document, logger: logger)
         let appPort = BoundAddress()
         self.appPort = appPort
         app = DemoApp.application(logger: logger) { port in appPort.set(port) }

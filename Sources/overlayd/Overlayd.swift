@@ -244,6 +244,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "ext_proc listen address (as serve --listen): HOST:PORT or unix:/path.")
     var extProcListen = "127.0.0.1:50051"
 
+    @Flag(help: "Mock models answer at once (no simulated latency): a load-test target for the whole path.")
+    var instantModels = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "notice"
 
@@ -258,6 +261,7 @@ struct Demo: AsyncParsableCommand {
         let logger = bootstrapLogging(logLevel)
         var options = OverlayProxy.Demo.Options()
         options.port = port
+        options.instantModels = instantModels
         (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
         do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
         let demo = OverlayProxy.Demo(options: options, logger: logger)

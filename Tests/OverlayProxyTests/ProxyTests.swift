@@ -507,6 +507,21 @@ struct ReverseProxyTests {
         #expect(config.overlay(forAuthority: "example.com") == nil)
     }
 
+    /// `--instant-models`: the same document but for the mocks' latency, which is 0 (the engine's
+    /// inline path); everything else (overlays, split, fallback) is unchanged.
+    @Test func theInstantDemoDiffersOnlyInTheMockLatency() throws {
+        let slow = EmbeddedDemo.loadProxyDemo()
+        let instant = EmbeddedDemo.loadInstantProxyDemo()
+        #expect(slow.models.values.map(\.mockLatencyMs).sorted() == [20, 120])
+        #expect(instant.models.values.allSatisfy { $0.mockLatencyMs == 0 })
+        #expect(instant.overlay(forAuthority: "127.0.0.1:8080")?.name == "crm-canary")
+        #expect(Set(instant.models.keys) == Set(slow.models.keys))
+        #expect(instant.models["mock-fast"]?.fallback == "mock-smart")
+        let changed = zip(EmbeddedDemo.proxyDemoText.split(separator: "\n"), EmbeddedDemo.instantProxyDemoText.split(separator: "\n"))
+            .filter { $0 != $1 }
+        #expect(changed.map { String($0.1) } == ["    latency: 0ms", "    latency: 0ms"])
+    }
+
     @Test func theReportsPageIsValidGzip() throws {
         // Stored deflate blocks: the payload is the page itself, framed and checksummed.
         let page = DemoApp.reportsGzip

@@ -61,4 +61,16 @@ extension EmbeddedDemo {
         """
 
     public static func loadProxyDemo() -> OverlayConfig { compile(proxyDemoText, source: proxyDemoSource) }
+
+    /// The proxy demo with mock models that answer at once (`overlayd demo --instant-models`): a
+    /// load test then measures the proxy, the split and the injection, not the mocks' latency.
+    public static var instantProxyDemoText: String {
+        proxyDemoText.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            line.trimmingPrefix(while: { $0 == " " }).hasPrefix("latency:")
+                ? line.prefix(while: { $0 == " " }) + "latency: 0ms"
+                : line
+        }.joined(separator: "\n")
+    }
+
+    public static func loadInstantProxyDemo() -> OverlayConfig { compile(instantProxyDemoText, source: proxyDemoSource) }
 }
