@@ -192,7 +192,8 @@ let package = Package(
         .testTarget(
             name: "OverlayServerTests",
             dependencies: [
-                "OverlayServer", "ExtProcProto", "OverlayCore",
+                "OverlayServer", "ExtProcProto", "ExtProcCore", "OverlayCore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -52,8 +52,46 @@ public enum UserKeyExtractor {
         return nil
     }
 
-    /// First non-empty value of cookie `name` across all `cookie` headers.
+    /// First non-empty value of cookie `name` across all `cookie` headers (the pairs of
+    /// ``parseCookies(_:)``, found by scanning the header's bytes without building them; the
+    /// same answer for every cookie header of ASCII names and values, RFC 6265's syntax).
     public static func cookieValue(named name: some StringProtocol, in headers: HeaderList) -> Substring? {
+        let wanted = Array(name.utf8)
+        for header in headers where asciiCaseInsensitiveEquals(header.name, "cookie") {
+            if let value = cookieValue(named: wanted, in: header.value) { return value }
+        }
+        return nil
+    }
+
+    /// The first non-empty value of cookie `wanted` in one `cookie` header value.
+    static func cookieValue(named wanted: [UInt8], in header: String) -> Substring? {
+        let bytes = header.utf8
+        var partStart = bytes.startIndex
+        while partStart < bytes.endIndex {
+            let partEnd = bytes[partStart...].firstIndex(of: 0x3B) ?? bytes.endIndex  // ';'
+            defer { partStart = partEnd < bytes.endIndex ? bytes.index(after: partEnd) : partEnd }
+            guard let eq = bytes[partStart..<partEnd].firstIndex(of: 0x3D) else { continue }  // '='
+            let name = trimOWS(bytes[partStart..<eq])
+            guard !name.isEmpty, name.elementsEqual(wanted) else { continue }
+            var value = trimOWS(bytes[bytes.index(after: eq)..<partEnd])
+            if value.count >= 2, value.first == 0x22, value.last == 0x22 {
+                value = value.dropFirst().dropLast()
+            }
+            if !value.isEmpty { return Substring(value) }
+        }
+        return nil
+    }
+
+    private static func trimOWS(_ s: Substring.UTF8View) -> Substring.UTF8View {
+        var s = s
+        while let c = s.first, c == 0x20 || c == 0x09 { s.removeFirst() }
+        while let c = s.last, c == 0x20 || c == 0x09 { s.removeLast() }
+        return s
+    }
+
+    /// ``cookieValue(named:in:)`` as first written, over ``parseCookies(_:)``: the reference the
+    /// tests compare the byte scan with.
+    static func cookieValueReference(named name: some StringProtocol, in headers: HeaderList) -> Substring? {
         for header in headers where asciiCaseInsensitiveEquals(header.name, "cookie") {
             for cookie in parseCookies(header.value) where cookie.name == name && !cookie.value.isEmpty {
                 return cookie.value

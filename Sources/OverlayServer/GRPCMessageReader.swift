@@ -73,15 +73,53 @@ struct ProtobufBytes: SwiftProtobufContiguousBytes {
     }
 }
 
+/// What swift-protobuf serializes into for ``GRPCFrame/encode(_:allocator:)``: a buffer with room
+/// for the 5-byte gRPC prefix before the message, so the frame is the same memory (no copy of the
+/// message, no zero-filling: swift-protobuf writes every byte it asks for).
+struct GRPCFramedBytes: SwiftProtobufContiguousBytes {
+    var buffer: ByteBuffer
+
+    init(repeating: UInt8, count: Int) {
+        buffer = ByteBufferAllocator().buffer(capacity: GRPCFrame.prefixLength + count)
+        if repeating == 0 {
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: GRPCFrame.prefixLength + count) { _ in
+                GRPCFrame.prefixLength + count
+            }
+        } else {
+            buffer.writeRepeatingByte(repeating, count: GRPCFrame.prefixLength + count)
+        }
+        buffer.moveReaderIndex(forwardBy: GRPCFrame.prefixLength)
+    }
+
+    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
+        buffer = ByteBuffer(repeating: 0, count: GRPCFrame.prefixLength)
+        buffer.writeBytes(sequence)
+        buffer.moveReaderIndex(forwardBy: GRPCFrame.prefixLength)
+    }
+
+    var count: Int { buffer.readableBytes }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeReadableBytes(body)
+    }
+
+    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeMutableReadableBytes(body)
+    }
+}
+
 enum GRPCFrame {
-    /// A gRPC length-prefixed frame holding the serialized message.
+    static let prefixLength = 5
+
+    /// A gRPC length-prefixed frame holding the serialized message (serialized in place after the
+    /// prefix, see ``GRPCFramedBytes``).
     static func encode(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws -> ByteBuffer {
-        let payload: ProtobufBytes = try message.serializedBytes()
-        var frame = allocator.buffer(capacity: 5 + payload.count)
-        frame.writeInteger(UInt8(0))
-        frame.writeInteger(UInt32(payload.count))
-        var body = payload.buffer
-        frame.writeBuffer(&body)
+        let payload: GRPCFramedBytes = try message.serializedBytes()
+        var frame = payload.buffer
+        let length = frame.readableBytes
+        frame.moveReaderIndex(to: frame.readerIndex - prefixLength)
+        frame.setInteger(UInt8(0), at: frame.readerIndex)
+        frame.setInteger(UInt32(length), at: frame.readerIndex + 1)
         return frame
     }
 

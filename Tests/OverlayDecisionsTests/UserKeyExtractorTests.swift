@@ -1,4 +1,4 @@
-import OverlayDecisions
+@testable import OverlayDecisions
 import Testing
 
 @Suite("UserKeyExtractor")
@@ -65,5 +65,20 @@ struct UserKeyExtractorTests {
         #expect(UserKeyExtractor.capKey(wide).utf8.count == 18)
         let headers: HeaderList = [(name: "x-user", value: long)]
         #expect(UserKeyExtractor.extract(.header("x-user"), from: headers) == "h:a35b39f73adb54f2")
+    }
+}
+
+@Suite struct CookieScanTests {
+    /// The byte scan finds what the pair list finds, on headers dense in the syntax's edge cases.
+    @Test func theByteScanMatchesTheReference() {
+        var rng = SystemRandomNumberGenerator()
+        let pieces = ["uid", "uid2", "u", "=", "==", ";", "; ", " ", "\t", "\"", "\"abc\"", "abc", "x=y", "UID", ";;", "uid=", "=v"]
+        for _ in 0..<2000 {
+            let header = (0..<Int.random(in: 0..<14, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let headers: HeaderList = [("cookie", header), ("Cookie", "other=1; uid=second")]
+            #expect(
+                UserKeyExtractor.cookieValue(named: "uid", in: headers) == UserKeyExtractor.cookieValueReference(named: "uid", in: headers),
+                "\(header.debugDescription)")
+        }
     }
 }

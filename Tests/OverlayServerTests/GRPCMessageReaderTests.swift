@@ -1,5 +1,9 @@
+import ExtProcCore
+import ExtProcProto
+import Foundation
 import NIOCore
 import NIOHPACK
+import SwiftProtobuf
 import Testing
 
 @testable import OverlayServer
@@ -136,5 +140,29 @@ import Testing
     @Test func atLeastOneUsableCore() {
         #expect(CPUAffinity.usableCores >= 1)
         #expect(CPUAffinity.usableCores <= System.coreCount)
+    }
+}
+
+/// Answers are serialized in place after room for the gRPC prefix: the frame must be the prefix
+/// and exactly the bytes swift-protobuf's own serialization gives, for empty, small and large messages.
+@Suite struct GRPCFrameEncodeTests {
+    @Test(arguments: [0, 1, 100, 70_000])
+    func theFrameIsThePrefixAndTheSerializedMessage(bodyBytes: Int) throws {
+        var response = ProcessingResponse()
+        if bodyBytes > 0 {
+            var body = Envoy_Service_ExtProc_V3_BodyResponse()
+            body.response.bodyMutation.body = Data((0..<bodyBytes).map { UInt8(truncatingIfNeeded: $0 * 7) })
+            response.responseBody = body
+        }
+        let expected: [UInt8] = try response.serializedBytes()
+        var frame = try GRPCFrame.encode(response, allocator: ByteBufferAllocator())
+        #expect(frame.readInteger(as: UInt8.self) == 0)
+        #expect(frame.readInteger(as: UInt32.self) == UInt32(expected.count))
+        #expect(frame.readBytes(length: frame.readableBytes) == expected)
+        // And a batch is the frames one after the other.
+        var batch = try GRPCFrame.encode([response, response], allocator: ByteBufferAllocator())
+        #expect(batch.readableBytes == 2 * (5 + expected.count))
+        batch.moveReaderIndex(forwardBy: 5)
+        #expect(batch.readBytes(length: expected.count) == expected)
     }
 }
