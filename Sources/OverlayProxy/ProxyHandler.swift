@@ -485,12 +485,35 @@ final class Exchange {
 
     var upstreamTakesBody: Bool { upstream?.handler.isWritable ?? false }
 
+    /// Safe to send twice: an idempotent method without a body (RFC 9110 §9.2.2).
+    private var isReplayable: Bool {
+        guard !upgrade, !sentBody else { return false }
+        switch request.method {
+        case .GET, .HEAD, .OPTIONS: return true
+        default: return false
+        }
+    }
+
+    /// Whether request body bytes went out (then the request is not sent again).
+    private var sentBody = false
+
     private var shared: ProxyShared { handler.sharedState }
 
+    /// The request head as sent to the upstream (kept for one retry, see ``upstreamClosed(error:)``).
+    private var upstreamHead: HTTPRequestHead?
+    private var retried = false
+    /// Whether anything of the response came on the current connection.
+    private var sawResponseBytes = false
+
     func start(upstreamHead: HTTPRequestHead) {
+        self.upstreamHead = upstreamHead
         pending.append(.head(upstreamHead))
+        acquire(fresh: upgrade)
+    }
+
+    private func acquire(fresh: Bool) {
         let pool = shared.pool(for: handler.eventLoop)
-        pool.acquire(fresh: upgrade).whenComplete { [self] result in
+        pool.acquire(fresh: fresh).whenComplete { [self] result in
             switch result {
             case .success(let connection):
                 if ended {
@@ -521,6 +544,7 @@ final class Exchange {
 
     func requestBody(_ chunk: ByteBuffer) {
         guard !ended else { return }
+        sentBody = true
         if let upstream {
             upstream.handler.write(.body(.byteBuffer(chunk)))
         } else {
@@ -542,6 +566,7 @@ final class Exchange {
 
     func upstreamRead(_ part: HTTPClientResponsePart) {
         guard !ended else { return }
+        sawResponseBytes = true
         if holdingResponse {
             held.append(part)
             return
@@ -709,7 +734,20 @@ final class Exchange {
 
     func upstreamClosed(error: (any Error)?) {
         guard !ended else { return }
+        let closed = upstream
         upstream = nil
+        if let closed, closed.reused, !retried, !sawResponseBytes, requestFinished, isReplayable {
+            // A kept-alive connection the upstream closed as it was reused (its idle timeout
+            // raced this request): the request never reached the app, and it has no body, so it is
+            // sent once more on a new connection, as nginx does for idempotent requests.
+            retried = true
+            headTimer?.cancel()
+            headTimer = nil
+            if let upstreamHead { pending = [.head(upstreamHead), .end(nil)] }
+            shared.metrics.upstreamRetries.increment()
+            acquire(fresh: true)
+            return
+        }
         if !responseStarted {
             failBeforeHead(error ?? UpstreamClosedEarly())
         } else {

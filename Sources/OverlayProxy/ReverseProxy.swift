@@ -228,12 +228,15 @@ public final class BoundAddress: Sendable {
 /// - `overlayd_proxy_decisions_total{decision}`: pass_through, overlay, own_endpoint.
 /// - `overlayd_proxy_upstream_errors_total{kind}`: connect, timeout, error, body.
 /// - `overlayd_proxy_client_aborts_total`: client connections closed mid-exchange.
+/// - `overlayd_proxy_upstream_retries_total`: idempotent requests sent again because the reused
+///   keep-alive connection was closed by the upstream before any answer.
 /// - `overlayd_proxy_injections_total{result}`: what happened to overlaid response bodies.
 final class ProxyMetrics: Sendable {
     let passThrough: Counter
     let overlaid: Counter
     let ownEndpoint: Counter
     let clientAborts: Counter
+    let upstreamRetries: Counter
     private let errors: [String: Counter]
     private let injections: [String: Counter]
     private let factory: any MetricsFactory
@@ -244,6 +247,7 @@ final class ProxyMetrics: Sendable {
         overlaid = Counter(label: "overlayd_proxy_decisions_total", dimensions: [("decision", "overlay")], factory: factory)
         ownEndpoint = Counter(label: "overlayd_proxy_decisions_total", dimensions: [("decision", "own_endpoint")], factory: factory)
         clientAborts = Counter(label: "overlayd_proxy_client_aborts_total", factory: factory)
+        upstreamRetries = Counter(label: "overlayd_proxy_upstream_retries_total", factory: factory)
         var errors: [String: Counter] = [:]
         for kind in ["connect", "timeout", "error", "body"] {
             errors[kind] = Counter(label: "overlayd_proxy_upstream_errors_total", dimensions: [("kind", kind)], factory: factory)

@@ -115,6 +115,9 @@ final class UpstreamConnection {
     let encoder: HTTPRequestEncoder
     let decoder: ByteToMessageHandler<HTTPResponseDecoder>
     var idleTimer: Scheduled<Void>?
+    /// Served an exchange before (taken from the pool): it may have been closed by the upstream
+    /// at the very moment it was reused.
+    var reused = false
 
     init(
         channel: any Channel, handler: UpstreamHandler, encoder: HTTPRequestEncoder,
@@ -159,7 +162,10 @@ final class UpstreamPool {
             while let connection = idle.popLast() {
                 connection.idleTimer?.cancel()
                 connection.idleTimer = nil
-                if connection.handler.isActive { return eventLoop.assumeIsolated().makeSucceededFuture(connection).assumeIsolated() }
+                if connection.handler.isActive {
+                    connection.reused = true
+                    return eventLoop.assumeIsolated().makeSucceededFuture(connection).assumeIsolated()
+                }
             }
         }
         let tls = self.tls

@@ -344,6 +344,33 @@ struct ReverseProxyTests {
         }
     }
 
+    /// A kept-alive upstream connection closed by the app as it is reused: a GET is sent again on
+    /// a new connection (the client never sees the race), a POST with a body is not (502).
+    @Test func aReusedConnectionClosedByTheAppIsRetriedForIdempotentRequestsOnly() async throws {
+        let accepted = Tally()
+        try await withOneShotUpstream(connections: accepted) { upstreamPort in
+            try await withProxy(upstreamURL: "http://127.0.0.1:\(upstreamPort)") { harness in
+                try await withRawConnection(port: harness.proxyPort) { connection in
+                    try await connection.send("GET /a HTTP/1.1\r\nHost: other.example\r\n\r\n")
+                    let first = try await connection.response()
+                    #expect(first.status == 200 && first.text == "connection 1")
+                    // Reuses connection 1, which the app closes: retried on connection 2.
+                    try await connection.send("GET /b HTTP/1.1\r\nHost: other.example\r\n\r\n")
+                    let second = try await connection.response()
+                    #expect(second.status == 200 && second.text == "connection 2")
+                    // Reuses connection 2, closed as well; a request with a body is not sent twice.
+                    try await connection.send("POST /c HTTP/1.1\r\nHost: other.example\r\nContent-Length: 3\r\n\r\nabc")
+                    let third = try await connection.response()
+                    #expect(third.status == 502)
+                }
+                #expect(accepted.count == 2)
+                let metrics = String(decoding: harness.metrics.render(), as: UTF8.self)
+                #expect(metrics.contains("overlayd_proxy_upstream_retries_total 1"))
+                #expect(metrics.contains("overlayd_proxy_upstream_errors_total{kind=\"error\"} 1"))
+            }
+        }
+    }
+
     @Test func undecodableEncodingsPassThroughUntouchedAndGzipHTMLAndJSONAreRewritten() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in

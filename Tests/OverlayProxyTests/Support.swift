@@ -308,3 +308,54 @@ func withSilentUpstream<T: Sendable>(
         return result
     }
 }
+
+/// An upstream that answers the first request of every connection (keep-alive) and closes the
+/// connection, unanswered, when a second request arrives on it: the race of a kept-alive
+/// connection that the app's idle timeout closes just as the proxy reuses it, made deterministic.
+/// `connections` counts the connections it accepted.
+/// A count shared with the upstream's tasks.
+final class Tally: Sendable {
+    private let value = Mutex(0)
+    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    var count: Int { value.withLock { $0 } }
+}
+
+func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async throws -> T) async throws -> T {
+    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    let port = server.channel.localAddress?.port ?? 0
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask {
+            try await withThrowingDiscardingTaskGroup { serving in
+                try await server.executeThenClose { accepted in
+                    for try await connection in accepted {
+                        let number = connections.next()
+                        serving.addTask {
+                            try? await connection.executeThenClose { inbound, outbound in
+                                var received: [UInt8] = []
+                                var answered = false
+                                for try await chunk in inbound {
+                                    received += chunk.readableBytesView
+                                    guard received.count >= 4, received.suffix(4).elementsEqual([13, 10, 13, 10]) || answered
+                                    else { continue }
+                                    if answered { return }  // the second request: close, unanswered
+                                    answered = true
+                                    received = []
+                                    let text = "connection \(number)"
+                                    try await outbound.write(ByteBuffer(
+                                        string: "HTTP/1.1 200 OK\r\nContent-Length: \(text.utf8.count)\r\n\r\n\(text)"))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        defer { tasks.cancelAll() }
+        return try await body(port)
+    }
+}
