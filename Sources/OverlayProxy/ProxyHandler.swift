@@ -768,14 +768,7 @@ final class Exchange {
     /// No response head came: the client gets 502 or 504 (text).
     private func failBeforeHead(_ error: any Error) {
         guard !ended else { return }
-        headTimer?.cancel()
-        resultTimer?.cancel()
-        call?.forgetWaiter()
-        if let upstream {
-            upstream.handler.delegate = nil
-            upstream.handler.close()
-            self.upstream = nil
-        }
+        stopWaitingAndDropUpstream()
         let failed = ReverseProxy.classify(error)
         shared.metrics.upstreamError(failed.kind)
         shared.logger.notice(
@@ -794,6 +787,12 @@ final class Exchange {
     func abort() {
         guard !ended else { return }
         ended = true
+        stopWaitingAndDropUpstream()
+    }
+
+    /// Timers off, the result's waiter forgotten, and the upstream connection (which cannot
+    /// carry another exchange now) closed.
+    private func stopWaitingAndDropUpstream() {
         headTimer?.cancel()
         resultTimer?.cancel()
         call?.forgetWaiter()

@@ -12,6 +12,7 @@ of the process, so the pipes never fill, and are kept for failure messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -285,3 +286,40 @@ def wait_until(predicate, timeout: float, what: str):
             return value
         time.sleep(0.02)
     raise AssertionError(f"{what} not within {timeout}s")
+
+
+@contextlib.contextmanager
+def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT):
+    """`overlayd proxy --upstream UPSTREAM --config CONFIG` on a free port of 127.0.0.1 (the port
+    is read from its `proxy listening on HOST:PORT` log line); yields the port. On exit it is sent
+    SIGTERM and must exit 0 within STOP_TIMEOUT (graceful shutdown is part of what is tested)."""
+    proc = subprocess.Popen(
+        [str(overlayd_bin()), "proxy", "--upstream", upstream, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+         "--config", str(config)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    found: list[int] = []
+    listening = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            match = re.search(r"proxy listening on 127\.0\.0\.1:(\d+)", line)
+            if match:
+                found.append(int(match.group(1)))
+                listening.set()
+        listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert listening.wait(timeout) and found and proc.poll() is None, "".join(lines)
+        yield found[0]
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("overlayd proxy did not stop on SIGTERM:\n" + "".join(lines))
+    assert code == 0, "".join(lines)

@@ -11,7 +11,6 @@ import hashlib
 import http.server
 import os
 import socket
-import subprocess
 import threading
 
 import h2.config
@@ -19,7 +18,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from overlayd_proc import REPO_ROOT, overlayd_bin
+from overlayd_proc import running_proxy
 
 CONFIG = """\
 apiVersion: orchestrator.io/v1
@@ -75,39 +74,17 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         self.wfile.write(digest)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def proxy_port(tmp_path_factory):
     config = tmp_path_factory.mktemp("h2c") / "overlay.yaml"
     config.write_text(CONFIG)
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(overlayd_bin()), "proxy", "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}", "--listen",
-         f"127.0.0.1:{port}", "--admin", "127.0.0.1:0", "--config", str(config)],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    listening = threading.Event()
-
-    def read():
-        for line in proc.stderr:
-            lines.append(line)
-            if "proxy listening" in line:
-                listening.set()
-        listening.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert listening.wait(60) and proc.poll() is None, "".join(lines)
-    yield port
-    proc.terminate()
-    assert proc.wait(15) == 0, "".join(lines)
-    upstream.shutdown()
+    try:
+        with running_proxy(f"http://127.0.0.1:{upstream.server_address[1]}", config) as port:
+            yield port
+    finally:
+        upstream.shutdown()
 
 
 class H2CClient:

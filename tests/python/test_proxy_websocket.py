@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import threading
 import urllib.request
 
@@ -20,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.datastructures import Headers
 from websockets.sync.client import connect
 
-from overlayd_proc import REPO_ROOT, overlayd_bin
+from overlayd_proc import running_proxy
 
 CONFIG = """\
 apiVersion: orchestrator.io/v1
@@ -31,12 +29,6 @@ spec:
   models: [{name: mock, weight: 100}]
   strategy: Canary
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EchoUpstream:
@@ -89,27 +81,8 @@ class EchoUpstream:
 def proxied(tmp_path_factory):
     config = tmp_path_factory.mktemp("ws") / "overlay.yaml"
     config.write_text(CONFIG)
-    with EchoUpstream() as upstream:
-        port = free_port()
-        proc = subprocess.Popen(
-            [str(overlayd_bin()), "proxy", "--upstream", f"http://127.0.0.1:{upstream.port}", "--listen",
-             f"127.0.0.1:{port}", "--admin", "127.0.0.1:0", "--config", str(config)],
-            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        lines: list[str] = []
-        listening = threading.Event()
-
-        def read():
-            for line in proc.stderr:
-                lines.append(line)
-                if "proxy listening" in line:
-                    listening.set()
-            listening.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        assert listening.wait(60) and proc.poll() is None, "".join(lines)
+    with EchoUpstream() as upstream, running_proxy(f"http://127.0.0.1:{upstream.port}", config) as port:
         yield port, upstream
-        proc.terminate()
-        assert proc.wait(15) == 0, "".join(lines)
 
 
 def test_websocket_messages_echo_through_the_proxy(proxied):
