@@ -100,11 +100,17 @@ public final class ReverseProxy: Service, Sendable {
         health?.markListening()
         logger.info("proxy listening on \(options.listenHost):\(port), upstream \(upstream)")
 
-        try await withGracefulShutdownHandler {
-            try await server.closeFuture.get()
-        } onGracefulShutdown: { [health] in
-            health?.markDraining()
-            // Stop accepting; idle connections close, busy ones once their response is written.
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await server.closeFuture.get()
+            } onGracefulShutdown: { [health] in
+                health?.markDraining()
+                // Stop accepting; idle connections close, busy ones once their response is written.
+                quiesce.initiateShutdown(promise: nil)
+            }
+        } onCancel: {
+            // Cancelled (another service of the group failed): the same stop, and the drain wait
+            // below ends at once (its sleep is cancelled too); the group's shutdown closes the rest.
             quiesce.initiateShutdown(promise: nil)
         }
         // The listener is closed: wait for the connections (bounded by the drain timeout).

@@ -371,6 +371,27 @@ struct ReverseProxyTests {
         }
     }
 
+    /// Cancelled (not shut down gracefully), e.g. when another service of its group fails: `run()`
+    /// returns although a keep-alive client connection is still open.
+    @Test(.timeLimit(.minutes(1))) func cancellingTheProxyEndsItsRun() async throws {
+        let config = try ConfigLoader.load(text: testConfigText, source: "test")
+        var options = ProxyOptions(upstream: try Upstream(parsing: "http://127.0.0.1:1"))
+        options.listenPort = 0
+        let proxy = ReverseProxy(
+            options: options, configStore: ConfigStore(config, document: testConfigText), engine: nil, health: nil,
+            metricsFactory: PrometheusMetrics(), logger: quietLogger)
+        let running = Task { try await proxy.run() }
+        let port = await proxy.listeningPort()
+        try await withRawConnection(port: port) { connection in
+            try await connection.send("GET /__overlay/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(try await connection.response().status == 200)
+            running.cancel()
+            _ = await running.result
+            // The connection was closed by the proxy's shutdown.
+            #expect(try await connection.atEnd())
+        }
+    }
+
     @Test func undecodableEncodingsPassThroughUntouchedAndGzipHTMLAndJSONAreRewritten() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in
