@@ -1,4 +1,5 @@
 import NIOCore
+import NIOExtras
 
 /// The first handler of a client connection: it reads until it can tell whether the client
 /// speaks HTTP/2 by prior knowledge (h2c: the connection preface `PRI * HTTP/2.0…`, RFC 9113 §3.3)
@@ -58,6 +59,11 @@ final class H2CSniffer: ChannelInboundHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             // The client sent (part of) nothing and left.
+            context.close(promise: nil)
+            return
+        }
+        if event is ChannelShouldQuiesceEvent {
+            // Shutdown: no request has begun on this connection (browsers open spare ones).
             context.close(promise: nil)
             return
         }

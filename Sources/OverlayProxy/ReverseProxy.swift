@@ -113,18 +113,20 @@ public final class ReverseProxy: Service, Sendable {
             // below ends at once (its sleep is cancelled too); the group's shutdown closes the rest.
             quiesce.initiateShutdown(promise: nil)
         }
-        // The listener is closed: wait for the connections (bounded by the drain timeout).
-        let drainTimeout = options.drainTimeout
-        await withTaskGroup(of: Void.self) { waiting in
-            waiting.addTask { try? await Task.sleep(for: drainTimeout) }
-            waiting.addTask {
-                let done = group.next().makePromise(of: Void.self)
-                quiesce.initiateShutdown(promise: done)
-                try? await done.futureResult.get()
-            }
-            await waiting.next()
-            waiting.cancelAll()
+        // The listener is closed: wait until every connection has closed, the drain timeout has
+        // passed, or this task is cancelled, whichever comes first (a future's get() would not
+        // end on cancellation). What is still open then is closed by the group's shutdown.
+        let loop = group.next()
+        let drained = loop.makePromise(of: Void.self)
+        let (done, finish) = AsyncStream<Void>.makeStream()
+        drained.futureResult.whenComplete { _ in finish.finish() }
+        let timer = loop.scheduleTask(in: options.drainTimeout.timeAmount) { [logger] in
+            logger.notice("proxy drain timeout: closing the connections still open")
+            finish.finish()
         }
+        quiesce.initiateShutdown(promise: drained)
+        for await _ in done {}
+        timer.cancel()
         for pool in pools {
             try? await pool.eventLoop.submit { pool.value.closeIdle() }.get()
         }
@@ -148,8 +150,16 @@ public final class ReverseProxy: Service, Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
             HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
         ]
+        // Shutdown (ChannelShouldQuiesceEvent) and idleness end a connection with GOAWAY, letting
+        // its streams finish (at most the drain timeout); the handler counts streams through the
+        // multiplexer's stream delegate.
+        let manager = NIOHTTP2ServerConnectionManagementHandler(
+            eventLoop: channel.eventLoop,
+            configuration: .init(
+                maxIdleTime: .minutes(5), maxAge: nil, maxGraceTime: shared.options.drainTimeout.timeAmount, keepalive: nil))
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(),
+            streamDelegate: manager.http2StreamDelegate
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 let sync = stream.pipeline.syncOperations
@@ -157,7 +167,7 @@ public final class ReverseProxy: Service, Sendable {
                 try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: [], decoder: nil))
             }
         }
-        try channel.pipeline.syncOperations.addHandler(CloseOnInputClosed())
+        try channel.pipeline.syncOperations.addHandlers([manager, CloseOnInputClosed()])
     }
 
     /// HTTP/1.1: NIO's server codec with pipelining assistance and protocol error handling, then

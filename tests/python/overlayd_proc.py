@@ -289,10 +289,10 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 @contextlib.contextmanager
-def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT):
+def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT, stop_timeout: float = STOP_TIMEOUT):
     """`overlayd proxy --upstream UPSTREAM --config CONFIG` on a free port of 127.0.0.1 (the port
     is read from its `proxy listening on HOST:PORT` log line); yields the port. On exit it is sent
-    SIGTERM and must exit 0 within STOP_TIMEOUT (graceful shutdown is part of what is tested)."""
+    SIGTERM and must exit 0 within `stop_timeout` (graceful shutdown is part of what is tested)."""
     proc = subprocess.Popen(
         [str(overlayd_bin()), "proxy", "--upstream", upstream, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
          "--config", str(config)],
@@ -317,7 +317,7 @@ def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT)
     finally:
         proc.terminate()
         try:
-            code = proc.wait(STOP_TIMEOUT)
+            code = proc.wait(stop_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -16,6 +16,7 @@ import threading
 import h2.config
 import h2.connection
 import h2.events
+import hyperframe.frame
 import pytest
 
 from overlayd_proc import running_proxy
@@ -221,3 +222,61 @@ def test_a_client_that_half_closes_before_a_request_is_let_go(proxy_port, sent):
             data += chunk
     if sent.endswith(b"\r\n\r\n"):
         assert data[3:4] == b"\x04"  # the server's SETTINGS frame came first
+
+
+def test_shutdown_does_not_wait_for_idle_connections(tmp_path):
+    """SIGTERM while clients hold idle connections of every kind: a spare one that never sent a
+    byte (browsers open these), an HTTP/1.1 keep-alive one and an HTTP/2 one, each after a
+    request. The proxy closes them (GOAWAY for HTTP/2) and exits at once, well inside its 10 s
+    drain timeout, which only a response still in flight may use."""
+    config = tmp_path / "overlay.yaml"
+    config.write_text(CONFIG)
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    held = []
+    try:
+        with running_proxy(f"http://127.0.0.1:{upstream.server_address[1]}", config, stop_timeout=5) as port:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))  # spare, silent
+            keep_alive = socket.create_connection(("127.0.0.1", port), timeout=10)
+            keep_alive.sendall(b"GET /accounts HTTP/1.1\r\nHost: other.example\r\n\r\n")
+            data = b""
+            while len(data) < len(PAGE) or not data.endswith(PAGE):
+                data += keep_alive.recv(65536)
+            held.append(keep_alive)
+            h2 = H2CClient(port)
+            h2.wait([h2.request("GET", "/accounts", "other.example")])
+            held.append(h2.sock)
+            # Like any HTTP/2 client, it keeps reading and answers the PING that follows the
+            # proxy's first GOAWAY (RFC 9113 §6.8's graceful shutdown); it sees the GOAWAYs and
+            # the end of the connection. (Read frame by frame: the h2 package refuses a PING
+            # after a GOAWAY.)
+            goaways: list[int] = []
+
+            def serve_h2():
+                pending = b""
+                while data := h2.sock.recv(65536):
+                    pending += data
+                    while len(pending) >= 9:
+                        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(pending[:9]))
+                        if len(pending) < 9 + length:
+                            break
+                        frame.parse_body(memoryview(pending[9:9 + length]))
+                        pending = pending[9 + length:]
+                        if isinstance(frame, hyperframe.frame.GoAwayFrame):
+                            goaways.append(frame.error_code)
+                        elif isinstance(frame, hyperframe.frame.PingFrame) and "ACK" not in frame.flags:
+                            h2.sock.sendall(hyperframe.frame.PingFrame(0, frame.opaque_data, flags=["ACK"]).serialize())
+
+            reader = threading.Thread(target=serve_h2, daemon=True)
+            reader.start()
+        reader.join(10)
+        assert not reader.is_alive() and goaways and goaways[-1] == 0  # NO_ERROR
+        # The other connections were closed by the proxy: reading reaches the end.
+        for sock in held[:2]:
+            rest = b""
+            while chunk := sock.recv(65536):
+                rest += chunk
+    finally:
+        for sock in held:
+            sock.close()
+        upstream.shutdown()
