@@ -80,15 +80,7 @@ public final class ReverseProxy: Service, Sendable {
             options: options, upstream: upstream, configStore: configStore, engine: engine, metrics: metrics, logger: logger,
             codec: CompressCodec(), pools: pools)
         let quiesce = ServerQuiescingHelper(group: group)
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                }
-            }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        let server = try await ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try Self.configureClient(channel, shared: shared) }
