@@ -523,7 +523,7 @@ final class Exchange {
                 }
                 connected(connection)
             case .failure(let error):
-                if !ended { failBeforeHead(error) }
+                if !ended { failBeforeHead(error, connecting: true) }
             }
         }
     }
@@ -749,7 +749,7 @@ final class Exchange {
             return
         }
         if !responseStarted {
-            failBeforeHead(error ?? UpstreamClosedEarly())
+            failBeforeHead(error ?? UpstreamClosedEarly(), connecting: false)
         } else {
             // Mid-body: the response cannot be completed; closing tells the client it is truncated.
             shared.metrics.upstreamError("body")
@@ -762,14 +762,14 @@ final class Exchange {
 
     private func headTimedOut() {
         guard !ended, !responseStarted, !holdingResponse else { return }
-        failBeforeHead(UpstreamTimedOut())
+        failBeforeHead(UpstreamTimedOut(), connecting: false)
     }
 
     /// No response head came: the client gets 502 or 504 (text).
-    private func failBeforeHead(_ error: any Error) {
+    private func failBeforeHead(_ error: any Error, connecting: Bool) {
         guard !ended else { return }
         stopWaitingAndDropUpstream()
-        let failed = ReverseProxy.classify(error)
+        let failed = ReverseProxy.classify(error, connecting: connecting)
         shared.metrics.upstreamError(failed.kind)
         shared.logger.notice(
             "upstream request failed", metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])

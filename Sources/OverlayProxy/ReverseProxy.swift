@@ -190,15 +190,17 @@ public final class ReverseProxy: Service, Sendable {
         var detail: String
     }
 
-    /// 504 for timeouts, 502 for everything else (refused, reset, malformed).
-    static func classify(_ error: any Error) -> UpstreamFailed {
+    /// 504 for timeouts, 502 for everything else. The kind says when it happened: `connect`
+    /// (refused, unreachable: no connection was made), `timeout`, or `error` (the connection
+    /// was made, then reset, closed or answered with something malformed before the head).
+    static func classify(_ error: any Error, connecting: Bool) -> UpstreamFailed {
         if error is UpstreamTimedOut {
             return UpstreamFailed(status: 504, kind: "timeout", detail: "\(error)")
         }
         if let error = error as? ChannelError, case .connectTimeout = error {
             return UpstreamFailed(status: 504, kind: "timeout", detail: "\(error)")
         }
-        if error is NIOConnectionError || error is IOError {
+        if connecting {
             return UpstreamFailed(status: 502, kind: "connect", detail: "\(error)")
         }
         return UpstreamFailed(status: 502, kind: "error", detail: "\(error)")
