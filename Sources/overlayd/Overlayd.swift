@@ -115,13 +115,7 @@ struct Serve: AsyncParsableCommand {
 
         let runtime = OverlayRuntime(
             options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: runtime.services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                cancellationSignals: [],
-                logger: logger))
-        try await group.run()
+        try await signalledGroup(runtime.services, logger: logger).run()
         logger.info("overlayd stopped")
     }
 }
@@ -220,13 +214,9 @@ struct Proxy: AsyncParsableCommand {
         let proxy = ReverseProxy(
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: runtime.health,
             metricsFactory: runtime.metrics, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: runtime.services + [.init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                cancellationSignals: [],
-                logger: logger))
-        try await group.run()
+        try await signalledGroup(
+            runtime.services + [.init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger
+        ).run()
         logger.info("overlayd proxy stopped")
     }
 }
@@ -265,10 +255,7 @@ struct Demo: AsyncParsableCommand {
         (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
         do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
         let demo = OverlayProxy.Demo(options: options, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: demo.services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
-                logger: logger))
+        let group = signalledGroup(demo.services, logger: logger)
         let extProcText = extProcListen
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -314,4 +301,11 @@ func hostPort(_ text: String, flag: String) throws -> (String, Int) {
     } catch let error as ListenAddressError {
         throw ValidationError("\(flag): \(error)")
     }
+}
+
+/// The services of a command, shut down gracefully on SIGTERM or SIGINT (never cancelled by a
+/// signal: the drain bounds how long that takes).
+func signalledGroup(_ services: [ServiceGroupConfiguration.ServiceConfiguration], logger: Logger) -> ServiceGroup {
+    ServiceGroup(
+        configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
 }
