@@ -178,6 +178,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Proxy event-loop threads (default: the CPUs this process may use; taskset and cpusets are honoured).")
     var threads: Int?
 
+    @Option(help: "Seconds responses in flight may take to finish after SIGTERM/SIGINT (the listener closes at once, idle connections too); then the rest are closed.")
+    var drainTimeout: Double = 10
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -188,6 +191,9 @@ struct Proxy: AsyncParsableCommand {
         }
         if let threads, !(1...256).contains(threads) {
             throw ValidationError("--threads must be 1...256, got \(threads)")
+        }
+        guard drainTimeout >= 0, drainTimeout <= 3600 else {
+            throw ValidationError("--drain-timeout must be 0...3600 seconds, got \(drainTimeout)")
         }
         guard upstreamConnectTimeout > 0, upstreamConnectTimeout <= 600 else {
             throw ValidationError("--upstream-connect-timeout must be 0...600 seconds (exclusive of 0), got \(upstreamConnectTimeout)")
@@ -207,6 +213,7 @@ struct Proxy: AsyncParsableCommand {
         proxyOptions.upstreamTimeout = .milliseconds(Int64(upstreamTimeout * 1000))
         proxyOptions.connectTimeout = .milliseconds(Int64(upstreamConnectTimeout * 1000))
         if let threads { proxyOptions.threads = threads }
+        proxyOptions.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         let runtime = OverlayRuntime(

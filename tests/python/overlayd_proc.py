@@ -289,13 +289,15 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 @contextlib.contextmanager
-def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT, stop_timeout: float = STOP_TIMEOUT):
-    """`overlayd proxy --upstream UPSTREAM --config CONFIG` on a free port of 127.0.0.1 (the port
-    is read from its `proxy listening on HOST:PORT` log line); yields the port. On exit it is sent
-    SIGTERM and must exit 0 within `stop_timeout` (graceful shutdown is part of what is tested)."""
+def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT, stop_timeout: float = STOP_TIMEOUT,
+                  extra_args: tuple[str, ...] = ()):
+    """`overlayd proxy --upstream UPSTREAM --config CONFIG [EXTRA_ARGS]` on a free port of
+    127.0.0.1 (the port is read from its `proxy listening on HOST:PORT` log line); yields the port.
+    On exit it is sent SIGTERM and must exit 0 within `stop_timeout` (graceful shutdown is part of
+    what is tested)."""
     proc = subprocess.Popen(
         [str(overlayd_bin()), "proxy", "--upstream", upstream, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-         "--config", str(config)],
+         "--config", str(config), *extra_args],
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     found: list[int] = []

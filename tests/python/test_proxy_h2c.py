@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import os
 import socket
+import subprocess
 import threading
 
 import h2.config
@@ -19,7 +20,7 @@ import h2.events
 import hyperframe.frame
 import pytest
 
-from overlayd_proc import running_proxy
+from overlayd_proc import overlayd_bin, running_proxy
 
 CONFIG = """\
 apiVersion: orchestrator.io/v1
@@ -280,3 +281,63 @@ def test_shutdown_does_not_wait_for_idle_connections(tmp_path):
         for sock in held:
             sock.close()
         upstream.shutdown()
+
+
+class StallingUpstream(http.server.BaseHTTPRequestHandler):
+    """Sends a response head and half of a page, then holds the rest until told to finish."""
+    protocol_version = "HTTP/1.1"
+    release = threading.Event()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", "200000")
+        self.end_headers()
+        self.wfile.write(b"x" * 100_000)
+        self.wfile.flush()
+        self.release.wait(30)
+
+
+@pytest.mark.parametrize("drain", ["0", "1"])
+def test_drain_timeout_bounds_a_response_in_flight(tmp_path, drain):
+    """`overlayd proxy --drain-timeout N`: on SIGTERM a response still streaming may run N seconds;
+    then its connection is closed and the proxy exits 0, long before the default 10 s (the stop
+    is required within 5 s). The client sees the body cut short."""
+    config = tmp_path / "overlay.yaml"
+    config.write_text(CONFIG)
+    StallingUpstream.release = threading.Event()
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingUpstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    client = None
+    try:
+        with running_proxy(f"http://127.0.0.1:{upstream.server_address[1]}", config, stop_timeout=5,
+                           extra_args=("--drain-timeout", drain)) as port:
+            client = socket.create_connection(("127.0.0.1", port), timeout=15)
+            client.sendall(b"GET /export HTTP/1.1\r\nHost: other.example\r\n\r\n")
+            received = b""
+            while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < 100_000:
+                received += client.recv(65536)
+        # The proxy has exited (inside the context manager's 5 s): the connection it held is closed.
+        while chunk := client.recv(65536):
+            received += chunk
+        head, body = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 200000" in head.lower()
+        assert body == b"x" * 100_000  # the rest never came: the response was cut
+    finally:
+        StallingUpstream.release.set()
+        if client:
+            client.close()
+        upstream.shutdown()
+
+
+def test_drain_timeout_out_of_range_is_refused():
+    for bad in ["-1", "3601"]:
+        result = subprocess.run(
+            [str(overlayd_bin()), "proxy", "--upstream", "http://127.0.0.1:1", f"--drain-timeout={bad}"],
+            capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0
+        assert f"--drain-timeout must be 0...3600 seconds, got {float(bad)}" in result.stderr
