@@ -276,21 +276,7 @@ public final class OverlayEngine: Service, Sendable {
     }
 
     /// 128 random bits, hex.
-    static func newToken() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let words = (generator.next() as UInt64, generator.next() as UInt64)
-        // 32 lower-case hex digits, written in place.
-        return String(unsafeUninitializedCapacity: 32) { buffer in
-            let digits: StaticString = "0123456789abcdef"
-            for (offset, word) in [words.0, words.1].enumerated() {
-                for nibble in 0..<16 {
-                    let value = Int((word >> UInt64(60 - nibble * 4)) & 0xF)
-                    buffer[offset * 16 + nibble] = digits.utf8Start[value]
-                }
-            }
-            return 32
-        }
-    }
+    static func newToken() -> String { RandomTokens.next() }
 
     // MARK: - Shadow jobs
 
