@@ -81,6 +81,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     private var mode = Mode.idle
     private var clientReadHeld = false
+    /// Picks without a user key and shadow sampling: seeded once per connection from the system
+    /// generator (a system call per request would cost more than the pick).
+    private var random: SplitMix64 = {
+        var system = SystemRandomNumberGenerator()
+        return SplitMix64(seed: system.next())
+    }()
     /// After the current response: close the connection (the client asked, or the request was
     /// not read to its end).
     private var closeAfterResponse = false
@@ -221,7 +227,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             return
         case .overlay(let matched):
             metrics.overlaid.increment()
-            var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
             let plan = matched.plan(
                 method: method, host: authority, path: target, headers: Self.headerList(head.headers), random: &random)
             overlay = matched
@@ -357,7 +362,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         case .failure(let error):
             return LocalResponse.askError(error.message)
         case .success(let question):
-            var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
             let plan = overlay.planAsk(question, host: host, headers: headers, random: &random)
             return LocalResponse.askAnswer(startCall(plan: plan, config: shared.configStore.current).pendingView)
         }
