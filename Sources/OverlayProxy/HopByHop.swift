@@ -43,16 +43,34 @@ enum HopByHop {
         out.reserveCapacity(headers.count)
         for (name, value) in headers {
             let lower = lowercasedASCII(name)
-            if fixed.contains(lower) || (!named.isEmpty && named.contains(lower)) { continue }
+            if isFixed(lower) || (!named.isEmpty && named.contains(lower)) { continue }
             out.append((lower, value))
         }
         return out
     }
 
+    /// Whether a lower-cased name is in ``fixed``; most names are ruled out by their length alone,
+    /// before any hashing (this runs for every field of every response).
+    static func isFixed(_ lower: String) -> Bool {
+        switch lower.utf8.count {
+        case 2, 7, 10, 16, 17, 18, 19: return fixed.contains(lower)
+        default: return false
+        }
+    }
+
     /// `name` lower-cased (field names are ASCII tokens); the same string when it already is.
     static func lowercasedASCII(_ name: String) -> String {
-        if !name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { return name }
-        return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+        var name = name
+        if let lowered = name.withUTF8({ bytes -> String? in
+            guard bytes.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) else { return nil }
+            return String(unsafeUninitializedCapacity: bytes.count) { out in
+                for (index, byte) in bytes.enumerated() { out[index] = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
+                return bytes.count
+            }
+        }) {
+            return lowered
+        }
+        return name
     }
 }
 

@@ -1,0 +1,32 @@
+import NIOHTTP1
+import Testing
+
+@testable import OverlayProxy
+
+@Suite struct HopByHopTests {
+    @Test func everyFixedNameIsRecognisedWhateverItsLength() {
+        for name in HopByHop.fixed { #expect(HopByHop.isFixed(name), "\(name)") }
+        for name in ["date", "server", "content-type", "content-length", "etag", "x-upgrade", "tee", "trailers", "connections"] {
+            #expect(!HopByHop.isFixed(name), "\(name)")
+        }
+    }
+
+    @Test func lowercasingTouchesOnlyASCIIUpperCase() {
+        #expect(HopByHop.lowercasedASCII("Content-Type") == "content-type")
+        #expect(HopByHop.lowercasedASCII("already-lower") == "already-lower")
+        #expect(HopByHop.lowercasedASCII("X-A_Long-Header-Name-Beyond-Small-String") == "x-a_long-header-name-beyond-small-string")
+        #expect(HopByHop.lowercasedASCII("") == "")
+        #expect(HopByHop.lowercasedASCII("[@Z`z]") == "[@z`z]")
+    }
+
+    @Test func responseFieldsLoseHopByHopAndConnectionNamedOnes() {
+        let headers = HTTPHeaders([
+            ("Server", "nginx"), ("Connection", "keep-alive, X-Trace"), ("Keep-Alive", "timeout=5"),
+            ("X-Trace", "1"), ("Transfer-Encoding", "chunked"), ("Content-Type", "text/html"), ("TE", "trailers"),
+            ("Proxy-Authenticate", "Basic"), ("Upgrade", "h2c"), ("ETag", "\"a\""),
+        ])
+        let kept = HopByHop.endToEnd(headers)
+        #expect(kept.map(\.name) == ["server", "content-type", "etag"])
+        #expect(kept.map(\.value) == ["nginx", "text/html", "\"a\""])
+    }
+}
