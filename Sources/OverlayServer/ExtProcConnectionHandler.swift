@@ -103,7 +103,10 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
         // `as?` casts costs more than the events' handling.
         let type = ObjectIdentifier(Swift.type(of: event))
         if type == Self.windowUpdated, let window = event as? NIOHTTP2WindowUpdatedEvent {
+            // The most frequent event (several per stream) and ours alone: the management handler
+            // after us only wants streams created and closed, and quiescing.
             refillWindow(context: context, window)
+            return
         } else if type == Self.streamClosed, let closed = event as? StreamClosedEvent {
             streams.removeValue(forKey: closed.streamID)?.release()
         } else if type == Self.shouldQuiesce {

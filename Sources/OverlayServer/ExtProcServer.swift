@@ -169,7 +169,8 @@ public final class ExtProcServer: Service, Sendable {
         stream.streamResetFrameRateLimit.windowLength = .milliseconds(100)
         // Frame mode: NIOHTTP2Handler hands every stream's frames to ExtProcConnectionHandler.
         // Stream frames stop at ExtProcConnectionHandler; connection frames (PING acks) and every
-        // user event go on to the management handler (GOAWAY on drain, keepalive, grace timer).
+        // user event but window updates go on to the management handler (GOAWAY on drain, keepalive,
+        // grace timer).
         try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
         // Partial messages of all streams may hold at most two maximum-size messages before the
         // connection window stops being refilled.
