@@ -166,6 +166,39 @@ public struct ResponseRewrite: Sendable {
         }
     }
 
+    /// Like ``rewrite(_:endOfStream:)``, for an adapter that can send the end of a chunk without
+    /// copying it (the proxy's buffers): send `emitted`, then `chunk[restFrom...]`. An HTML page
+    /// is copied only up to the insertion point; every other kind answers as `rewrite` does
+    /// (`restFrom` 0 for "unchanged", `chunk.count` when `emitted` replaces the chunk).
+    public mutating func rewriteSplitting(_ chunk: UnsafeRawBufferPointer, endOfStream: Bool) -> (emitted: [UInt8], restFrom: Int) {
+        guard case .html(var injector) = kind else {
+            guard let replaced = rewrite(chunk, endOfStream: endOfStream) else { return ([], 0) }
+            return (replaced, chunk.count)
+        }
+        let before = injector.injected || injector.outcome == .alreadyPresent
+        if !before && bytesSeen + chunk.count > limit {
+            return (rewrite(chunk, endOfStream: endOfStream) ?? Array(chunk), chunk.count)
+        }
+        bytesSeen += chunk.count
+        kind = .passing  // drop the enum's copy, so `injector` is uniquely referenced (no copy on write)
+        var (emitted, restFrom) = injector.feedSplitting(chunk)
+        if endOfStream {
+            let tail = injector.finish()
+            if !tail.isEmpty {
+                emitted.append(contentsOf: chunk[restFrom...])
+                emitted.append(contentsOf: tail)
+                restFrom = chunk.count
+            }
+        }
+        switch injector.outcome {
+        case .pending: break
+        case .alreadyPresent: outcome = "already_present"
+        default: outcome = "injected"
+        }
+        kind = .html(injector)
+        return (emitted, restFrom)
+    }
+
     /// The bytes to send instead of `chunk`, or nil to send `chunk` unchanged.
     public mutating func rewrite(_ chunk: some Collection<UInt8>, endOfStream: Bool) -> [UInt8]? {
         bytesSeen += chunk.count

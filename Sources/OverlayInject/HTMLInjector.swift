@@ -156,15 +156,41 @@ public struct HTMLInjector: Sendable {
         return Array(chunk).withUnsafeBufferPointer { feedBytes($0) }
     }
 
+    /// Like ``feed(_:)``, for a caller that can send the end of a chunk without copying it: the
+    /// output for `chunk` is `emitted` followed by `chunk[restFrom...]` (the bytes after the
+    /// decision, which pass unchanged). `restFrom` is `chunk.count` while undecided, and 0 for
+    /// every chunk once decided (or after ``finish()``).
+    public mutating func feedSplitting(_ chunk: UnsafeRawBufferPointer) -> (emitted: [UInt8], restFrom: Int) {
+        if finished || outcome != .pending {
+            bytesConsumed += chunk.count
+            return ([], 0)
+        }
+        let bytes = UnsafeBufferPointer(start: chunk.baseAddress?.assumingMemoryBound(to: UInt8.self), count: chunk.count)
+        return feedBytes(bytes, stopAtDecision: true)
+    }
+
     private mutating func feedBytes(_ chunk: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        feedBytes(chunk, stopAtDecision: false).emitted
+    }
+
+    /// `stopAtDecision`: the bytes after the decision are left in the chunk (their offset is
+    /// returned); otherwise they are copied into the output.
+    private mutating func feedBytes(
+        _ chunk: UnsafeBufferPointer<UInt8>, stopAtDecision: Bool
+    ) -> (emitted: [UInt8], restFrom: Int) {
         var out: [UInt8] = []
-        out.reserveCapacity(chunk.count + held.count + snippet.count)
+        out.reserveCapacity((stopAtDecision ? min(chunk.count, 1024) : chunk.count) + held.count + snippet.count)
+        var restFrom = chunk.count
         var i = 0
         while i < chunk.count {
             if outcome != .pending {
-                // Decided: the rest of the chunk goes out in one copy.
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[i...]))
                 bytesConsumed += chunk.count - i
+                if stopAtDecision {
+                    restFrom = i
+                } else {
+                    // Decided: the rest of the chunk goes out in one copy.
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[i...]))
+                }
                 break
             }
             // States that only wait for one byte value: copy the run up to it in one go.
@@ -185,7 +211,7 @@ public struct HTMLInjector: Sendable {
             bytesConsumed += 1
             i += 1
         }
-        return out
+        return (out, restFrom)
     }
 
     /// Signals the end of the body; returns the held-back bytes and, if no

@@ -688,10 +688,16 @@ final class Exchange {
     }
 
     private func responseBody(_ chunk: ByteBuffer) {
-        if rewrite != nil, let replaced = rewrite!.rewrite(chunk.readableBytesView, endOfStream: false) {
-            if !replaced.isEmpty { handler.writeBody(replaced) }
-        } else {
+        guard rewrite != nil else {
             handler.writeBody(chunk)
+            return
+        }
+        // Only what precedes the insertion point is copied; the rest of the page goes out as
+        // slices of the buffers read from the upstream.
+        let (emitted, restFrom) = chunk.withUnsafeReadableBytes { rewrite!.rewriteSplitting($0, endOfStream: false) }
+        if !emitted.isEmpty { handler.writeBody(emitted) }
+        if restFrom < chunk.readableBytes {
+            handler.writeBody(chunk.getSlice(at: chunk.readerIndex + restFrom, length: chunk.readableBytes - restFrom)!)
         }
     }
 

@@ -95,6 +95,38 @@ private func hasEndTag(_ name: String, in input: [UInt8], at offset: Int) -> Boo
         }
     }
 
+    @Test func splittingFeedsGiveTheSameOutputAsCopyingFeeds() {
+        var rng = SplitMix64(seed: 0x5EED_0F_5B11_7AB1)
+        var passedUnchanged = 0
+        for iteration in 0..<3000 {
+            let page = randomPage(&rng)
+            let maxHoldBack = [64, 6, 16].randomElement(using: &rng)!
+            let sizes = randomChunkSizes(&rng)
+            let copying = run(page, chunkSizes: sizes, maxHoldBack: maxHoldBack)
+            let splitting = runSplitting(page, chunkSizes: sizes, maxHoldBack: maxHoldBack)
+            #expect(splitting == copying, "iteration \(iteration)")
+            if copying.outcome != .atEnd && copying.outcome != .alreadyPresent { passedUnchanged += 1 }
+        }
+        #expect(passedUnchanged > 500)
+    }
+
+    @Test func splittingLeavesTheRestOfTheChunkAfterTheInsertion() {
+        let page = bytes("<html><head><title>t</title></head><body>" + String(repeating: "<p>row</p>", count: 100) + "</body></html>")
+        var injector = HTMLInjector(snippet: testSnippet)
+        let (emitted, restFrom) = page.withUnsafeBytes { injector.feedSplitting($0) }
+        let head = bytes("<html><head><title>t</title>")
+        // `</head>` was held until it was known to be the end tag, so it is emitted after the
+        // snippet; the rest of the chunk after it is left in place.
+        #expect(emitted == head + testSnippet + bytes("</head>"))
+        #expect(restFrom == head.count + "</head>".utf8.count)
+        #expect(injector.outcome == .beforeHeadEnd)
+        // Every later chunk passes whole.
+        let next = bytes("<p>more</p>")
+        let (later, laterRest) = next.withUnsafeBytes { injector.feedSplitting($0) }
+        #expect(later.isEmpty && laterRest == 0)
+        #expect(injector.finish().isEmpty)
+    }
+
     @Test func binaryGarbageIsPassedThrough() {
         var rng = SplitMix64(seed: 42)
         for _ in 0..<200 {

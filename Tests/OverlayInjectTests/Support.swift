@@ -42,6 +42,30 @@ func run(_ input: [UInt8], chunkSizes: [Int], maxHoldBack: Int = 64, snippet: [U
     return Run(output: out, outcome: injector.outcome, offset: injector.insertionOffset, maxHeld: maxHeld)
 }
 
+/// As ``run(_:chunkSizes:maxHoldBack:snippet:)``, through ``HTMLInjector/feedSplitting(_:)``: the
+/// output of each chunk is what it emitted followed by the chunk's unchanged rest.
+func runSplitting(_ input: [UInt8], chunkSizes: [Int], maxHoldBack: Int = 64, snippet: [UInt8] = testSnippet) -> Run {
+    var injector = HTMLInjector(snippet: snippet, maxHoldBack: maxHoldBack)
+    var out: [UInt8] = []
+    var maxHeld = 0
+    var i = 0
+    var k = 0
+    while i < input.count {
+        let size = max(1, chunkSizes[k % chunkSizes.count])
+        k += 1
+        let end = min(input.count, i + size)
+        let chunk = Array(input[i..<end])
+        let (emitted, restFrom) = chunk.withUnsafeBytes { injector.feedSplitting($0) }
+        precondition((0...chunk.count).contains(restFrom))
+        out += emitted
+        out += chunk[restFrom...]
+        maxHeld = max(maxHeld, injector.heldBackCount)
+        i = end
+    }
+    out += injector.finish()
+    return Run(output: out, outcome: injector.outcome, offset: injector.insertionOffset, maxHeld: maxHeld)
+}
+
 func runWhole(_ input: [UInt8], snippet: [UInt8] = testSnippet) -> Run {
     run(input, chunkSizes: [max(1, input.count)], snippet: snippet)
 }
