@@ -11,13 +11,27 @@ enum HopByHop {
         "proxy-authenticate", "proxy-authorization",
     ]
 
-    /// The field names listed in `Connection` values (lower-cased).
+    /// The field names listed in `Connection` values (lower-cased), other than those in ``fixed``
+    /// (dropped anyway): for the usual `keep-alive` or `upgrade` the set stays empty.
     static func named(byConnection values: some Sequence<String>) -> Set<String> {
         var names: Set<String> = []
         for value in values {
-            for token in value.split(separator: ",") {
-                let name = token.trimmingCharacters(in: " \t").lowercased()
-                if !name.isEmpty { names.insert(name) }
+            var value = value
+            value.withUTF8 { bytes in
+                var start = 0
+                while start < bytes.count {
+                    var end = start
+                    while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
+                    var low = start
+                    var high = end
+                    while low < high && (bytes[low] == 0x20 || bytes[low] == 0x09) { low += 1 }
+                    while high > low && (bytes[high - 1] == 0x20 || bytes[high - 1] == 0x09) { high -= 1 }
+                    if high > low {
+                        let name = lowercasedASCII(String(decoding: UnsafeBufferPointer(rebasing: bytes[low..<high]), as: UTF8.self))
+                        if !isFixed(name) { names.insert(name) }
+                    }
+                    start = end + 1
+                }
             }
         }
         return names
@@ -71,14 +85,5 @@ enum HopByHop {
             return lowered
         }
         return name
-    }
-}
-
-extension Substring {
-    func trimmingCharacters(in set: String) -> String {
-        var text = self
-        while let first = text.first, set.contains(first) { text = text.dropFirst() }
-        while let last = text.last, set.contains(last) { text = text.dropLast() }
-        return String(text)
     }
 }

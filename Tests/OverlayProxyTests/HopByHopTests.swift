@@ -19,6 +19,15 @@ import Testing
         #expect(HopByHop.lowercasedASCII("[@Z`z]") == "[@z`z]")
     }
 
+    @Test func connectionTokensAreTrimmedLowerCasedAndFixedNamesLeftOut() {
+        #expect(HopByHop.named(byConnection: ["keep-alive, X-Trace , ,Foo\t", "\tUpgrade,bar"]) == ["x-trace", "foo", "bar"])
+        #expect(HopByHop.named(byConnection: ["keep-alive"]).isEmpty)
+        #expect(HopByHop.named(byConnection: ["Keep-Alive, TE, Upgrade"]).isEmpty)
+        #expect(HopByHop.named(byConnection: ["close"]) == ["close"])
+        #expect(HopByHop.named(byConnection: ["", " , ,"]).isEmpty)
+        #expect(HopByHop.named(byConnection: ["X-Very-Long-Custom-Header-Name-Over-Small"]) == ["x-very-long-custom-header-name-over-small"])
+    }
+
     @Test func responseFieldsLoseHopByHopAndConnectionNamedOnes() {
         let headers = HTTPHeaders([
             ("Server", "nginx"), ("Connection", "keep-alive, X-Trace"), ("Keep-Alive", "timeout=5"),
