@@ -114,7 +114,8 @@ final class UpstreamConnection {
     let handler: UpstreamHandler
     let encoder: HTTPRequestEncoder
     let decoder: ByteToMessageHandler<HTTPResponseDecoder>
-    var idleTimer: Scheduled<Void>?
+    /// When it was last put in the pool (the pool's sweep closes it ``UpstreamPool`` idle time later).
+    var idleSince = NIODeadline.uptimeNanoseconds(0)
     /// Served an exchange before (taken from the pool): it may have been closed by the upstream
     /// at the very moment it was reused.
     var reused = false
@@ -135,7 +136,9 @@ final class UpstreamConnection {
 /// here is locked: it is only touched on its loop).
 ///
 /// At most `maxIdle` idle connections are kept per loop; each is closed after `idleTimeout`
-/// unused, or as soon as the upstream closes it.
+/// unused (found by a sweep that runs every quarter of it while any connection is idle, so within
+/// 1.25 × `idleTimeout`), or as soon as the upstream closes it. A timer per release would cost a
+/// schedule and a cancel on every request.
 final class UpstreamPool {
     let eventLoop: any EventLoop
     private let upstream: Upstream
@@ -143,7 +146,9 @@ final class UpstreamPool {
     private let idleTimeout: TimeAmount
     private let maxIdle: Int
     private let tls: NIOSSLContext?
+    /// Oldest first: connections are reused from the end (the most recently used).
     private var idle: [UpstreamConnection] = []
+    private var sweep: Scheduled<Void>?
 
     init(eventLoop: any EventLoop, upstream: Upstream, options: ProxyOptions, tls: NIOSSLContext?) {
         self.eventLoop = eventLoop
@@ -160,8 +165,6 @@ final class UpstreamPool {
         eventLoop.preconditionInEventLoop()
         if !fresh {
             while let connection = idle.popLast() {
-                connection.idleTimer?.cancel()
-                connection.idleTimer = nil
                 if connection.handler.isActive {
                     connection.reused = true
                     return eventLoop.assumeIsolated().makeSucceededFuture(connection).assumeIsolated()
@@ -203,21 +206,42 @@ final class UpstreamPool {
             connection.handler.close()
             return
         }
+        connection.idleSince = .now()
         idle.append(connection)
         connection.handler.onClose = { [weak self, weak connection] in
             guard let self, let connection else { return }
             self.idle.removeAll { $0 === connection }
-            connection.idleTimer?.cancel()
         }
-        connection.idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak connection] in
-            connection?.handler.close()
-        }
+        scheduleSweep()
         // An idle connection is read, so that the upstream closing it is seen at once.
         connection.handler.resumeReading()
     }
 
+    private func scheduleSweep() {
+        guard sweep == nil, !idle.isEmpty else { return }
+        let interval = TimeAmount.nanoseconds(max(idleTimeout.nanoseconds / 4, 1_000_000))
+        sweep = eventLoop.assumeIsolated().scheduleTask(in: interval) { [weak self] in
+            guard let self else { return }
+            self.sweep = nil
+            self.closeExpired(now: .now())
+            self.scheduleSweep()
+        }
+    }
+
+    /// Closes the connections idle for `idleTimeout` or longer (the oldest are first).
+    func closeExpired(now: NIODeadline) {
+        var expired = 0
+        while expired < idle.count && now - idle[expired].idleSince >= idleTimeout { expired += 1 }
+        guard expired > 0 else { return }
+        let closing = idle[..<expired]
+        idle.removeFirst(expired)
+        for connection in closing { connection.handler.close() }
+    }
+
     /// Closes every idle connection (shutdown).
     func closeIdle() {
+        sweep?.cancel()
+        sweep = nil
         let connections = idle
         idle = []
         for connection in connections { connection.handler.close() }

@@ -371,6 +371,31 @@ struct ReverseProxyTests {
         }
     }
 
+    /// A keep-alive connection to the app left unused for the idle timeout is closed by the proxy
+    /// (not earlier; the pool's sweep finds it within a quarter of the timeout more).
+    @Test(.timeLimit(.minutes(1))) func idleUpstreamConnectionsAreClosedAfterTheIdleTimeout() async throws {
+        try await withKeepAliveUpstream { upstreamPort, closed in
+            try await withProxy(upstreamIdleTimeout: .milliseconds(300), upstreamURL: "http://127.0.0.1:\(upstreamPort)") { harness in
+                try await withRawConnection(port: harness.proxyPort) { connection in
+                    try await connection.send("GET /a HTTP/1.1\r\nHost: other.example\r\n\r\n")
+                    let response = try await connection.response()
+                    #expect(response.status == 200 && response.text == "ok")
+                    let answered = ContinuousClock.now
+                    // The app sees its connection end without another request: the idle timeout.
+                    // (The client's answer comes a little after the connection went idle, so the
+                    // bound leaves a margin instead of racing the delivery.)
+                    var ends = closed.makeAsyncIterator()
+                    let end = try #require(await ends.next())
+                    #expect(end - answered >= .milliseconds(200))
+                    // The client's own connection is untouched: a new request gets a new upstream
+                    // connection.
+                    try await connection.send("GET /b HTTP/1.1\r\nHost: other.example\r\n\r\n")
+                    #expect(try await connection.response().status == 200)
+                }
+            }
+        }
+    }
+
     /// Cancelled (not shut down gracefully), e.g. when another service of its group fails: `run()`
     /// returns although a keep-alive client connection is still open.
     @Test(.timeLimit(.minutes(1))) func cancellingTheProxyEndsItsRun() async throws {

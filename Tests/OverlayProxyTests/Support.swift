@@ -74,6 +74,7 @@ struct ProxyHarness {
 /// 127.0.0.1:0, in one ServiceGroup; shuts both down gracefully after `body`.
 func withProxy<T: Sendable>(
     upstreamTimeout: Duration = .seconds(10),
+    upstreamIdleTimeout: Duration = .seconds(60),
     upstreamURL: String? = nil,
     routes: (Router<BasicRequestContext>, Seen) -> Void = { _, _ in },
     _ body: (ProxyHarness) async throws -> T
@@ -92,6 +93,7 @@ func withProxy<T: Sendable>(
     var options = ProxyOptions(upstream: try Upstream(parsing: upstreamURL ?? "http://127.0.0.1:1"))
     options.listenPort = 0
     options.upstreamTimeout = upstreamTimeout
+    options.upstreamIdleTimeout = upstreamIdleTimeout
     let fixedUpstream = upstreamURL
     let proxy = ReverseProxy(
         options: options, configStore: store, engine: engine, health: nil, metricsFactory: metrics, logger: quietLogger,
@@ -357,5 +359,45 @@ func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async th
         }
         defer { tasks.cancelAll() }
         return try await body(port)
+    }
+}
+
+/// An upstream that answers every request on a connection with `200 "ok"` (keep-alive) and
+/// reports each connection's end, with when it ended, on `closed`.
+func withKeepAliveUpstream<T: Sendable>(
+    _ body: (_ port: Int, _ closed: AsyncStream<ContinuousClock.Instant>) async throws -> T
+) async throws -> T {
+    let (closed, closedSink) = AsyncStream.makeStream(of: ContinuousClock.Instant.self)
+    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    let port = server.channel.localAddress?.port ?? 0
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask {
+            try await withThrowingDiscardingTaskGroup { serving in
+                try await server.executeThenClose { accepted in
+                    for try await connection in accepted {
+                        serving.addTask {
+                            try? await connection.executeThenClose { inbound, outbound in
+                                var received: [UInt8] = []
+                                for try await chunk in inbound {
+                                    received += chunk.readableBytesView
+                                    while let end = received.firstRange(of: [13, 10, 13, 10]) {
+                                        received.removeSubrange(..<end.upperBound)
+                                        try await outbound.write(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+                                    }
+                                }
+                            }
+                            closedSink.yield(.now)
+                        }
+                    }
+                }
+            }
+        }
+        defer { tasks.cancelAll() }
+        return try await body(port, closed)
     }
 }
