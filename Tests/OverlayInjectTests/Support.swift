@@ -23,8 +23,12 @@ struct Run: Equatable {
     var maxHeld: Int
 }
 
-/// Feeds `input` in the given chunk sizes (cycled), then finishes.
-func run(_ input: [UInt8], chunkSizes: [Int], maxHoldBack: Int = 64, snippet: [UInt8] = testSnippet) -> Run {
+/// Feeds `input` in the given chunk sizes (cycled), then finishes. `splitting`: through
+/// ``HTMLInjector/feedSplitting(_:)``, the output of each chunk being what it emitted followed by
+/// the chunk's unchanged rest.
+func run(
+    _ input: [UInt8], chunkSizes: [Int], maxHoldBack: Int = 64, snippet: [UInt8] = testSnippet, splitting: Bool = false
+) -> Run {
     var injector = HTMLInjector(snippet: snippet, maxHoldBack: maxHoldBack)
     var out: [UInt8] = []
     var maxHeld = 0
@@ -34,31 +38,15 @@ func run(_ input: [UInt8], chunkSizes: [Int], maxHoldBack: Int = 64, snippet: [U
         let size = max(1, chunkSizes[k % chunkSizes.count])
         k += 1
         let end = min(input.count, i + size)
-        out += injector.feed(input[i..<end])
-        maxHeld = max(maxHeld, injector.heldBackCount)
-        i = end
-    }
-    out += injector.finish()
-    return Run(output: out, outcome: injector.outcome, offset: injector.insertionOffset, maxHeld: maxHeld)
-}
-
-/// As ``run(_:chunkSizes:maxHoldBack:snippet:)``, through ``HTMLInjector/feedSplitting(_:)``: the
-/// output of each chunk is what it emitted followed by the chunk's unchanged rest.
-func runSplitting(_ input: [UInt8], chunkSizes: [Int], maxHoldBack: Int = 64, snippet: [UInt8] = testSnippet) -> Run {
-    var injector = HTMLInjector(snippet: snippet, maxHoldBack: maxHoldBack)
-    var out: [UInt8] = []
-    var maxHeld = 0
-    var i = 0
-    var k = 0
-    while i < input.count {
-        let size = max(1, chunkSizes[k % chunkSizes.count])
-        k += 1
-        let end = min(input.count, i + size)
-        let chunk = Array(input[i..<end])
-        let (emitted, restFrom) = chunk.withUnsafeBytes { injector.feedSplitting($0) }
-        precondition((0...chunk.count).contains(restFrom))
-        out += emitted
-        out += chunk[restFrom...]
+        if splitting {
+            let chunk = Array(input[i..<end])
+            let (emitted, restFrom) = chunk.withUnsafeBytes { injector.feedSplitting($0) }
+            precondition((0...chunk.count).contains(restFrom))
+            out += emitted
+            out += chunk[restFrom...]
+        } else {
+            out += injector.feed(input[i..<end])
+        }
         maxHeld = max(maxHeld, injector.heldBackCount)
         i = end
     }

@@ -322,7 +322,15 @@ final class Tally: Sendable {
     var count: Int { value.withLock { $0 } }
 }
 
-func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async throws -> T) async throws -> T {
+typealias RawInbound = NIOAsyncChannelInboundStream<ByteBuffer>
+typealias RawOutbound = NIOAsyncChannelOutboundWriter<ByteBuffer>
+
+/// A raw TCP upstream on 127.0.0.1:0: every accepted connection is served by `serve` (with its
+/// number, from 1), and closed when `serve` returns. `body` gets the port.
+func withRawUpstream<T: Sendable>(
+    serve: @escaping @Sendable (_ number: Int, RawInbound, RawOutbound) async throws -> Void,
+    _ body: (Int) async throws -> T
+) async throws -> T {
     let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .bind(host: "127.0.0.1", port: 0) { channel in
             channel.eventLoop.makeCompletedFuture {
@@ -330,27 +338,16 @@ func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async th
             }
         }
     let port = server.channel.localAddress?.port ?? 0
+    let numbers = Tally()
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask {
             try await withThrowingDiscardingTaskGroup { serving in
                 try await server.executeThenClose { accepted in
                     for try await connection in accepted {
-                        let number = connections.next()
+                        let number = numbers.next()
                         serving.addTask {
                             try? await connection.executeThenClose { inbound, outbound in
-                                var received: [UInt8] = []
-                                var answered = false
-                                for try await chunk in inbound {
-                                    received += chunk.readableBytesView
-                                    guard received.count >= 4, received.suffix(4).elementsEqual([13, 10, 13, 10]) || answered
-                                    else { continue }
-                                    if answered { return }  // the second request: close, unanswered
-                                    answered = true
-                                    received = []
-                                    let text = "connection \(number)"
-                                    try await outbound.write(ByteBuffer(
-                                        string: "HTTP/1.1 200 OK\r\nContent-Length: \(text.utf8.count)\r\n\r\n\(text)"))
-                                }
+                                try await serve(number, inbound, outbound)
                             }
                         }
                     }
@@ -362,42 +359,43 @@ func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async th
     }
 }
 
-/// An upstream that answers every request on a connection with `200 "ok"` (keep-alive) and
-/// reports each connection's end, with when it ended, on `closed`.
+/// Answers the first request of each connection with `connection N`, then closes the
+/// connection when the next request arrives, unanswered (a keep-alive connection the app closed
+/// just as it was reused). `connections` counts the connections accepted.
+func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async throws -> T) async throws -> T {
+    try await withRawUpstream(
+        serve: { number, inbound, outbound in
+            _ = connections.next()
+            var received: [UInt8] = []
+            var answered = false
+            for try await chunk in inbound {
+                received += chunk.readableBytesView
+                guard received.count >= 4, received.suffix(4).elementsEqual([13, 10, 13, 10]) || answered else { continue }
+                if answered { return }  // the second request: close, unanswered
+                answered = true
+                received = []
+                let text = "connection \(number)"
+                try await outbound.write(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: \(text.utf8.count)\r\n\r\n\(text)"))
+            }
+        }, body)
+}
+
+/// Answers every request on a connection with `200 "ok"` (keep-alive) and reports each
+/// connection's end, with when it ended, on `closed`.
 func withKeepAliveUpstream<T: Sendable>(
     _ body: (_ port: Int, _ closed: AsyncStream<ContinuousClock.Instant>) async throws -> T
 ) async throws -> T {
     let (closed, closedSink) = AsyncStream.makeStream(of: ContinuousClock.Instant.self)
-    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-            }
-        }
-    let port = server.channel.localAddress?.port ?? 0
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask {
-            try await withThrowingDiscardingTaskGroup { serving in
-                try await server.executeThenClose { accepted in
-                    for try await connection in accepted {
-                        serving.addTask {
-                            try? await connection.executeThenClose { inbound, outbound in
-                                var received: [UInt8] = []
-                                for try await chunk in inbound {
-                                    received += chunk.readableBytesView
-                                    while let end = received.firstRange(of: [13, 10, 13, 10]) {
-                                        received.removeSubrange(..<end.upperBound)
-                                        try await outbound.write(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-                                    }
-                                }
-                            }
-                            closedSink.yield(.now)
-                        }
-                    }
+    return try await withRawUpstream(
+        serve: { _, inbound, outbound in
+            defer { closedSink.yield(.now) }
+            var received: [UInt8] = []
+            for try await chunk in inbound {
+                received += chunk.readableBytesView
+                while let end = received.firstRange(of: [13, 10, 13, 10]) {
+                    received.removeSubrange(..<end.upperBound)
+                    try await outbound.write(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
                 }
             }
-        }
-        defer { tasks.cancelAll() }
-        return try await body(port, closed)
-    }
+        }, { port in try await body(port, closed) })
 }
