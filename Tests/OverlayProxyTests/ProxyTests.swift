@@ -150,6 +150,35 @@ struct ReverseProxyTests {
         }
     }
 
+    /// HTTP/1.1 pipelining (RFC 9112 §9.3.2): requests sent back to back on one connection, before
+    /// any answer, are answered in order, whatever each one is (overlaid page, own endpoint, a
+    /// forwarded body, pass-through).
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        let hooks = Hooks()
+        try await withProxy(routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                let overlaid = "127.0.0.1:\(harness.proxyPort)"
+                try await connection.send(
+                    "GET /page HTTP/1.1\r\nHost: \(overlaid)\r\n\r\n"
+                        + "GET /__overlay/overlay.js HTTP/1.1\r\nHost: \(overlaid)\r\n\r\n"
+                        + "POST /echo HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\n\r\nabcde"
+                        + "GET /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n"
+                        + "GET /page HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let page = try await connection.response()
+                #expect(page.status == 200 && page.text.contains("id=\"overlayd-result\"") && page.text.hasSuffix("<body>hi</body></html>"))
+                let script = try await connection.response()
+                #expect(script.status == 200 && script.body == OverlayScript.bytes)
+                let echo = try await connection.response()
+                #expect(echo.status == 200 && echo.text == "abcde")
+                let fixed = try await connection.response()
+                #expect(fixed.status == 200 && fixed.text == "hello")
+                let plain = try await connection.response()
+                #expect(plain.status == 200 && plain.text == "<html><head><title>t</title></head><body>hi</body></html>")
+            }
+            #expect(harness.seen.all.map(\.path) == ["/page", "/echo", "/fixed", "/page"])
+        }
+    }
+
     @Test func contentLengthBodiesBothWays() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in
