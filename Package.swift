@@ -162,7 +162,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OverlayCoreTests",
-            dependencies: ["OverlayCore"],
+            dependencies: ["OverlayCore", "OverlayDecisions"],
             swiftSettings: strict
         ),
         .testTarget(

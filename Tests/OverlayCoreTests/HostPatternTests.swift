@@ -1,5 +1,6 @@
 import Testing
 @testable import OverlayCore
+import OverlayDecisions
 
 @Suite("HostPattern")
 struct HostPatternTests {
@@ -123,6 +124,30 @@ struct RouteTableTests {
     ])
     func normalised(authority: String, host: String) {
         #expect(RouteTable.normalisedHost(authority[...]) == host)
+    }
+
+    /// The byte-level normalisation answers as the Character-level one it replaced, on random
+    /// authorities built from the characters that matter (brackets, colons, dots, case, non-ASCII).
+    @Test("normalised host equals the Character-based reference on random authorities")
+    func normalisedMatchesReference() {
+        func reference(_ authority: Substring) -> String {
+            var host = authority
+            if host.first == "[" {
+                if let close = host.firstIndex(of: "]") { host = host[...close] }
+            } else if let colon = host.lastIndex(of: ":") {
+                host = host[..<colon]
+            }
+            if host.last == "." { host = host.dropLast() }
+            return host.lowercased()
+        }
+        let pieces = ["a", "B", "x-y", ".", ":", "[", "]", "::1", "8080", "É", "ß", "é", "İ", "0", "Z.", "app"]
+        var rng = SplitMix64(seed: 0xA11_7E57)
+        for _ in 0..<5_000 {
+            let authority = (0..<Int.random(in: 0...8, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let prefixed = "x" + authority  // also as a Substring that does not start at its base's start
+            #expect(RouteTable.normalisedHost(authority[...]) == reference(authority[...]), "\(authority)")
+            #expect(RouteTable.normalisedHost(prefixed.dropFirst()) == reference(prefixed.dropFirst()), "\(authority)")
+        }
     }
 
     @Test("the longest wildcard suffix wins")
