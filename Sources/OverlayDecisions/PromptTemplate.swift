@@ -191,7 +191,7 @@ public struct PromptTemplate: Sendable, Hashable {
                 guard !headerName.isEmpty, headerName.utf8.allSatisfy(isTokenByte) else {
                     throw .invalidHeaderName(name: headerName, at: position(open))
                 }
-                let lower = String(decoding: headerName.utf8.map(UserKeyExtractor.asciiLower), as: UTF8.self)
+                let lower = ASCIICase.lowercasedIfNeeded(headerName.utf8) ?? headerName
                 if !allowSensitiveHeaders, sensitiveHeaders.contains(lower) {
                     throw .sensitiveHeader(name: lower, at: position(open))
                 }

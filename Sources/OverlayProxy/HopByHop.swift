@@ -1,5 +1,6 @@
 import HTTPTypes
 import NIOHTTP1
+import OverlayDecisions
 
 /// Hop-by-hop header fields (RFC 9110 §7.6.1): meaningful for one connection only, so a proxy
 /// never forwards them, in either direction.
@@ -74,16 +75,6 @@ enum HopByHop {
 
     /// `name` lower-cased (field names are ASCII tokens); the same string when it already is.
     static func lowercasedASCII(_ name: String) -> String {
-        var name = name
-        if let lowered = name.withUTF8({ bytes -> String? in
-            guard bytes.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) else { return nil }
-            return String(unsafeUninitializedCapacity: bytes.count) { out in
-                for (index, byte) in bytes.enumerated() { out[index] = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
-                return bytes.count
-            }
-        }) {
-            return lowered
-        }
-        return name
+        ASCIICase.lowercasedIfNeeded(name.utf8) ?? name
     }
 }

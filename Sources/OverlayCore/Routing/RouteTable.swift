@@ -1,3 +1,5 @@
+import OverlayDecisions
+
 /// Host → overlay index lookup, precomputed from the config.
 ///
 /// Exact hosts are a dictionary; wildcards are checked longest suffix first. Validation rejects
@@ -48,14 +50,6 @@ public struct RouteTable: Sendable {
         var host = bytes[bytes.startIndex..<end]
         if host.last == UInt8(ascii: ".") { host = host.dropLast() }
         if host.contains(where: { $0 >= 0x80 }) { return String(Substring(host)).lowercased() }
-        if !host.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { return String(Substring(host)) }
-        return String(unsafeUninitializedCapacity: host.count) { out in
-            var index = 0
-            for byte in host {
-                out[index] = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
-                index += 1
-            }
-            return index
-        }
+        return ASCIICase.lowercasedIfNeeded(host) ?? String(Substring(host))
     }
 }
