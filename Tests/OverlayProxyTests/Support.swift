@@ -265,56 +265,34 @@ func residentBytes() -> Int {
     return 0
 }
 
-/// A raw upstream for abort tests: accepts one connection, reads the request head, optionally
-/// answers with a head and one body chunk, then writes nothing more and fires `sawClose` when the
-/// proxy closes the connection.
+/// A raw upstream for abort tests: reads the request head, optionally answers with a head and
+/// one body chunk, then writes nothing more and fires `sawClose` when the proxy closes the
+/// connection.
 func withSilentUpstream<T: Sendable>(
     answerHead: Bool, sawRequest: Signal, sawClose: Signal, _ body: (Int) async throws -> T
 ) async throws -> T {
-    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+    try await withRawUpstream(
+        serve: { _, inbound, outbound in
+            var received: [UInt8] = []
+            var iterator = inbound.makeAsyncIterator()
+            while true {
+                guard let chunk = try await iterator.next() else { break }
+                received += chunk.readableBytesView
+                if received.count >= 4 && received.suffix(4).elementsEqual([13, 10, 13, 10]) { break }
             }
-        }
-    let port = server.channel.localAddress?.port ?? 0
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask {
-            try await server.executeThenClose { connections in
-                for try await connection in connections {
-                    try await connection.executeThenClose { inbound, outbound in
-                        var received: [UInt8] = []
-                        var iterator = inbound.makeAsyncIterator()
-                        while true {
-                            guard let chunk = try await iterator.next() else { break }
-                            received += chunk.readableBytesView
-                            if received.count >= 4 && received.suffix(4).elementsEqual([13, 10, 13, 10]) { break }
-                        }
-                        sawRequest.fire()
-                        if answerHead {
-                            try await outbound.write(ByteBuffer(
-                                string: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"))
-                        }
-                        // Nothing more: wait for the proxy to close (end of input or a reset).
-                        do {
-                            while try await iterator.next() != nil {}
-                        } catch {}
-                        sawClose.fire()
-                    }
-                    return
-                }
+            sawRequest.fire()
+            if answerHead {
+                try await outbound.write(ByteBuffer(
+                    string: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"))
             }
-        }
-        let result = try await body(port)
-        try await tasks.waitForAll()
-        return result
-    }
+            // Nothing more: wait for the proxy to close (end of input or a reset).
+            do {
+                while try await iterator.next() != nil {}
+            } catch {}
+            sawClose.fire()
+        }, body)
 }
 
-/// An upstream that answers the first request of every connection (keep-alive) and closes the
-/// connection, unanswered, when a second request arrives on it: the race of a kept-alive
-/// connection that the app's idle timeout closes just as the proxy reuses it, made deterministic.
-/// `connections` counts the connections it accepted.
 /// A count shared with the upstream's tasks.
 final class Tally: Sendable {
     private let value = Mutex(0)
@@ -359,9 +337,10 @@ func withRawUpstream<T: Sendable>(
     }
 }
 
-/// Answers the first request of each connection with `connection N`, then closes the
-/// connection when the next request arrives, unanswered (a keep-alive connection the app closed
-/// just as it was reused). `connections` counts the connections accepted.
+/// Answers the first request of each connection with `connection N` (keep-alive), then closes the
+/// connection, unanswered, when a second request arrives on it: the race of a kept-alive
+/// connection that the app's idle timeout closes just as the proxy reuses it, made deterministic.
+/// `connections` counts the connections accepted.
 func withOneShotUpstream<T: Sendable>(connections: Tally, _ body: (Int) async throws -> T) async throws -> T {
     try await withRawUpstream(
         serve: { number, inbound, outbound in
