@@ -28,18 +28,23 @@ public struct Demo: Sendable {
         serve.adminHost = options.adminHost
         serve.adminPort = options.adminPort
         serve.extProc.listen = options.extProc
+        serve.extProc.listenOption = "--ext-proc-listen"
         let config = options.instantModels ? EmbeddedDemo.loadInstantProxyDemo() : EmbeddedDemo.loadProxyDemo()
         let document = options.instantModels ? EmbeddedDemo.instantProxyDemoText : EmbeddedDemo.proxyDemoText
         runtime = OverlayRuntime(options: serve, config: config, document: document, logger: logger)
         let appPort = BoundAddress()
         self.appPort = appPort
-        app = DemoApp.application(logger: logger) { port in appPort.set(port) }
+        app = EndReporting(DemoApp.application(logger: logger) { port in appPort.set(port) }) { appPort.finish() }
         var proxyOptions = ProxyOptions(upstream: try! Upstream(parsing: "http://127.0.0.1:1"))
         proxyOptions.listenPort = options.port
+        proxyOptions.listenOption = "--port"
         proxy = ReverseProxy(
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: nil,
             metricsFactory: runtime.metrics, logger: logger,
-            resolveUpstream: { try! Upstream(parsing: "http://127.0.0.1:\(await appPort.port())") })
+            resolveUpstream: {
+                guard let port = await appPort.port() else { throw DemoAppStopped() }
+                return try Upstream(parsing: "http://127.0.0.1:\(port)")
+            })
     }
 
     /// Every service: the runtime's (engine, admin, ext_proc), then the app, then the proxy (which
@@ -49,5 +54,26 @@ public struct Demo: Sendable {
             .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
         ]
+    }
+}
+
+/// The demo's app stopped before it listened (the proxy then has nothing to stand in front of).
+struct DemoAppStopped: Error, CustomStringConvertible {
+    var description: String { "the demo's legacy app stopped before it listened" }
+}
+
+/// Runs a service and reports when it has ended, however it ended.
+struct EndReporting: Service {
+    let service: any Service
+    let onEnd: @Sendable () -> Void
+
+    init(_ service: any Service, onEnd: @escaping @Sendable () -> Void) {
+        self.service = service
+        self.onEnd = onEnd
+    }
+
+    func run() async throws {
+        defer { onEnd() }
+        try await service.run()
     }
 }

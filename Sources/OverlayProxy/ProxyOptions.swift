@@ -49,6 +49,8 @@ public struct ProxyOptions: Sendable {
     /// `--listen`: default `127.0.0.1:8080` (port 0 picks a free port).
     public var listenHost = "127.0.0.1"
     public var listenPort = 8080
+    /// The option that set the listen address, named when it cannot be opened.
+    public var listenOption = "--listen"
     /// `--upstream-timeout`: from sending the request to the upstream's response head; past it the
     /// client gets 504. (A body that has started is not timed: streams may be long.)
     public var upstreamTimeout: Duration = .seconds(30)

@@ -10,7 +10,6 @@ import NIOPosix
 import NIOSSL
 import OverlayServer
 import ServiceLifecycle
-import Synchronization
 
 /// `overlayd proxy`: an HTTP/1.1 reverse proxy in front of one upstream, making the same overlay
 /// decisions as the ext_proc adapter (``ExchangeStateMachine``) with the same pure functions:
@@ -31,7 +30,7 @@ public final class ReverseProxy: Service, Sendable {
     private let logger: Logger
     private let metrics: ProxyMetrics
     private let bound = BoundAddress()
-    private let resolveUpstream: (@Sendable () async -> Upstream)?
+    private let resolveUpstream: (@Sendable () async throws -> Upstream)?
 
     /// - Parameters:
     ///   - engine: runs the model calls (nil: overlaid requests get a failed result).
@@ -40,7 +39,7 @@ public final class ReverseProxy: Service, Sendable {
     public init(
         options: ProxyOptions, configStore: ConfigStore, engine: OverlayEngine?, health: HealthState?,
         metricsFactory: any MetricsFactoryBox, logger: Logger,
-        resolveUpstream: (@Sendable () async -> Upstream)? = nil
+        resolveUpstream: (@Sendable () async throws -> Upstream)? = nil
     ) {
         self.resolveUpstream = resolveUpstream
         self.options = options
@@ -51,12 +50,14 @@ public final class ReverseProxy: Service, Sendable {
         self.metrics = ProxyMetrics(factory: metricsFactory.factory)
     }
 
-    /// The port the proxy listens on, once it does (waits until then).
-    public func listeningPort() async -> Int { await bound.port() }
+    /// The port the proxy listens on, once it does (waits until then); nil if the proxy stopped
+    /// before it listened.
+    public func listeningPort() async -> Int? { await bound.port() }
 
     public func run() async throws {
+        defer { bound.finish() }
         // The demo's app binds a free port first: the proxy learns it here.
-        let upstream = await resolveUpstream?() ?? options.upstream
+        let upstream = try await resolveUpstream?() ?? options.upstream
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
         do {
             try await serve(upstream: upstream, group: group)
@@ -80,17 +81,21 @@ public final class ReverseProxy: Service, Sendable {
             options: options, upstream: upstream, configStore: configStore, engine: engine, metrics: metrics, logger: logger,
             codec: CompressCodec(), pools: pools)
         let quiesce = ServerQuiescingHelper(group: group)
-        let server = try await ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
+        let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try Self.configureClient(channel, shared: shared) }
             }
-            .bind(host: options.listenHost, port: options.listenPort)
-            .get()
-        let port = server.localAddress?.port ?? options.listenPort
-        bound.set(port)
+        let (host, port) = (options.listenHost, options.listenPort)
+        let server = try await ListenFailure.opening(
+            option: options.listenOption, address: ListenAddress.tcp(host: host, port: port).description
+        ) {
+            try await bootstrap.bind(host: host, port: port).get()
+        }
+        let boundPort = server.localAddress?.port ?? port
+        bound.set(boundPort)
         health?.markListening()
-        logger.info("proxy listening on \(options.listenHost):\(port), upstream \(upstream)")
+        logger.info("proxy listening on \(host):\(boundPort), upstream \(upstream)")
 
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
@@ -208,29 +213,11 @@ public final class ReverseProxy: Service, Sendable {
 }
 
 /// The bound port, awaited by whoever needs it (tests, the demo's banner).
-public final class BoundAddress: Sendable {
-    public init() {}
-    private let state = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
+public typealias BoundAddress = Bound<Int>
 
-    public func set(_ port: Int) {
-        let waiters = state.withLock { state in
-            state.port = port
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: port) }
-    }
-
-    public func port() async -> Int {
-        await withCheckedContinuation { continuation in
-            let known: Int? = state.withLock { state in
-                if let port = state.port { return port }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let known { continuation.resume(returning: known) }
-        }
-    }
+extension Bound<Int> {
+    /// The bound port, once there is one; nil if the server stopped without binding.
+    public func port() async -> Int? { await value() }
 }
 
 /// The proxy's own metrics (the engine's and the config store's are shared with ext_proc mode).

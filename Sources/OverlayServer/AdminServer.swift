@@ -6,7 +6,6 @@ import OverlayCore
 import OverlayDecisions
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 
 /// The admin HTTP endpoint (Hummingbird): `/metrics` (Prometheus text), `/healthz` (alive),
 /// `/readyz` (config loaded and ext_proc listening; 503 otherwise or while draining), `/config`
@@ -15,7 +14,9 @@ import Synchronization
 /// `/v1/desired-state` (the active document, with an ETag; 304 for a matching If-None-Match).
 public final class AdminServer: Service, Sendable {
     private let app: Application<RouterResponder<BasicRequestContext>>
-    private let bound = BoundText()
+    private let bound = Bound<String>()
+    private let host: String
+    private let port: Int
 
     /// The address actually bound (`HOST:PORT`, port 0 resolved), once listening; nil if the
     /// server stopped before it listened.
@@ -25,6 +26,8 @@ public final class AdminServer: Service, Sendable {
         host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger,
         drift: DriftBoard? = nil
     ) {
+        self.host = host
+        self.port = port
         let router = Router()
         router.get("/drift") { _, _ -> Response in
             let body = try Self.driftJSON(drift?.report() ?? [:])
@@ -211,41 +214,11 @@ public final class AdminServer: Service, Sendable {
 
     public func run() async throws {
         defer { bound.finish() }
-        try await app.run()
-    }
-}
-
-/// A value set once (the bound address), awaited by any number of callers.
-final class BoundText: Sendable {
-    private let state = Mutex<(value: String?, finished: Bool, waiters: [CheckedContinuation<String?, Never>])>((nil, false, []))
-
-    func set(_ value: String) {
-        let waiters = state.withLock { state in
-            state.value = value
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: value) }
-    }
-
-    func finish() {
-        let waiters = state.withLock { state in
-            state.finished = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: nil) }
-    }
-
-    func value() async -> String? {
-        await withCheckedContinuation { continuation in
-            let known: String?? = state.withLock { state in
-                if let value = state.value { return .some(value) }
-                if state.finished { return .some(nil) }
-                state.waiters.append(continuation)
-                return .none
-            }
-            if let known { continuation.resume(returning: known) }
+        do {
+            try await app.run()
+        } catch let error as IOError where !bound.isSet {
+            // The listener never opened (the port is taken, say): name the option and the address.
+            throw ListenFailure(option: "--admin", address: ListenAddress.tcp(host: host, port: port).description, error: error)
         }
     }
 }

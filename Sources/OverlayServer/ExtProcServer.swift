@@ -11,6 +11,8 @@ import Synchronization
 public struct ExtProcServerOptions: Sendable {
     /// `--listen`: default `127.0.0.1:50051`.
     public var listen: ListenAddress = .tcp(host: "127.0.0.1", port: 50051)
+    /// The option that set ``listen``, named when the address cannot be opened.
+    public var listenOption = "--listen"
     /// `--drain-timeout`: how long in-flight streams may run after SIGTERM (default 10 s).
     public var drainTimeout: Duration = .seconds(10)
     /// `--max-message-bytes`: the largest gRPC message accepted (default 32 MiB; Envoy's BUFFERED
@@ -92,7 +94,9 @@ public final class ExtProcServer: Service, Sendable {
         try? await gracefulShutdown()
 
         shared.health.markDraining()
-        shared.logger.info("ext_proc draining", metadata: ["drain_timeout": "\(options.drainTimeout)"])
+        if !Task.isCancelled {
+            shared.logger.info("ext_proc draining", metadata: ["drain_timeout": "\(options.drainTimeout)"])
+        }
         let drained = group.next().makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: drained)
         let timeout = options.drainTimeout
@@ -110,6 +114,9 @@ public final class ExtProcServer: Service, Sendable {
         }
         if finished {
             shared.logger.info("ext_proc drained: every stream finished")
+        } else if Task.isCancelled {
+            // Not a drain: another service of the group failed, and everything stops at once.
+            shared.logger.info("ext_proc stopping: cancelled, closing the connections")
         } else {
             shared.logger.warning("ext_proc drain timeout: closing the remaining connections", metadata: ["drain_timeout": "\(timeout)"])
         }
@@ -129,11 +136,13 @@ public final class ExtProcServer: Service, Sendable {
                     try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace, strict: strict)
                 }
             }
-        switch options.listen {
-        case .tcp(let host, let port):
-            return try await bootstrap.bind(host: host, port: port).get()
-        case .unix(let path):
-            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        return try await ListenFailure.opening(option: options.listenOption, address: "\(options.listen)") {
+            switch options.listen {
+            case .tcp(let host, let port):
+                return try await bootstrap.bind(host: host, port: port).get()
+            case .unix(let path):
+                return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            }
         }
     }
 

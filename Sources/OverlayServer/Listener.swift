@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import NIOExtras
 import NIOPosix
@@ -16,5 +23,49 @@ extension ServerBootstrap {
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    }
+}
+
+/// A listener that could not be opened, said with the option that set it, the address, and what
+/// the system's error means (the bare `bind(...)` error names neither the option nor the address).
+public struct ListenFailure: Error, CustomStringConvertible {
+    /// The command-line option that chose the address (`--listen`, `--admin`, ...).
+    public let option: String
+    public let address: String
+    public let reason: String
+
+    public init(option: String, address: String, error: any Error) {
+        self.option = option
+        self.address = address
+        self.reason = Self.explain(error)
+    }
+
+    public var description: String { "cannot listen on \(address) (\(option)): \(reason)" }
+
+    static func explain(_ error: any Error) -> String {
+        guard let io = error as? IOError else { return "\(error)" }
+        switch io.errnoCode {
+        case EADDRINUSE:
+            return "the address is already in use (another process listens there, or a connection holds the port); choose another port or stop that process"
+        case EACCES:
+            return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a socket path needs a writable directory)"
+        case EADDRNOTAVAIL:
+            return "the address is not one of this host's interfaces"
+        case ENOENT:
+            return "the socket's directory does not exist"
+        default:
+            return "\(io)"
+        }
+    }
+
+    /// Runs `bind`, turning what it throws into a ``ListenFailure`` for `option` and `address`.
+    package static func opening<T>(
+        option: String, address: String, _ bind: () async throws -> T
+    ) async throws -> T {
+        do {
+            return try await bind()
+        } catch {
+            throw ListenFailure(option: option, address: address, error: error)
+        }
     }
 }

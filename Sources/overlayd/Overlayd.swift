@@ -263,14 +263,16 @@ struct Demo: AsyncParsableCommand {
         do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
         let demo = OverlayProxy.Demo(options: options, logger: logger)
         let group = signalledGroup(demo.services, logger: logger)
-        let extProcText = extProcListen
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            tasks.addTask { [options] in
-                let proxyPort = await demo.proxy.listeningPort()
-                let appPort = await demo.appPort.port()
-                let extProc = await demo.runtime.extProc.listeningAddress() ?? extProcText
-                let adminBase = "http://" + (await demo.runtime.admin.listeningAddress() ?? "\(options.adminHost):\(options.adminPort)")
+            tasks.addTask {
+                // Announced once everything listens. A nil: something stopped before it listened
+                // (a port in use, say); the group's error says what, and nothing is announced.
+                guard let proxyPort = await demo.proxy.listeningPort(), let appPort = await demo.appPort.port(),
+                    let extProc = await demo.runtime.extProc.listeningAddress(),
+                    let admin = await demo.runtime.admin.listeningAddress()
+                else { return }
+                let adminBase = "http://" + admin
                 let banner =
                     """
                     overlayd demo is running (Ctrl-C to stop)

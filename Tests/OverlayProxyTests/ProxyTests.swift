@@ -435,7 +435,7 @@ struct ReverseProxyTests {
             options: options, configStore: ConfigStore(config, document: testConfigText), engine: nil, health: nil,
             metricsFactory: PrometheusMetrics(), logger: quietLogger)
         let running = Task { try await proxy.run() }
-        let port = await proxy.listeningPort()
+        let port = try #require(await proxy.listeningPort())
         try await withRawConnection(port: port) { connection in
             try await connection.send("GET /__overlay/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             #expect(try await connection.response().status == 200)
@@ -644,8 +644,8 @@ extension DemoTests {
         let group = ServiceGroup(configuration: .init(services: demo.services, logger: quietLogger))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            let proxyPort = await demo.proxy.listeningPort()
-            let appPort = await demo.appPort.port()
+            let proxyPort = try #require(await demo.proxy.listeningPort())
+            let appPort = try #require(await demo.appPort.port())
             #expect(await demo.runtime.extProc.listeningAddress() != nil)
             try await withRawConnection(port: proxyPort) { connection in
                 try await connection.send("GET / HTTP/1.1\r\nHost: 127.0.0.1:\(proxyPort)\r\n\r\n")

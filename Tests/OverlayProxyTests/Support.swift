@@ -99,7 +99,8 @@ func withProxy<T: Sendable>(
         options: options, configStore: store, engine: engine, health: nil, metricsFactory: metrics, logger: quietLogger,
         resolveUpstream: {
             if let fixedUpstream { return try! Upstream(parsing: fixedUpstream) }
-            return try! Upstream(parsing: "http://127.0.0.1:\(await upstreamPort.port())")
+            let port = try #require(await upstreamPort.port())
+            return try! Upstream(parsing: "http://127.0.0.1:\(port)")
         })
     let group = ServiceGroup(
         configuration: .init(
@@ -109,7 +110,8 @@ func withProxy<T: Sendable>(
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
         let harness = ProxyHarness(
-            proxyPort: await proxy.listeningPort(), upstreamPort: await upstreamPort.port(), seen: seen, metrics: metrics)
+            proxyPort: try #require(await proxy.listeningPort()), upstreamPort: try #require(await upstreamPort.port()),
+            seen: seen, metrics: metrics)
         do {
             let result = try await body(harness)
             await group.triggerGracefulShutdown()

@@ -1,0 +1,81 @@
+"""A listen address that cannot be opened: every command exits at once with status 1 and one
+error line naming the option, the address and the reason (the bare ``bind(...)`` error said
+neither which option nor which address), and nothing is announced as running.
+
+The port is taken by a listening socket of this test on 127.0.0.1 (port 0: the kernel picks it).
+``demo --port`` used to hang here: the banner waited forever for a proxy port that never came.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from overlayd_proc import overlayd_bin
+
+EXIT_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def taken_port():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(overlayd_bin()), *args, "--log-level", "info"],
+        capture_output=True, text=True, timeout=EXIT_TIMEOUT,
+    )
+
+
+CASES = {
+    "serve --listen": (["serve", "--listen", "127.0.0.1:{port}", "--admin", "127.0.0.1:0"], "--listen"),
+    "serve --admin": (["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:{port}"], "--admin"),
+    "proxy --listen": (
+        ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:{port}", "--admin", "127.0.0.1:0"],
+        "--listen",
+    ),
+    "demo --port": (
+        ["demo", "--port", "{port}", "--admin", "127.0.0.1:0", "--ext-proc-listen", "127.0.0.1:0"],
+        "--port",
+    ),
+    "demo --ext-proc-listen": (
+        ["demo", "--port", "0", "--admin", "127.0.0.1:0", "--ext-proc-listen", "127.0.0.1:{port}"],
+        "--ext-proc-listen",
+    ),
+    "demo --admin": (
+        ["demo", "--port", "0", "--admin", "127.0.0.1:{port}", "--ext-proc-listen", "127.0.0.1:0"],
+        "--admin",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_taken_port_is_named_with_its_option(case, taken_port):
+    template, option = CASES[case]
+    result = run([arg.format(port=taken_port) for arg in template])
+    assert result.returncode == 1, result.stderr
+    expected = (
+        f"Error: cannot listen on 127.0.0.1:{taken_port} ({option}): the address is already in use"
+    )
+    assert expected in result.stderr, result.stderr
+    assert "is running" not in result.stdout, result.stdout  # the demo announces nothing
+    # Nothing claims a drain that did not happen: the other listeners were cancelled, not drained.
+    assert "drain timeout" not in result.stderr, result.stderr
+
+
+def test_a_socket_path_in_a_missing_directory_is_explained(tmp_path):
+    path = tmp_path / "missing" / "overlayd.sock"
+    result = run(["serve", "--listen", f"unix:{path}", "--admin", "127.0.0.1:0"])
+    assert result.returncode == 1, result.stderr
+    assert f"Error: cannot listen on unix:{path} (--listen): the socket's directory does not exist" in result.stderr, (
+        result.stderr
+    )
