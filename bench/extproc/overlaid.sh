@@ -9,13 +9,13 @@
 #   bench/extproc/overlaid.sh            # ROUNDS=3 SETTINGS="8x16 64x10" DURATION=8 WARMUP=2
 #
 # Knobs: ROUNDS, SETTINGS, DURATION, WARMUP, OVERLAYD_BIN (default: release build in
-# .build-release), SHARED_BENCH, BENCH_WORK, PORT (50060). Traffic stays on 127.0.0.1; the
+# .build-release), SHARED_BENCH, BENCH_WORK, PORT (15060). Traffic stays on 127.0.0.1; the
 # processes started here are stopped by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
 B=${SHARED_BENCH:-$ROOT/../shared/bench}
 export SHARED_BENCH=$B BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
-PORT=${PORT:-50060}
+PORT=${PORT:-15060}
 ROUNDS=${ROUNDS:-3}
 export SETTINGS=${SETTINGS:-"8x16 64x10"} DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CHECK=0
 

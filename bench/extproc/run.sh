@@ -8,8 +8,10 @@
 #
 # Knobs (environment): ROUNDS [3], MODES ["pinned unpinned"], SETTINGS ["8x16 64x10"],
 # BODIES ["headers body30k"], DURATION [8], WARMUP [2], OVERLAYD_BIN [release build below],
-# SHARED_BENCH [../shared/bench], BENCH_WORK [/tmp/overlayd-bench], PORT [50060],
-# RSS_OPEN [1000], RSS_CHURN [1000000] (0 skips the memory check).
+# SHARED_BENCH [../shared/bench], BENCH_WORK [/tmp/overlayd-bench], PORT [15060],
+# RSS_OPEN [1000], RSS_CHURN [1000000] (0 skips the memory check). PORT is below Linux's ephemeral
+# range (32768-60999): a port in it can be held by some client socket of an earlier round, and
+# overlayd then exits at start with "address already in use".
 # Output: the shared bench's RESULTS.md table (medians over rounds, ratio to the limit in the
 # same round) and the rss lines. Everything runs on 127.0.0.1 and stops by PID.
 set -euo pipefail
@@ -17,7 +19,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
 B=${SHARED_BENCH:-$ROOT/../shared/bench}
 [ -x "$B/run-all.sh" ] || { echo "shared bench not found at $B (set SHARED_BENCH)" >&2; exit 2; }
 export BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
-PORT=${PORT:-50060}
+PORT=${PORT:-15060}
 
 BIN=${OVERLAYD_BIN:-}
 if [ -z "$BIN" ]; then
