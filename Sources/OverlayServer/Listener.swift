@@ -43,6 +43,9 @@ public struct ListenFailure: Error, CustomStringConvertible {
     public var description: String { "cannot listen on \(address) (\(option)): \(reason)" }
 
     static func explain(_ error: any Error) -> String {
+        if error is UnixDomainSocketPathWrongType {
+            return "the path exists and is not a socket (only a stale socket file there is replaced)"
+        }
         guard let io = error as? IOError else { return "\(error)" }
         switch io.errnoCode {
         case EADDRINUSE:

@@ -79,3 +79,14 @@ def test_a_socket_path_in_a_missing_directory_is_explained(tmp_path):
     assert f"Error: cannot listen on unix:{path} (--listen): the socket's directory does not exist" in result.stderr, (
         result.stderr
     )
+
+
+def test_a_socket_path_that_is_a_regular_file_is_left_alone(tmp_path):
+    path = tmp_path / "not-a-socket"
+    path.write_text("keep me")
+    result = run(["serve", "--listen", f"unix:{path}", "--admin", "127.0.0.1:0"])
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"Error: cannot listen on unix:{path} (--listen): the path exists and is not a socket" in result.stderr
+    ), result.stderr
+    assert path.read_text() == "keep me"
