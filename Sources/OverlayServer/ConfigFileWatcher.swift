@@ -67,10 +67,10 @@ public final class ConfigFileWatcher: Service, Sendable {
     func check() {
         let text: String
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            text = try TextFile.read(path)
         } catch {
             counters["unreadable"]?.increment()
-            store.reject(source: path, problems: ["cannot read the file: \(error.localizedDescription)"])
+            store.reject(source: path, problems: ["cannot read the file: \(error)"])
             logger.error("config file unreadable; keeping the active configuration", metadata: ["path": "\(path)", "error": "\(error)"])
             return
         }

@@ -194,9 +194,9 @@ public final class ControlPlanePoller: Service, Sendable {
         if let tokenFile = options.tokenFile {
             let token: String
             do {
-                token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                token = try TextFile.read(tokenFile).trimmingCharacters(in: .whitespacesAndNewlines)
             } catch {
-                throw ControlPlaneError("cannot read --control-plane-token-file \(tokenFile): \(error.localizedDescription)")
+                throw ControlPlaneError("cannot read --control-plane-token-file \(tokenFile): \(error)")
             }
             guard !token.isEmpty else { throw ControlPlaneError("--control-plane-token-file \(tokenFile) is empty") }
             request.headers.add(name: "authorization", value: "Bearer \(token)")

@@ -146,9 +146,9 @@ func loadConfig(path: String) throws -> OverlayConfig {
 func loadConfigDocument(path: String) throws(ConfigError) -> (OverlayConfig, String) {
     let text: String
     do {
-        text = try String(contentsOfFile: path, encoding: .utf8)
+        text = try TextFile.read(path)
     } catch {
-        throw ConfigError(source: path, problems: [.init(resource: nil, path: "", message: "cannot read the file: \(error.localizedDescription)")])
+        throw ConfigError(source: path, problems: [.init(resource: nil, path: "", message: "cannot read the file: \(error)")])
     }
     return (try ConfigLoader.load(text: text, source: path), text)
 }
