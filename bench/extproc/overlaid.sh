@@ -19,11 +19,8 @@ PORT=${PORT:-15060}
 ROUNDS=${ROUNDS:-3}
 export SETTINGS=${SETTINGS:-"8x16 64x10"} DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CHECK=0
 
-BIN=${OVERLAYD_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
-  BIN="$ROOT/.build-release/release/overlayd"
-fi
+. "$ROOT/bench/lib.sh"
+BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" go >&2
 FILE=$(python3 "$ROOT/bench/extproc/make_exchange.py" "$BENCH_WORK/bodies")

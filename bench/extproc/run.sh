@@ -21,13 +21,8 @@ B=${SHARED_BENCH:-$ROOT/../shared/bench}
 export BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
 PORT=${PORT:-15060}
 
-BIN=${OVERLAYD_BIN:-}
-if [ -z "$BIN" ]; then
-  echo "building overlayd (release, --scratch-path .build-release)"
-  (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
-  BIN="$ROOT/.build-release/release/overlayd"
-fi
-[ -x "$BIN" ] || { echo "no overlayd binary at $BIN" >&2; exit 2; }
+. "$ROOT/bench/lib.sh"
+BIN=$(overlayd_release_bin)
 
 # Tools, fixtures and the Go peer (idempotent; skips what is there).
 "$B/install.sh" >&2

@@ -20,22 +20,17 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-"16 64"}
 
-BIN=${OVERLAYD_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
-  BIN="$ROOT/.build-release/release/overlayd"
-fi
+. "$ROOT/bench/lib.sh"
+BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" nginx >&2
 
 log=$(mktemp)
 rows=$(mktemp)
-"$BIN" proxy --upstream http://127.0.0.1:18081 --listen "127.0.0.1:$PORT" --admin 127.0.0.1:0 \
-  --config "$ROOT/bench/proxy/overlay.yaml" --log-level warning 2> "$log" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; "$B/stop-peers.sh" nginx >&2 || true; rm -f "$log" "$rows"' EXIT
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
-curl -s "http://127.0.0.1:$PORT/" | grep -q 'id="overlayd-result"' || { echo "FAIL: no overlay on the page" >&2; cat "$log" >&2; exit 1; }
+PROXY_PID=
+trap 'if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; fi; "$B/stop-peers.sh" nginx >&2 || true; rm -f "$log" "$rows"' EXIT
+start_bench_proxy "$BIN" "$PORT" "$log"
+pid=$PROXY_PID
 if curl -s -H 'Host: passthrough.test' "http://127.0.0.1:$PORT/" | grep -q 'overlayd-result'; then
   echo "FAIL: the pass-through host got an overlay" >&2; exit 1
 fi

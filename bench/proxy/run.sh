@@ -17,23 +17,15 @@ PORT=${PORT:-8090}
 ROUNDS=${ROUNDS:-3}
 export DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CONNS=${CONNS:-"1 16 64"}
 
-BIN=${OVERLAYD_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
-  BIN="$ROOT/.build-release/release/overlayd"
-fi
+. "$ROOT/bench/lib.sh"
+BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" nginx >&2
 
 log=$(mktemp)
-"$BIN" proxy --upstream http://127.0.0.1:18081 --listen "127.0.0.1:$PORT" --admin 127.0.0.1:0 \
-  --config "$ROOT/bench/proxy/overlay.yaml" --log-level warning 2> "$log" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; "$B/stop-peers.sh" nginx >&2 || true; rm -f "$log"' EXIT
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
-page=$(curl -s "http://127.0.0.1:$PORT/")
-grep -q 'id="overlayd-result"' <<< "$page" || { echo "FAIL: overlayd's page carries no overlay" >&2; cat "$log" >&2; exit 1; }
-echo "check: overlayd injects its snippet ($(wc -c <<< "$page") bytes)"
+PROXY_PID=
+trap 'if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; fi; "$B/stop-peers.sh" nginx >&2 || true; rm -f "$log"' EXIT
+start_bench_proxy "$BIN" "$PORT" "$log"
 
 tsv="$(mktemp -d)/rows.tsv"
 for round in $(seq "$ROUNDS"); do

@@ -36,6 +36,13 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def demo_case(taken: str) -> tuple[list[str], str]:
+    """`demo` with every listener on a free port but `taken`, which gets the taken one."""
+    free = {"--port": "0", "--admin": "127.0.0.1:0", "--ext-proc-listen": "127.0.0.1:0"}
+    free[taken] = "{port}" if taken == "--port" else "127.0.0.1:{port}"
+    return ["demo", *(item for pair in free.items() for item in pair)], taken
+
+
 CASES = {
     "serve --listen": (["serve", "--listen", "127.0.0.1:{port}", "--admin", "127.0.0.1:0"], "--listen"),
     "serve --admin": (["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:{port}"], "--admin"),
@@ -43,18 +50,7 @@ CASES = {
         ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:{port}", "--admin", "127.0.0.1:0"],
         "--listen",
     ),
-    "demo --port": (
-        ["demo", "--port", "{port}", "--admin", "127.0.0.1:0", "--ext-proc-listen", "127.0.0.1:0"],
-        "--port",
-    ),
-    "demo --ext-proc-listen": (
-        ["demo", "--port", "0", "--admin", "127.0.0.1:0", "--ext-proc-listen", "127.0.0.1:{port}"],
-        "--ext-proc-listen",
-    ),
-    "demo --admin": (
-        ["demo", "--port", "0", "--admin", "127.0.0.1:{port}", "--ext-proc-listen", "127.0.0.1:0"],
-        "--admin",
-    ),
+    **{f"demo {option}": demo_case(option) for option in ("--port", "--ext-proc-listen", "--admin")},
 }
 
 

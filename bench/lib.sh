@@ -1,0 +1,28 @@
+# Shared by the bench scripts (sourced; ROOT is this checkout, B the shared bench).
+
+# The overlayd binary to measure: $OVERLAYD_BIN, else a release build of this checkout in
+# .build-release (its own scratch path: the debug build in .build is left alone).
+overlayd_release_bin() {
+  local bin=${OVERLAYD_BIN:-}
+  if [ -z "$bin" ]; then
+    echo "building overlayd (release, --scratch-path .build-release)" >&2
+    (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
+    bin="$ROOT/.build-release/release/overlayd"
+  fi
+  [ -x "$bin" ] || { echo "no overlayd binary at $bin" >&2; return 2; }
+  echo "$bin"
+}
+
+# overlayd proxy in front of the shared bench's nginx upstream (127.0.0.1:18081) on
+# 127.0.0.1:$2 with bench/proxy/overlay.yaml (an instant mock model), its stderr in $3. Sets
+# PROXY_PID; returns once the proxy answers, and fails unless its page carries the overlay.
+start_bench_proxy() {
+  local bin=$1 port=$2 log=$3 page
+  "$bin" proxy --upstream http://127.0.0.1:18081 --listen "127.0.0.1:$port" --admin 127.0.0.1:0 \
+    --config "$ROOT/bench/proxy/overlay.yaml" --log-level warning 2> "$log" &
+  PROXY_PID=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  page=$(curl -s "http://127.0.0.1:$port/")
+  grep -q 'id="overlayd-result"' <<< "$page" || { echo "FAIL: overlayd's page carries no overlay" >&2; cat "$log" >&2; return 1; }
+  echo "check: overlayd injects its snippet ($(wc -c <<< "$page") bytes)"
+}
