@@ -51,8 +51,8 @@ public struct Demo: Sendable {
     /// stops first on SIGTERM/SIGINT).
     public var services: [ServiceGroupConfiguration.ServiceConfiguration] {
         runtime.services + [
-            .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup),
-            .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
         ]
     }
 }

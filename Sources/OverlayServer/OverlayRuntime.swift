@@ -85,9 +85,9 @@ public struct OverlayRuntime: Sendable {
         services.append(.init(service: engine, successTerminationBehavior: .ignore))
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
         if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
-        services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup))
+        services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         if runsExtProc {
-            services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup))
+            services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         return services
     }

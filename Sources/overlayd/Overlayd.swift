@@ -222,7 +222,7 @@ struct Proxy: AsyncParsableCommand {
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: runtime.health,
             metricsFactory: runtime.metrics, logger: logger)
         try await signalledGroup(
-            runtime.services + [.init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger
+            runtime.services + [.init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)], logger: logger
         ).run()
         logger.info("overlayd proxy stopped")
     }
