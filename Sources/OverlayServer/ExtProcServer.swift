@@ -83,6 +83,7 @@ public final class ExtProcServer: Service, Sendable {
         let shared = self.shared
         let options = self.options
         let channel = try await bind(quiesce: quiesce, shared: shared, options: options)
+        let socketFile: FileIdentity? = if case .unix(let path) = options.listen { FileIdentity(path: path) } else { nil }
         let address = Self.describe(channel.localAddress, fallback: options.listen)
         boundAddress.withLock { $0 = address }
         boundContinuation.yield(address)
@@ -122,7 +123,9 @@ public final class ExtProcServer: Service, Sendable {
         }
         // The quiescing helper can report "drained" before the listener has finished closing.
         try? await channel.closeFuture.get()
-        if case .unix(let path) = options.listen { _ = unlink(path) }
+        // Our socket file only: if the path names another file now, someone replaced ours and it
+        // is theirs to remove.
+        if case .unix(let path) = options.listen, let socketFile, FileIdentity(path: path) == socketFile { _ = unlink(path) }
     }
 
     private func bind(quiesce: ServerQuiescingHelper, shared: ExtProcShared, options: ExtProcServerOptions) async throws -> any Channel {
@@ -141,6 +144,8 @@ public final class ExtProcServer: Service, Sendable {
             case .tcp(let host, let port):
                 return try await bootstrap.bind(host: host, port: port).get()
             case .unix(let path):
+                // A stale socket file (left by a crash) is replaced; a live one is not taken over.
+                if await options.listen.unixSocketAnswers(group: group) { throw UnixSocketInUse() }
                 return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
             }
         }

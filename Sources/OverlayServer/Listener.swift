@@ -43,6 +43,7 @@ public struct ListenFailure: Error, CustomStringConvertible {
     public var description: String { "cannot listen on \(address) (\(option)): \(reason)" }
 
     static func explain(_ error: any Error) -> String {
+        if let inUse = error as? UnixSocketInUse { return inUse.description }
         if error is UnixDomainSocketPathWrongType {
             return "the path exists and is not a socket (only a stale socket file there is replaced)"
         }
@@ -69,6 +70,43 @@ public struct ListenFailure: Error, CustomStringConvertible {
             return try await bind()
         } catch {
             throw ListenFailure(option: option, address: address, error: error)
+        }
+    }
+}
+
+/// A Unix socket path where a live listener already answers. NIO's `cleanupExistingSocketFile`
+/// would remove it and bind anew: a second overlayd would take the path from a running one.
+struct UnixSocketInUse: Error, CustomStringConvertible {
+    var description: String { "another process is listening on this socket (only a stale socket file is replaced)" }
+}
+
+/// Which file a path names (device and inode), to remove at shutdown only the socket we bound,
+/// not one another process has bound at the same path since.
+struct FileIdentity: Equatable {
+    let device: UInt64
+    let inode: UInt64
+
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+}
+
+extension ListenAddress {
+    /// Whether something accepts connections on this Unix socket path now.
+    func unixSocketAnswers(group: any EventLoopGroup) async -> Bool {
+        guard case .unix(let path) = self else { return false }
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.seconds(1))
+                .connect(unixDomainSocketPath: path)
+                .get()
+            try? await channel.close()
+            return true
+        } catch {
+            return false
         }
     }
 }

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from overlayd_proc import overlayd_bin
+from overlayd_proc import OverlaydProcess, overlayd_bin
 
 EXIT_TIMEOUT = 20.0
 
@@ -88,3 +88,32 @@ def test_a_socket_path_that_is_a_regular_file_is_left_alone(tmp_path):
         f"Error: cannot listen on unix:{path} (--listen): the path exists and is not a socket" in result.stderr
     ), result.stderr
     assert path.read_text() == "keep me"
+
+
+def test_a_live_unix_socket_is_not_taken_over(tmp_path):
+    """A second overlayd on the socket path of a running one fails; the first keeps its socket
+    (it used to be unlinked and bound anew, and whichever exited first removed the other's path).
+    A stale socket file (nobody listening) is still replaced, and removed at exit."""
+    path = tmp_path / "overlayd.sock"
+    first = OverlaydProcess(None, listen=f"unix:{path}").start()
+    try:
+        inode = path.stat().st_ino
+        result = run(["serve", "--listen", f"unix:{path}", "--admin", "127.0.0.1:0"])
+        assert result.returncode == 1, result.stderr
+        assert (
+            f"Error: cannot listen on unix:{path} (--listen): another process is listening on this socket"
+            in result.stderr
+        ), result.stderr
+        assert path.stat().st_ino == inode
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # the first one still answers on it
+    finally:
+        assert first.stop() == 0
+    assert not path.exists()
+
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # a socket file nobody listens on, as a crash leaves it
+    second = OverlaydProcess(None, listen=f"unix:{path}").start()
+    assert second.stop() == 0
+    assert not path.exists()
