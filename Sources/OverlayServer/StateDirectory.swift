@@ -31,6 +31,10 @@ public struct StateDirectory: Sendable {
 
     /// Creates the directory if needed and checks that it is writable; the error says why not.
     public func prepare() throws(StateDirectoryError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw StateDirectoryError("--state-dir \(path) is a file, not a directory")
+        }
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
