@@ -13,9 +13,11 @@ public struct Upstream: Sendable, Equatable, CustomStringConvertible {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
             scheme == "http" || scheme == "https"
         else { throw UpstreamError("--upstream must be an http:// or https:// URL, got \"\(text)\"") }
-        guard let host = components.host, !host.isEmpty else {
+        guard var host = components.host, !host.isEmpty else {
             throw UpstreamError("--upstream needs a host, got \"\(text)\"")
         }
+        // An IPv6 literal comes bracketed (`[::1]`): the address itself is what a connect takes.
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard components.query == nil, components.fragment == nil, components.user == nil else {
             throw UpstreamError("--upstream must not carry a query, fragment or user info, got \"\(text)\"")
         }

@@ -95,7 +95,7 @@ public final class ReverseProxy: Service, Sendable {
         let boundPort = server.localAddress?.port ?? port
         bound.set(boundPort)
         health?.markListening()
-        logger.info("proxy listening on \(host):\(boundPort), upstream \(upstream)")
+        logger.info("proxy listening on \(ListenAddress.tcp(host: host, port: boundPort)), upstream \(upstream)")
 
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
