@@ -193,9 +193,19 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     private func begin(_ head: HTTPRequestHead) {
         closeAfterResponse = !head.isKeepAlive
+        let authority: String
+        let target: String
+        switch RequestTarget(head.uri, host: head.headers.first(name: "host")) {
+        case .resource(let named, let path):
+            (authority, target) = (named, path)
+        case .invalid(let reason):
+            mode = .discarding
+            writeLocal(
+                LocalResponse(status: 400, contentType: "text/plain; charset=utf-8", body: Array((reason + "\n").utf8)),
+                version: head.version, close: true)
+            return
+        }
         let config = shared.configStore.current
-        let authority = head.headers.first(name: "host") ?? ""
-        let target = head.uri
         let method = head.method.rawValue
         let decision =
             config.routes.isEmpty
@@ -238,7 +248,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         let exchange = Exchange(
             handler: self, request: head, method: method, target: target, overlay: overlay, call: call, upgrade: upgrade)
         mode = .proxying(exchange)
-        exchange.start(upstreamHead: makeUpstreamHead(head, authority: authority, extra: extra, upgrade: upgrade))
+        exchange.start(upstreamHead: makeUpstreamHead(head, authority: authority, target: target, extra: extra, upgrade: upgrade))
     }
 
     private func requestFinished() {
@@ -388,7 +398,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// body's framing as the client sent it, and (for an upgrade) `Connection: upgrade` with the
     /// client's `Upgrade`.
     private func makeUpstreamHead(
-        _ head: HTTPRequestHead, authority: String, extra: (name: String, value: String)?, upgrade: Bool
+        _ head: HTTPRequestHead, authority: String, target: String, extra: (name: String, value: String)?, upgrade: Bool
     ) -> HTTPRequestHead {
         var headers = HTTPHeaders()
         if !authority.isEmpty { headers.add(name: "host", value: authority) }
@@ -418,9 +428,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             for value in head.headers["upgrade"] { headers.add(name: "upgrade", value: value) }
             headers.add(name: "connection", value: "upgrade")
         }
-        var target = shared.upstream.basePath
-        target += head.uri.hasPrefix("/") ? head.uri : "/" + head.uri
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: target, headers: headers)
+        // Origin-form under the upstream's base path; `*` (OPTIONS) stays `*`.
+        let uri = target == "*" ? target : shared.upstream.basePath + target
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: headers)
     }
 }
 
