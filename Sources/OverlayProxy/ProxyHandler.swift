@@ -234,6 +234,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         case .ask(let matched):
             metrics.ownEndpoint.increment()
             mode = .asking(Question(overlay: matched, host: authority, headers: Self.headerList(head.headers)))
+            if expectsContinue(head) { writeContinue(head) }
             return
         case .overlay(let matched):
             metrics.overlaid.increment()
@@ -244,11 +245,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             call = startCall(plan: plan, config: config)
         }
 
+        // The body is read (and streamed upstream) at once: the client is told to send it now.
+        // Expect is not forwarded, or the app's own 100 would be a second one (nginx does the same).
+        let continues = expectsContinue(head)
+        if continues { writeContinue(head) }
         let upgrade = decoder != nil && Self.isUpgrade(head)
         let exchange = Exchange(
             handler: self, request: head, method: method, target: target, overlay: overlay, call: call, upgrade: upgrade)
         mode = .proxying(exchange)
-        exchange.start(upstreamHead: makeUpstreamHead(head, authority: authority, target: target, extra: extra, upgrade: upgrade))
+        exchange.start(
+            upstreamHead: makeUpstreamHead(
+                head, authority: authority, target: target, extra: extra, upgrade: upgrade, dropExpect: continues))
     }
 
     private func requestFinished() {
@@ -388,6 +395,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         headers.map { (name: $0.name.lowercased(), value: $0.value) }
     }
 
+    /// An HTTP/1.1 request announcing `Expect: 100-continue` (RFC 9110 §10.1.1): its client waits
+    /// for a 100 (curl for a second) before it sends the body. (HTTP/2 streams are left alone.)
+    private func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        decoder != nil && head.version == .http1_1
+            && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+    }
+
+    private func writeContinue(_ head: HTTPRequestHead) {
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+    }
+
     /// `Connection: upgrade` with an `Upgrade` field (RFC 9110 §7.8).
     static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
         guard head.headers.contains(name: "upgrade") else { return false }
@@ -398,7 +416,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// body's framing as the client sent it, and (for an upgrade) `Connection: upgrade` with the
     /// client's `Upgrade`.
     private func makeUpstreamHead(
-        _ head: HTTPRequestHead, authority: String, target: String, extra: (name: String, value: String)?, upgrade: Bool
+        _ head: HTTPRequestHead, authority: String, target: String, extra: (name: String, value: String)?, upgrade: Bool,
+        dropExpect: Bool
     ) -> HTTPRequestHead {
         var headers = HTTPHeaders()
         if !authority.isEmpty { headers.add(name: "host", value: authority) }
@@ -412,6 +431,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         for field in HopByHop.endToEnd(head.headers) {
             switch field.name {
             case "content-length", "host", "x-forwarded-proto", "x-forwarded-host": continue
+            case "expect" where dropExpect: continue
             case "x-forwarded-for": forwardedFor.append(field.value)
             default:
                 if field.name == replaced { continue }
