@@ -190,13 +190,18 @@ public struct ResponseRewrite: Sendable {
                 restFrom = chunk.count
             }
         }
+        noteOutcome(of: injector)
+        kind = .html(injector)
+        return (emitted, restFrom)
+    }
+
+    /// Records what the HTML injector did (the `result` label of the injection metrics).
+    private mutating func noteOutcome(of injector: HTMLInjector) {
         switch injector.outcome {
         case .pending: break
         case .alreadyPresent: outcome = "already_present"
         default: outcome = "injected"
         }
-        kind = .html(injector)
-        return (emitted, restFrom)
     }
 
     /// The bytes to send instead of `chunk`, or nil to send `chunk` unchanged.
@@ -217,11 +222,7 @@ public struct ResponseRewrite: Sendable {
             }
             var out = injector.feed(chunk)
             if endOfStream { out.append(contentsOf: injector.finish()) }
-            switch injector.outcome {
-            case .pending: break
-            case .alreadyPresent: outcome = "already_present"
-            default: outcome = "injected"
-            }
+            noteOutcome(of: injector)
             let unchanged = out.count == chunk.count && (before || injector.heldBackCount == 0) && out.elementsEqual(chunk)
             kind = .html(injector)
             return unchanged ? nil : out

@@ -398,7 +398,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// An HTTP/1.1 request announcing `Expect: 100-continue` (RFC 9110 §10.1.1): its client waits
     /// for a 100 (curl for a second) before it sends the body. (HTTP/2 streams are left alone.)
     private func expectsContinue(_ head: HTTPRequestHead) -> Bool {
-        decoder != nil && head.version == .http1_1
+        // Most requests carry no Expect: the cheap scan first, the list parsing only if there is one.
+        decoder != nil && head.version == .http1_1 && head.headers.contains(name: "expect")
             && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
