@@ -117,7 +117,7 @@ let package = Package(
         .target(
             name: "OverlayProxy",
             dependencies: [
-                "OverlayServer", "OverlayCore", "ExtProcCore", "OverlayDecisions",
+                "OverlayServer", "OverlayCore", "ExtProcCore", "OverlayDecisions", "Backends",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

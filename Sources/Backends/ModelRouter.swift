@@ -11,12 +11,13 @@ import OverlayCore
 public struct ModelRouter: Sendable {
     public let specs: [String: ModelSpec]
     public let clients: [String: any ModelClient]
-    private let logger: Logger
+    /// Fallbacks happen on every call while a model is down: their lines are throttled per model.
+    private let logger: ThrottledLogger
 
     public init(specs: [String: ModelSpec], clients: [String: any ModelClient], logger: Logger) {
         self.specs = specs
         self.clients = clients
-        self.logger = logger
+        self.logger = ThrottledLogger(logger)
     }
 
     /// Builds an `OpenAIClient` or `MockClient` per spec, sharing `httpClient`.
@@ -52,8 +53,8 @@ public struct ModelRouter: Sendable {
             guard let fallbackName = specs[name]?.fallback, fallbackName != name,
                 let fallback = clients[fallbackName]
             else { throw primaryError }
-            logger.notice(
-                "model failed, using fallback",
+            logger.log(
+                level: .notice, "model failed, using fallback", key: name,
                 metadata: [
                     "model": "\(name)", "fallback": "\(fallbackName)", "error_kind": "\(primaryError.kind)",
                     "error": "\(primaryError)",
@@ -63,8 +64,8 @@ public struct ModelRouter: Sendable {
                 completion.fallbackFrom = name
                 return completion
             } catch {
-                logger.warning(
-                    "fallback failed too",
+                logger.log(
+                    level: .warning, "fallback failed too", key: fallbackName,
                     metadata: ["model": "\(fallbackName)", "error_kind": "\(error.kind)", "error": "\(error)"])
                 throw error
             }

@@ -27,6 +27,8 @@ public final class OpenAIClient: ModelClient {
 
     private let httpClient: HTTPClient
     private let logger: Logger
+    /// For what can repeat on every call (saturation, a missing key, failed calls).
+    private let throttled: ThrottledLogger
     private let keyResolver: APIKeyResolver
     private let endpoint: String?
     private let jitter: @Sendable () -> Double
@@ -52,6 +54,7 @@ public final class OpenAIClient: ModelClient {
         var logger = logger
         logger[metadataKey: "model"] = "\(spec.name)"
         self.logger = logger
+        self.throttled = ThrottledLogger(logger)
         self.retryPolicy = retryPolicy
         self.retryBudget = retryBudget
         self.breaker = CircuitBreaker(configuration: breakerConfiguration, now: now)
@@ -96,14 +99,14 @@ public final class OpenAIClient: ModelClient {
         if let source = spec.apiKey {
             guard let resolved = keyResolver.resolve(source) else {
                 let error = ModelCallError.missingAPIKey(model: name, source: APIKeyResolver.describe(source))
-                logger.error("model call failed", metadata: ["error_kind": "\(error.kind)", "error": "\(error)"])
+                throttled.log(level: .error, "model call failed", metadata: ["error_kind": "\(error.kind)", "error": "\(error)"])
                 throw error
             }
             key = resolved
         }
 
         guard limiter.tryAcquire() else {
-            logger.warning("model saturated", metadata: ["max_concurrency": "\(limiter.limit)"])
+            throttled.log(level: .warning, "model saturated", metadata: ["max_concurrency": "\(limiter.limit)"])
             throw .saturated(model: name)
         }
         defer { limiter.release() }
@@ -166,12 +169,14 @@ public final class OpenAIClient: ModelClient {
                 let remaining = ContinuousClock.now.duration(to: deadline)
                 let decision = retryPolicy.decide(
                     after: error.failure, attempt: attempt, remaining: remaining, budget: retryBudget, jitter: jitter())
-                var meta: Logger.Metadata = ["error_kind": "\(error.error.kind)", "error": "\(error.error)"]
+                var meta: Logger.Metadata = [
+                    "attempt": "\(attempt)", "error_kind": "\(error.error.kind)", "error": "\(error.error)",
+                ]
                 if case .http(_, let status, _) = error.error { meta["status"] = "\(status)" }
                 switch decision {
                 case .retry(let delay):
                     meta["delay_ms"] = "\(delay.milliseconds)"
-                    attemptLogger.notice("model attempt failed, retrying", metadata: meta)
+                    throttled.log(level: .notice, "model attempt failed, retrying", metadata: meta)
                     do {
                         try await Task.sleep(until: ContinuousClock.now.advanced(by: delay), clock: .continuous)
                     } catch {
@@ -179,7 +184,7 @@ public final class OpenAIClient: ModelClient {
                     }
                 case .giveUp(let reason):
                     meta["give_up"] = "\(reason)"
-                    attemptLogger.warning("model call failed", metadata: meta)
+                    throttled.log(level: .warning, "model call failed", metadata: meta)
                     throw error.error
                 }
             }

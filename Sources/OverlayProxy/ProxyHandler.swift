@@ -1,3 +1,4 @@
+import Backends
 import CoreMetrics
 import ExtProcCore
 import Logging
@@ -16,6 +17,8 @@ final class ProxyShared: Sendable {
     let engine: OverlayEngine?
     let metrics: ProxyMetrics
     let logger: Logger
+    /// For what can repeat on every request (the app refusing connections, timing out).
+    let throttled: ThrottledLogger
     /// Decodes gzip/deflate pages so they can be injected (the same codec as ext_proc mode).
     let codec: any BodyCodec
     private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>]
@@ -30,6 +33,7 @@ final class ProxyShared: Sendable {
         self.engine = engine
         self.metrics = metrics
         self.logger = logger
+        self.throttled = ThrottledLogger(logger)
         self.codec = codec
         var byLoop: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
         for pool in pools { byLoop[ObjectIdentifier(pool.eventLoop)] = pool }
@@ -812,8 +816,8 @@ final class Exchange {
         stopWaitingAndDropUpstream()
         let failed = ReverseProxy.classify(error, connecting: connecting)
         shared.metrics.upstreamError(failed.kind)
-        shared.logger.notice(
-            "upstream request failed", metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
+        shared.throttled.log(
+            level: .notice, "upstream request failed", key: "\(failed.kind)", metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
         ended = true
         responseFinished = true
         handler.exchangeEnded(self)

@@ -1,3 +1,4 @@
+import Backends
 import CoreMetrics
 import ExtProcCore
 import ExtProcProto
@@ -18,6 +19,8 @@ final class ExtProcShared: Sendable {
     let health: HealthState
     let metrics: ExtProcMetrics
     let logger: Logger
+    /// Protocol errors can repeat on every stream (a misconfigured Envoy): their lines are throttled.
+    let throttled: ThrottledLogger
     let maxMessageBytes: Int
     /// Runs model calls (nil: overlaid exchanges get a failed result, e.g. in protocol-only tests).
     let engine: OverlayEngine?
@@ -35,6 +38,7 @@ final class ExtProcShared: Sendable {
         self.health = health
         self.metrics = metrics
         self.logger = logger
+        self.throttled = ThrottledLogger(logger)
         self.maxMessageBytes = maxMessageBytes
         let allocator = ByteBufferAllocator()
         cannedFrames = CannedResponse.allCases.map { canned in
@@ -450,11 +454,9 @@ final class ExtProcStream {
     /// exchange unprocessed (fail open, envoy-ext-proc.md §13); the message says what went wrong.
     private func protocolFailure(context: ChannelHandlerContext, _ error: ExchangeError) {
         shared.metrics.error(error.kind.name)
-        if shared.logger.logLevel <= .notice {
-            shared.logger.notice(
-                "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
-                metadata: ["kind": "\(error.kind)", "error": "\(error.message)"])
-        }
+        shared.throttled.log(
+            level: .notice, "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
+            key: error.kind.name, metadata: ["kind": "\(error.kind)", "error": "\(error.message)"])
         // Answers already written and our trailers must leave before the stream is reset (a reset
         // purges frames still queued for flow control), so close once the trailers are written:
         // the RST_STREAM then only stops the peer sending more on this stream.

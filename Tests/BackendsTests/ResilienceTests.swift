@@ -269,12 +269,14 @@ import Testing
 @Suite struct ConcurrencyTests {
     @Test func maxConcurrencyIsEnforced() async throws {
         let gate = Gate()
+        let store = LogStore()
         try await withServer({ _, _ in
             await gate.wait()
             return .json(body: okBody("done"))
         }) { server in
             try await withHTTPClient { http in
-                let client = OpenAIClient(spec: .openai("gpt", server.baseURL, maxConcurrency: 2), httpClient: http, logger: quietLogger)
+                let client = OpenAIClient(
+                    spec: .openai("gpt", server.baseURL, maxConcurrency: 2), httpClient: http, logger: capturingLogger(store))
                 let (ok, saturated) = await withTaskGroup(of: Result<Completion, ModelCallError>.self) { group in
                     for i in 0..<10 {
                         group.addTask { () async -> Result<Completion, ModelCallError> in
@@ -304,8 +306,48 @@ import Testing
                 #expect(server.maxInFlight == 2)
                 #expect(server.requests.count == 2)
                 #expect(client.limiter.inFlight == 0)
+                // Saturation repeats on every call: 5 lines of the 8 (the throttle's burst).
+                #expect(store.all.filter { $0.contains("model saturated") }.count == 5)
             }
         }
+    }
+}
+
+@Suite struct ThrottledLoggerTests {
+    @Test func aRepeatedMessageIsWrittenAtMostBurstTimesPerInterval() {
+        let store = LogStore()
+        let log = ThrottledLogger(capturingLogger(store), burst: 3, interval: .seconds(3600))
+        for i in 0..<10 { log.log(level: .warning, "upstream request failed", metadata: ["n": "\(i)"]) }
+        let lines = store.all
+        #expect(lines.count == 3)
+        #expect(lines.allSatisfy { $0.hasPrefix("warning upstream request failed") })
+        #expect(lines.last?.contains("n=2") == true)
+    }
+
+    @Test func keysAreThrottledApartAndTheNextIntervalReportsWhatWasLeftOut() {
+        let store = LogStore()
+        let time = ManualTime()
+        let log = ThrottledLogger(capturingLogger(store), burst: 1, interval: .seconds(10), now: { time.now })
+        log.log(level: .notice, "model failed, using fallback", key: "a")
+        log.log(level: .notice, "model failed, using fallback", key: "a")
+        log.log(level: .notice, "model failed, using fallback", key: "a")
+        log.log(level: .notice, "model failed, using fallback", key: "b")
+        #expect(store.all.count == 2)
+        time.advance(.seconds(10))
+        log.log(level: .notice, "model failed, using fallback", key: "a")
+        #expect(store.all.count == 3)
+        #expect(store.all.last?.contains("suppressed=2") == true)
+    }
+
+    @Test func aLevelBelowTheLoggersIsNeitherWrittenNorCounted() {
+        let store = LogStore()
+        var logger = capturingLogger(store)
+        logger.logLevel = .warning
+        let log = ThrottledLogger(logger, burst: 1, interval: .seconds(3600))
+        for _ in 0..<5 { log.log(level: .info, "m") }
+        log.log(level: .warning, "m")
+        #expect(store.all.count == 1)
+        #expect(store.all.first?.contains("suppressed") == false)
     }
 }
 
