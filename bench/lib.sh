@@ -1,4 +1,9 @@
-# Shared by the bench scripts (sourced; ROOT is this checkout, B the shared bench).
+# Shared by the bench scripts (sourced right after ROOT, this checkout, is set).
+
+# The shared bench (B; SHARED_BENCH overrides) and its work folder, checked once here.
+B=${SHARED_BENCH:-$ROOT/../shared/bench}
+[ -x "$B/install.sh" ] || { echo "shared bench not found at $B (set SHARED_BENCH)" >&2; exit 2; }
+export SHARED_BENCH=$B BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
 
 # The overlayd binary to measure: $OVERLAYD_BIN, else a release build of this checkout in
 # .build-release (its own scratch path: the debug build in .build is left alone).

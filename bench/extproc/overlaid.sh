@@ -13,13 +13,11 @@
 # processes started here are stopped by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
-B=${SHARED_BENCH:-$ROOT/../shared/bench}
-export SHARED_BENCH=$B BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
+. "$ROOT/bench/lib.sh"
 PORT=${PORT:-15060}
 ROUNDS=${ROUNDS:-3}
 export SETTINGS=${SETTINGS:-"8x16 64x10"} DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CHECK=0
 
-. "$ROOT/bench/lib.sh"
 BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" go >&2

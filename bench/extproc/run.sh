@@ -16,12 +16,9 @@
 # same round) and the rss lines. Everything runs on 127.0.0.1 and stops by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
-B=${SHARED_BENCH:-$ROOT/../shared/bench}
-[ -x "$B/run-all.sh" ] || { echo "shared bench not found at $B (set SHARED_BENCH)" >&2; exit 2; }
-export BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
+. "$ROOT/bench/lib.sh"
 PORT=${PORT:-15060}
 
-. "$ROOT/bench/lib.sh"
 BIN=$(overlayd_release_bin)
 
 # Tools, fixtures and the Go peer (idempotent; skips what is there).

@@ -13,14 +13,12 @@
 # SHARED_BENCH, BENCH_WORK, PORT. Everything runs on 127.0.0.1 and stops by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
-B=${SHARED_BENCH:-$ROOT/../shared/bench}
-export BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
+. "$ROOT/bench/lib.sh"
 PORT=${PORT:-8090}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-"16 64"}
 
-. "$ROOT/bench/lib.sh"
 BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" nginx >&2

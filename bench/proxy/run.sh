@@ -11,13 +11,11 @@
 # Knobs: ROUNDS, DURATION, WARMUP, CONNS, TOOLS, OVERLAYD_BIN, SHARED_BENCH, BENCH_WORK, PORT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
-B=${SHARED_BENCH:-$ROOT/../shared/bench}
-export BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
+. "$ROOT/bench/lib.sh"
 PORT=${PORT:-8090}
 ROUNDS=${ROUNDS:-3}
 export DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CONNS=${CONNS:-"1 16 64"}
 
-. "$ROOT/bench/lib.sh"
 BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" nginx >&2
