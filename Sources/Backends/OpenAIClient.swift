@@ -99,7 +99,8 @@ public final class OpenAIClient: ModelClient {
         if let source = spec.apiKey {
             guard let resolved = keyResolver.resolve(source) else {
                 let error = ModelCallError.missingAPIKey(model: name, source: APIKeyResolver.describe(source))
-                throttled.log(level: .error, "model call failed", metadata: ["error_kind": "\(error.kind)", "error": "\(error)"])
+                throttled.log(
+                    level: .error, "model call failed", metadata: ["error_kind": "\(error.kind)", "error": "\(error)"])
                 throw error
             }
             key = resolved

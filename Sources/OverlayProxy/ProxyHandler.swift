@@ -817,7 +817,8 @@ final class Exchange {
         let failed = ReverseProxy.classify(error, connecting: connecting)
         shared.metrics.upstreamError(failed.kind)
         shared.throttled.log(
-            level: .notice, "upstream request failed", key: "\(failed.kind)", metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
+            level: .notice, "upstream request failed", key: "\(failed.kind)",
+            metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
         ended = true
         responseFinished = true
         handler.exchangeEnded(self)

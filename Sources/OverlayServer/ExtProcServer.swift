@@ -36,9 +36,10 @@ public struct ExtProcServerOptions: Sendable {
 ///
 /// Built on swift-nio-http2 directly (see README "Design"): h2c with prior knowledge, one
 /// ``ExtProcConnectionHandler`` per connection holding an ``ExtProcStream`` per HTTP/2 stream (no
-/// child channel), answering synchronously on the connection's event loop. On graceful shutdown the listener closes, health turns NOT_SERVING, every
-/// connection gets GOAWAY (swift-nio-http2's connection management handler) and in-flight streams
-/// have `drainTimeout` to finish before connections are closed.
+/// child channel), answering synchronously on the connection's event loop. On graceful shutdown
+/// the listener closes, health turns NOT_SERVING, every connection gets GOAWAY (swift-nio-http2's
+/// connection management handler) and in-flight streams have `drainTimeout` to finish before
+/// connections are closed.
 public final class ExtProcServer: Service, Sendable {
     private let options: ExtProcServerOptions
     private let shared: ExtProcShared
