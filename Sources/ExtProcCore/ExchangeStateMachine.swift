@@ -2,7 +2,6 @@ import ExtProcProto
 import Foundation
 import OverlayCore
 import OverlayDecisions
-import OverlayInject
 import SwiftProtobuf
 
 /// What the adapter does after one `ProcessingRequest`.
@@ -17,8 +16,12 @@ public enum ExchangeAction: Sendable {
     /// request).
     case respondAndCall(ExchangeAnswer, OverlayPlan)
     /// Start the model call of this follow-up question and answer the exchange at once with
-    /// ``ExchangeStateMachine/askAnswer(_:)`` of the pending result (its token is polled).
+    /// ``ExchangeStateMachine/askAnswer(_:)`` of the call's pending result (its token is polled).
     case answerAsk(OverlayPlan)
+    /// Hold this message (response headers) and every later one until
+    /// ``ExchangeStateMachine/resume(with:)``: call it with the result when it arrives, or at
+    /// `deadline` (the clock of `now`) with the call's pending view.
+    case wait(deadline: UInt64)
 }
 
 /// One answer: a constant the adapter may have pre-encoded, or a message built for this exchange.
@@ -34,8 +37,13 @@ public enum ExchangeAnswer: Sendable {
     }
 }
 
-/// The per-exchange protocol state machine: one per `Process` stream, fed every `ProcessingRequest`
-/// in arrival order; each call returns what to send. Pure: no I/O, no clock, no shared state.
+/// Envoy's side of one exchange: one per `Process` stream, fed every `ProcessingRequest` in
+/// arrival order; each call returns what to send. Pure: no I/O; the clock (`now`) is a parameter.
+///
+/// It checks Envoy's protocol (phase order, `protocol_config`, observability mode, body modes),
+/// turns each message into an event of the transport-neutral ``OverlayExchange`` (which makes
+/// every overlay decision, for the reverse proxy too) and turns the exchange's answer into
+/// `ProcessingResponse`s.
 ///
 /// Envoy drives the two directions with independent state machines (envoy-ext-proc.md §1), so each
 /// direction here moves on its own:
@@ -61,7 +69,6 @@ public struct ExchangeStateMachine: Sendable {
         case idle, headers, body, ended
     }
 
-    private let config: OverlayConfig
     private var messages = 0
     private var request = DirectionPhase.idle
     private var response = DirectionPhase.idle
@@ -69,25 +76,19 @@ public struct ExchangeStateMachine: Sendable {
     private var responseBodyMode = BodySendMode.none
     private var immediateResponseSent = false
 
-    /// What was decided at request headers (nil until then, or if request headers are skipped).
-    public private(set) var decision: RequestDecision?
+    /// The transport-neutral exchange: every overlay decision is its.
+    public private(set) var exchange: OverlayExchange
+
+    /// What the router decided at request headers (nil until then, or if request headers are skipped).
+    public var decision: RequestDecision? { exchange.routing }
     /// The overlay plan of an overlaid request (set at request headers).
-    public private(set) var plan: OverlayPlan?
+    public var plan: OverlayPlan? { exchange.plan }
     /// What was decided for the response body (set at response headers of an overlaid request).
-    public private(set) var responsePlan: ResponsePlan?
-    /// The body rewrite under way, if any (its `outcome` is read for metrics).
-    public private(set) var rewrite: ResponseRewrite?
-    /// The AI result the response phase puts into the page; the adapter sets it before passing
-    /// response headers (see ``wantsResult(for:)``).
-    public var result: OverlayResultView?
-    private var overlay: Overlay?
-    /// A follow-up question in progress (`POST /__overlay/api/ask`): its overlay, host, headers, body.
-    private var ask: (overlay: Overlay, host: String, headers: HeaderList, body: [UInt8])?
-    private var method: Substring = "GET"
-    private var path: Substring = "/"
-    private var random: SplitMix64
-    private let results: (any OverlayResultLookup)?
-    private let codec: (any BodyCodec)?
+    public var responsePlan: ResponsePlan? { exchange.responsePlan }
+    /// The body rewrite under way, if any.
+    public var rewrite: ResponseRewrite? { exchange.rewrite }
+    /// The overlay of this exchange, if it is overlaid.
+    public var overlaySettings: OverlaySettings? { exchange.overlaySettings }
 
     /// - Parameters:
     ///   - config: the snapshot this exchange keeps for its whole life.
@@ -97,39 +98,18 @@ public struct ExchangeStateMachine: Sendable {
     public init(
         config: OverlayConfig, seed: UInt64 = 0, results: (any OverlayResultLookup)? = nil, codec: (any BodyCodec)? = nil
     ) {
-        self.config = config
-        self.random = SplitMix64(seed: seed)
-        self.results = results
-        self.codec = codec
+        exchange = OverlayExchange(config: config, seed: seed, results: results, codec: codec)
     }
 
-    /// True when `message` is the response headers of an overlaid exchange whose body would be
-    /// rewritten: the adapter then sets ``result`` first (waiting up to the latency budget). The
-    /// decision is kept, so ``receive(_:)`` does not make it again for the same headers.
-    public mutating func wantsResult(for message: ProcessingRequest) -> Bool {
-        guard plan != nil, case .responseHeaders(let headers) = message.request, !message.observabilityMode,
-            let decided = decideResponse(headers)
-        else { return false }
-        responsePlan = decided
-        switch decided {
-        case .html, .json: return true
-        case .untouched: return false
-        }
-    }
+    /// What happened to the response body, once known; given once (for the metrics).
+    public mutating func takeInjection() -> OverlayExchange.Injection? { exchange.takeInjection() }
 
-    /// The response plan of an overlaid exchange's response headers (nil when not overlaid).
-    private func decideResponse(_ headers: Envoy_Service_ExtProc_V3_HttpHeaders) -> ResponsePlan? {
-        guard let overlay else { return nil }
-        return ResponsePlan.decide(
-            settings: overlay.settings, method: method, path: path, headers: headers.headers.headers,
-            decodable: codec?.encodings ?? [])
-    }
-
-    /// The overlay of this exchange, if it is overlaid.
-    public var overlaySettings: OverlaySettings? { overlay?.settings }
-
-    /// Steps the machine with the next message from Envoy.
-    public mutating func receive(_ message: ProcessingRequest) throws(ExchangeError) -> ExchangeAction {
+    /// Steps the machine with the next message from Envoy. `now` is the monotonic clock in
+    /// nanoseconds (the latency budget is measured on it); `ready` is the model call's result if
+    /// it is in already.
+    public mutating func receive(
+        _ message: ProcessingRequest, now: UInt64 = 0, ready: OverlayResultView? = nil
+    ) throws(ExchangeError) -> ExchangeAction {
         messages += 1
         if message.hasProtocolConfig {
             guard messages == 1 else {
@@ -151,43 +131,17 @@ public struct ExchangeStateMachine: Sendable {
                 throw ExchangeError(.outOfOrder, "request_headers after the response phase began")
             }
             try Self.enterHeaders(&request, direction: "request", endOfStream: headers.endOfStream)
-            let decision = Self.decide(config: config, headers: headers.headers.headers)
-            self.decision = decision
+            let action = exchange.requestHead(EnvoyRequestHead(headers.headers.headers), endOfStream: headers.endOfStream, now: now)
             if observe { return .none }
-            switch decision {
+            switch action {
             case .passThrough:
                 return .respond(.canned(.passThrough))
-            case .overlay(let overlay):
-                let list = headers.headers.headers
-                var host = ""
-                for header in list where header.key == ":authority" || header.key == ":path" || header.key == ":method" {
-                    switch header.key {
-                    case ":authority": host = header.textValue
-                    case ":path": path = header.textValue[...]
-                    default: method = header.textValue[...]
-                    }
-                }
-                let plan = overlay.plan(
-                    method: String(method), host: host, path: String(path),
-                    headers: list.lazy.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) },
-                    random: &random)
-                self.overlay = overlay
-                self.plan = plan
-                return .respondAndCall(.message(Self.planAnswer(plan, overlay: overlay, version: config.version)), plan)
-            case .ownEndpoint(let local):
+            case .forward(let header, let plan):
+                return .respondAndCall(.message(Self.planAnswer(plan, header: header, version: exchange.configuration.version)), plan)
+            case .answer(let local):
                 immediateResponseSent = true
                 return .respond(.message(Self.immediateResponse(local)))
-            case .result(let token):
-                immediateResponseSent = true
-                return .respond(.message(Self.immediateResponse(Self.resultResponse(token: token, results: results))))
-            case .ask(let overlay):
-                if headers.endOfStream {
-                    immediateResponseSent = true
-                    return .respond(.message(Self.immediateResponse(Self.askError("a question needs a JSON body"))))
-                }
-                let list = headers.headers.headers
-                let host = list.first(where: { $0.key == ":authority" })?.textValue ?? ""
-                ask = (overlay, host, list.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) }, [])
+            case .readBody:
                 // The question is in the body: have Envoy buffer it and send it whole.
                 var answer = ProcessingResponse()
                 answer.requestHeaders = .init()
@@ -200,35 +154,33 @@ public struct ExchangeStateMachine: Sendable {
         case .responseHeaders(let headers):
             try Self.enterHeaders(&response, direction: "response", endOfStream: headers.endOfStream)
             if observe { return .none }
-            guard let overlay, let plan, let decided = responsePlan ?? decideResponse(headers) else {
-                return .respond(.canned(.continueResponseHeaders))
+            // Only the fields the response plan reads are turned into text.
+            var status = 0
+            var fields: [(name: String, value: String)] = []
+            for header in headers.headers.headers where ResponsePlan.relevantHeaders.contains(header.key) {
+                if header.key == ":status" {
+                    status = Int(header.textValue) ?? 0
+                } else {
+                    fields.append((header.key, header.textValue))
+                }
             }
-            responsePlan = decided
-            let view = result ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending)
-            rewrite = ResponseRewrite(plan: decided, settings: overlay.settings, view: view, codec: codec)
-            if headers.endOfStream {
-                // No body follows: nothing to rewrite, nothing to switch off.
-                rewrite = nil
-                return .respond(.canned(.continueResponseHeaders))
-            }
-            return .respond(.message(Self.responseHeadersAnswer(rewriting: rewrite != nil, configured: responseBodyMode)))
+            let action = exchange.responseHead(
+                status: status, fields: fields, endOfStream: headers.endOfStream, ready: ready, now: now)
+            if case .wait(let deadline) = action { return .wait(deadline: deadline) }
+            return .respond(responseHeadersAnswer(action))
 
         case .requestBody(let body):
             try Self.enterBody(&request, direction: "request", endOfStream: body.endOfStream)
             if observe { return .none }
-            if var pending = ask {
-                pending.body.append(contentsOf: body.body.prefix(AskRequest.maxBodyBytes + 1 - min(pending.body.count, AskRequest.maxBodyBytes + 1)))
-                ask = pending
-                guard body.endOfStream else { return .respond(.canned(.continueRequestBody)) }
+            switch exchange.requestBody(body.body, end: body.endOfStream) {
+            case .answer(let local):
                 immediateResponseSent = true
-                switch AskRequest.parse(pending.body) {
-                case .failure(let error):
-                    return .respond(.message(Self.immediateResponse(Self.askError(error.message))))
-                case .success(let question):
-                    let plan = pending.overlay.planAsk(question, host: pending.host, headers: pending.headers, random: &random)
-                    self.plan = plan
-                    return .answerAsk(plan)
-                }
+                return .respond(.message(Self.immediateResponse(local)))
+            case .ask(let plan):
+                immediateResponseSent = true
+                return .answerAsk(plan)
+            case .more:
+                break
             }
             if Self.answersStreamed(requestBodyMode) {
                 return .respondStreamed(Self.streamedEcho(body, request: true))
@@ -238,22 +190,16 @@ public struct ExchangeStateMachine: Sendable {
         case .responseBody(let body):
             try Self.enterBody(&response, direction: "response", endOfStream: body.endOfStream)
             if observe { return .none }
-            if rewrite != nil {
-                let replaced = rewrite!.rewrite(body.body, endOfStream: body.endOfStream)
-                if Self.answersStreamed(responseBodyMode) {
-                    var echoed = body
-                    if let replaced { echoed.body = Data(replaced) }
-                    return .respondStreamed(Self.streamedEcho(echoed, request: false))
-                }
-                guard let replaced else { return .respond(.canned(.continueResponseBody)) }
-                var answer = ProcessingResponse()
-                answer.responseBody.response.bodyMutation.body = Data(replaced)
-                return .respond(.message(answer))
-            }
+            let replaced = exchange.responseBody(body.body, end: body.endOfStream)
             if Self.answersStreamed(responseBodyMode) {
-                return .respondStreamed(Self.streamedEcho(body, request: false))
+                var echoed = body
+                if let replaced { echoed.body = Data(replaced) }
+                return .respondStreamed(Self.streamedEcho(echoed, request: false))
             }
-            return .respond(.canned(.continueResponseBody))
+            guard let replaced else { return .respond(.canned(.continueResponseBody)) }
+            var answer = ProcessingResponse()
+            answer.responseBody.response.bodyMutation.body = Data(replaced)
+            return .respond(.message(answer))
 
         case .requestTrailers:
             try Self.enterTrailers(&request, direction: "request")
@@ -262,6 +208,24 @@ public struct ExchangeStateMachine: Sendable {
         case .responseTrailers:
             try Self.enterTrailers(&response, direction: "response")
             return observe ? .none : .respond(.canned(.continueResponseTrailers))
+        }
+    }
+
+    /// The result arrived, or the latency budget ran out (`view` is then the call's pending
+    /// view): the answer to the held response headers. Nil when nothing is held.
+    public mutating func resume(with view: OverlayResultView) -> ExchangeAction? {
+        guard let action = exchange.resume(with: view) else { return nil }
+        return .respond(responseHeadersAnswer(action))
+    }
+
+    /// The exchange ended early (Envoy reset the stream): later events change nothing.
+    public mutating func cancel() { exchange.cancel() }
+
+    private func responseHeadersAnswer(_ action: OverlayExchange.ResponseHeadAction) -> ExchangeAnswer {
+        switch action {
+        case .forward, .wait: return .canned(.continueResponseHeaders)
+        case .forwardSkippingBody: return .message(Self.responseHeadersAnswer(rewriting: false, configured: responseBodyMode))
+        case .forwardRewriting: return .message(Self.responseHeadersAnswer(rewriting: true, configured: responseBodyMode))
         }
     }
 
@@ -298,34 +262,13 @@ public struct ExchangeStateMachine: Sendable {
 
     // MARK: - Decisions and answers
 
-    /// Finds `:authority` and asks the router; `:path` and `:method` are read only when the host
-    /// has an overlay (pass-through, the common case, converts one header value to text).
-    static func decide(config: OverlayConfig, headers: [Envoy_Config_Core_V3_HeaderValue]) -> RequestDecision {
-        if config.routes.isEmpty { return .passThrough }
-        guard let authority = headers.first(where: { $0.key == ":authority" }) else { return .passThrough }
-        guard config.overlay(forAuthority: authority.textValue[...]) != nil else { return .passThrough }
-        var path: Substring = "/"
-        var method: Substring = "GET"
-        var ifNoneMatch: Substring?
-        for header in headers {
-            switch header.key {
-            case ":path": path = header.textValue[...]
-            case ":method": method = header.textValue[...]
-            case "if-none-match": ifNoneMatch = header.textValue[...]
-            default: continue
-            }
-        }
-        return RequestRouter.decide(
-            config: config, authority: authority.textValue[...], path: path, method: method, ifNoneMatch: ifNoneMatch)
-    }
-
     /// The request-headers answer of an overlaid request: the chosen model as a request header for
     /// the host app, and the decision as dynamic metadata (namespace `overlayd`) for access logs.
-    static func planAnswer(_ plan: OverlayPlan, overlay: Overlay, version: String) -> ProcessingResponse {
+    static func planAnswer(_ plan: OverlayPlan, header: (name: String, value: String), version: String) -> ProcessingResponse {
         var answer = ProcessingResponse()
         var option = Envoy_Config_Core_V3_HeaderValueOption()
-        option.header.key = overlay.settings.modelHeader
-        option.header.rawValue = Data(plan.model.utf8)
+        option.header.key = header.name
+        option.header.rawValue = Data(header.value.utf8)
         answer.requestHeaders.response.headerMutation.setHeaders = [option]
         answer.dynamicMetadata = metadata(plan, version: version)
         return answer
@@ -371,14 +314,6 @@ public struct ExchangeStateMachine: Sendable {
         immediateResponse(LocalResponse.askAnswer(view))
     }
 
-    static func askError(_ message: String) -> LocalResponse {
-        LocalResponse.askError(message)
-    }
-
-    static func resultResponse(token: String, results: (any OverlayResultLookup)?) -> LocalResponse {
-        LocalResponse.result(token: token, results: results)
-    }
-
     static func immediateResponse(_ local: LocalResponse) -> ProcessingResponse {
         var immediate = Envoy_Service_ExtProc_V3_ImmediateResponse()
         immediate.status.code = Envoy_Type_V3_StatusCode(rawValue: local.status) ?? .internalServerError
@@ -422,5 +357,27 @@ extension Envoy_Config_Core_V3_HeaderValue {
     /// The value as text: `raw_value` when set (current Envoy, §1.2), else `value`.
     public var textValue: String {
         rawValue.isEmpty ? value : String(decoding: rawValue, as: UTF8.self)
+    }
+}
+
+/// Envoy's request header list as ``OverlayExchange`` reads it: pseudo-headers (`:authority`,
+/// `:path`, `:method`) and regular fields in one list, names lower case (§1.2). Each value is
+/// turned into text only when read.
+struct EnvoyRequestHead: ExchangeRequestHead {
+    let list: [Envoy_Config_Core_V3_HeaderValue]
+
+    init(_ list: [Envoy_Config_Core_V3_HeaderValue]) { self.list = list }
+
+    var authority: Substring? { firstValue(":authority") }
+    var path: Substring { firstValue(":path") ?? "/" }
+    var method: Substring { firstValue(":method") ?? "GET" }
+
+    func firstValue(_ name: String) -> Substring? {
+        for header in list where header.key == name { return header.textValue[...] }
+        return nil
+    }
+
+    var fields: HeaderList {
+        list.lazy.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) }
     }
 }

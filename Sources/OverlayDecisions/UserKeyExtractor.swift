@@ -89,16 +89,6 @@ public enum UserKeyExtractor {
         return s
     }
 
-    /// ``cookieValue(named:in:)`` as first written, over ``parseCookies(_:)``: the reference the
-    /// tests compare the byte scan with.
-    static func cookieValueReference(named name: some StringProtocol, in headers: HeaderList) -> Substring? {
-        for header in headers where asciiCaseInsensitiveEquals(header.name, "cookie") {
-            for cookie in parseCookies(header.value) where cookie.name == name && !cookie.value.isEmpty {
-                return cookie.value
-            }
-        }
-        return nil
-    }
 
     /// Parses one `cookie` header value into ordered `(name, value)` pairs.
     public static func parseCookies(_ header: String) -> [(name: Substring, value: Substring)] {

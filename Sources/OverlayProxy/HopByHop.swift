@@ -1,4 +1,3 @@
-import HTTPTypes
 import NIOHTTP1
 import OverlayDecisions
 
@@ -36,19 +35,6 @@ enum HopByHop {
             }
         }
         return names
-    }
-
-    /// The end-to-end fields of a request or response received from the client (HTTPTypes).
-    static func endToEnd(_ fields: HTTPFields) -> [(name: String, value: String)] {
-        let named = named(byConnection: fields[values: .connection])
-        var out: [(name: String, value: String)] = []
-        out.reserveCapacity(fields.count)
-        for field in fields {
-            let name = field.name.canonicalName
-            if fixed.contains(name) || named.contains(name) { continue }
-            out.append((name, field.value))
-        }
-        return out
     }
 
     /// The end-to-end fields of a response received from the upstream (NIOHTTP1).

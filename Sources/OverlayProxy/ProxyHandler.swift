@@ -1,12 +1,11 @@
 import Backends
 import CoreMetrics
-import ExtProcCore
 import Logging
 import NIOCore
 import NIOHTTP1
 import OverlayCore
 import OverlayDecisions
-import OverlayServer
+import OverlayRuntime
 
 /// What every client connection's handler shares: the desired state, the engine, the upstream
 /// pools (one per event loop) and the metrics.
@@ -16,6 +15,8 @@ final class ProxyShared: Sendable {
     let configStore: ConfigStore
     let engine: OverlayEngine?
     let metrics: ProxyMetrics
+    /// Decisions and injections, in the vocabulary both front ends share.
+    let overlayMetrics: OverlayMetrics
     let logger: Logger
     /// For what can repeat on every request (the app refusing connections, timing out).
     let throttled: ThrottledLogger
@@ -25,8 +26,9 @@ final class ProxyShared: Sendable {
 
     init(
         options: ProxyOptions, upstream: Upstream, configStore: ConfigStore, engine: OverlayEngine?, metrics: ProxyMetrics,
-        logger: Logger, codec: any BodyCodec, pools: [NIOLoopBound<UpstreamPool>]
+        overlayMetrics: OverlayMetrics, logger: Logger, codec: any BodyCodec, pools: [NIOLoopBound<UpstreamPool>]
     ) {
+        self.overlayMetrics = overlayMetrics
         self.options = options
         self.upstream = upstream
         self.configStore = configStore
@@ -44,8 +46,6 @@ final class ProxyShared: Sendable {
     func pool(for eventLoop: any EventLoop) -> UpstreamPool {
         pools[ObjectIdentifier(eventLoop)]!.value
     }
-
-    var allPools: [NIOLoopBound<UpstreamPool>] { Array(pools.values) }
 }
 
 /// The client side of one connection to the proxy, after the HTTP/1 codec: each request is
@@ -87,10 +87,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private var clientReadHeld = false
     /// Picks without a user key and shadow sampling: seeded once per connection from the system
     /// generator (a system call per request would cost more than the pick).
-    private var random: SplitMix64 = {
-        var system = SystemRandomNumberGenerator()
-        return SplitMix64(seed: system.next())
-    }()
+    private var random = SplitMix64.seededBySystem()
     /// After the current response: close the connection (the client asked, or the request was
     /// not read to its end).
     private var closeAfterResponse = false
@@ -114,9 +111,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             case .proxying(let exchange):
                 exchange.requestBody(chunk)
             case .asking(let question):
-                if question.body.count <= AskRequest.maxBodyBytes {
-                    question.body.append(contentsOf: chunk.readableBytesView.prefix(AskRequest.maxBodyBytes + 1 - question.body.count))
-                }
+                _ = question.core.requestBody(chunk.readableBytesView, end: false)
             case .idle, .discarding, .tunnel:
                 break
             }
@@ -126,7 +121,15 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 exchange.requestEnd(trailers)
             case .asking(let question):
                 mode = .discarding
-                writeLocal(ask(body: question.body, overlay: question.overlay, host: question.host, headers: question.headers))
+                switch question.core.requestBody(EmptyCollection(), end: true) {
+                case .answer(let local):
+                    writeLocal(local)
+                case .ask(let plan):
+                    let call = shared.engine.startCall(plan: plan, config: question.core.configuration)
+                    writeLocal(LocalResponse.askAnswer(call.pendingView))
+                case .more:
+                    break
+                }
                 requestFinished()
             case .discarding:
                 requestFinished()
@@ -209,44 +212,28 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 version: head.version, close: true)
             return
         }
-        let config = shared.configStore.current
-        let method = head.method.rawValue
-        let decision =
-            config.routes.isEmpty
-            ? RequestDecision.passThrough
-            : RequestRouter.decide(
-                config: config, authority: authority[...], path: target[...], method: method[...],
-                ifNoneMatch: head.headers.first(name: "if-none-match").map { $0[...] })
-        let metrics = shared.metrics
-
-        var overlay: Overlay?
+        var core = OverlayExchange(
+            config: shared.configStore.current, seed: random.next(), results: shared.engine?.results, codec: shared.codec)
+        let action = core.requestHead(
+            ProxyRequestHead(head: head, authority: authority, target: target), endOfStream: false,
+            now: context.eventLoop.now.uptimeNanoseconds)
+        shared.overlayMetrics.record(core.decision)
         var call: ModelCall?
         var extra: (name: String, value: String)?
-        switch decision {
+        switch action {
         case .passThrough:
-            metrics.passThrough.increment()
-        case .ownEndpoint(let local):
-            metrics.ownEndpoint.increment()
+            break
+        case .answer(let local):
             mode = .discarding
             writeLocal(local, version: head.version)
             return
-        case .result(let token):
-            metrics.ownEndpoint.increment()
-            mode = .discarding
-            writeLocal(LocalResponse.result(token: token, results: shared.engine?.results), version: head.version)
-            return
-        case .ask(let matched):
-            metrics.ownEndpoint.increment()
-            mode = .asking(Question(overlay: matched, host: authority, headers: Self.headerList(head.headers)))
+        case .readBody:
+            mode = .asking(Question(core))
             if expectsContinue(head) { writeContinue(head) }
             return
-        case .overlay(let matched):
-            metrics.overlaid.increment()
-            let plan = matched.plan(
-                method: method, host: authority, path: target, headers: Self.headerList(head.headers), random: &random)
-            overlay = matched
-            extra = (matched.settings.modelHeader, plan.model)
-            call = startCall(plan: plan, config: config)
+        case .forward(let header, let plan):
+            extra = header
+            call = shared.engine.startCall(plan: plan, config: core.configuration)
         }
 
         // The body is read (and streamed upstream) at once: the client is told to send it now.
@@ -254,8 +241,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         let continues = expectsContinue(head)
         if continues { writeContinue(head) }
         let upgrade = decoder != nil && Self.isUpgrade(head)
-        let exchange = Exchange(
-            handler: self, request: head, method: method, target: target, overlay: overlay, call: call, upgrade: upgrade)
+        let exchange = Exchange(handler: self, request: head, target: target, core: core, call: call, upgrade: upgrade)
         mode = .proxying(exchange)
         exchange.start(
             upstreamHead: makeUpstreamHead(
@@ -301,7 +287,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     fileprivate func flushClient() { context.flush() }
     fileprivate func closeClient() { context.close(promise: nil) }
-    fileprivate var clientWritable: Bool { context.channel.isWritable }
     fileprivate var eventLoop: any EventLoop { context.eventLoop }
     fileprivate var sharedState: ProxyShared { shared }
 
@@ -377,24 +362,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     // MARK: - Decisions
 
-    private func ask(body: [UInt8], overlay: Overlay, host: String, headers: HeaderList) -> LocalResponse {
-        if body.isEmpty { return LocalResponse.askError("a question needs a JSON body") }
-        switch AskRequest.parse(Array(body.prefix(AskRequest.maxBodyBytes + 1))) {
-        case .failure(let error):
-            return LocalResponse.askError(error.message)
-        case .success(let question):
-            let plan = overlay.planAsk(question, host: host, headers: headers, random: &random)
-            return LocalResponse.askAnswer(startCall(plan: plan, config: shared.configStore.current).pendingView)
-        }
-    }
-
-    private func startCall(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
-        if let engine = shared.engine { return engine.start(plan: plan, config: config) }
-        let call = ModelCall(token: "", plan: plan, started: .now())
-        call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
-        return call
-    }
-
     static func headerList(_ headers: HTTPHeaders) -> HeaderList {
         headers.map { (name: $0.name.lowercased(), value: $0.value) }
     }
@@ -459,18 +426,30 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 }
 
-/// A question to overlayd's ask endpoint, while its body arrives.
+/// A question to overlayd's ask endpoint, while its body arrives (the core collects it).
 final class Question {
-    let overlay: Overlay
-    let host: String
-    let headers: HeaderList
-    var body: [UInt8] = []
+    var core: OverlayExchange
 
-    init(overlay: Overlay, host: String, headers: HeaderList) {
-        self.overlay = overlay
-        self.host = host
-        self.headers = headers
+    init(_ core: OverlayExchange) { self.core = core }
+}
+
+/// NIO's HTTP/1 request head as ``OverlayExchange`` reads it.
+struct ProxyRequestHead: ExchangeRequestHead {
+    let head: HTTPRequestHead
+    let authorityText: String
+    let target: String
+
+    init(head: HTTPRequestHead, authority: String, target: String) {
+        self.head = head
+        self.authorityText = authority
+        self.target = target
     }
+
+    var authority: Substring? { authorityText[...] }
+    var path: Substring { target[...] }
+    var method: Substring { head.method.rawValue[...] }
+    func firstValue(_ name: String) -> Substring? { head.headers.first(name: name).map { $0[...] } }
+    var fields: HeaderList { ProxyHandler.headerList(head.headers) }
 }
 
 extension String {
@@ -485,9 +464,9 @@ extension String {
 final class Exchange {
     private unowned let handler: ProxyHandler
     let request: HTTPRequestHead
-    let method: String
     let target: String
-    let overlay: Overlay?
+    /// Every overlay decision of this exchange (the same core as ext_proc mode's).
+    private var core: OverlayExchange
     let call: ModelCall?
     let upgrade: Bool
 
@@ -501,23 +480,17 @@ final class Exchange {
     private var headTimer: Scheduled<Void>?
     private var ended = false
 
-    private var rewrite: ResponseRewrite?
     /// Set while the page waits for its overlay result: upstream parts are held, reads stopped.
     private(set) var holdingResponse = false
     private var held: [HTTPClientResponsePart] = []
-    private var resultTimer: Scheduled<Void>?
+    private var resultWait: ResultWait?
     private var waitingHead: HTTPResponseHead?
-    private var waitingPlan: ResponsePlan?
 
-    init(
-        handler: ProxyHandler, request: HTTPRequestHead, method: String, target: String, overlay: Overlay?,
-        call: ModelCall?, upgrade: Bool
-    ) {
+    init(handler: ProxyHandler, request: HTTPRequestHead, target: String, core: OverlayExchange, call: ModelCall?, upgrade: Bool) {
         self.handler = handler
         self.request = request
-        self.method = method
         self.target = target
-        self.overlay = overlay
+        self.core = core
         self.call = call
         self.upgrade = upgrade
     }
@@ -644,45 +617,29 @@ final class Exchange {
             return
         }
         var fields = HopByHop.endToEnd(head.headers)
-        var plan: ResponsePlan?
-        if let overlay, call != nil {
-            let decided = ResponsePlan.decide(
-                settings: overlay.settings, method: method[...], path: target[...],
-                headers: CollectionOfOne((name: ":status", value: String(head.status.code))) + fields,
-                decodable: shared.codec.encodings)
-            shared.metrics.responsePlan(decided)
-            let hasBody = !fields.contains { $0.name == "content-length" && $0.value == "0" } && method != "HEAD"
-            if case .untouched = decided {
-            } else if hasBody {
-                plan = decided
-                // The body changes: no content-length (the response goes out chunked).
-                fields.removeAll { $0.name == "content-length" }
-            }
+        let action = core.responseHead(
+            status: Int(head.status.code), fields: fields, endOfStream: false, ready: call?.result,
+            now: handler.eventLoop.now.uptimeNanoseconds)
+        shared.overlayMetrics.recordInjection(of: &core)
+        switch action {
+        case .forward, .forwardSkippingBody:
+            break
+        case .forwardRewriting, .wait:
+            // The body changes: no content-length (the response goes out chunked).
+            fields.removeAll { $0.name == "content-length" }
         }
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count + 1)
         for field in fields { headers.add(name: field.name, value: field.value) }
         let out = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
-        if let plan, let overlay, let call {
-            if let view = call.result {
-                rewrite = ResponseRewrite(plan: plan, settings: overlay.settings, view: view, codec: shared.codec)
-            } else {
-                // Hold the response until the result is in or the budget is spent.
-                holdingResponse = true
-                waitingHead = out
-                waitingPlan = plan
-                let loop = NIOLoopBound(self, eventLoop: handler.eventLoop)
-                let eventLoop = handler.eventLoop
-                call.onResult { view in
-                    eventLoop.execute { loop.value.resultArrived(view) }
-                }
-                let deadline = call.started + .milliseconds(Int64(overlay.settings.latencyBudgetMs))
-                resultTimer = handler.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-                    guard let self, let call = self.call else { return }
-                    self.resultArrived(call.pendingView)
-                }
-                return
+        if case .wait(let deadline) = action, let call {
+            // Hold the response until the result is in or the budget is spent.
+            holdingResponse = true
+            waitingHead = out
+            resultWait = call.whenReady(on: handler.eventLoop, deadline: .uptimeNanoseconds(deadline)) { [weak self] view in
+                self?.resultArrived(view)
             }
+            return
         }
         startResponse(out)
     }
@@ -700,14 +657,11 @@ final class Exchange {
     private var upstreamKeepAliveForClient = true
 
     fileprivate func resultArrived(_ view: OverlayResultView) {
-        guard holdingResponse, !ended, let head = waitingHead, let plan = waitingPlan, let overlay else { return }
-        resultTimer?.cancel()
-        resultTimer = nil
-        call?.forgetWaiter()
+        guard holdingResponse, !ended, let head = waitingHead else { return }
+        resultWait = nil
         holdingResponse = false
         waitingHead = nil
-        waitingPlan = nil
-        rewrite = ResponseRewrite(plan: plan, settings: overlay.settings, view: view, codec: shared.codec)
+        _ = core.resume(with: view)
         startResponse(head)
         let parts = held
         held = []
@@ -723,13 +677,13 @@ final class Exchange {
     }
 
     private func responseBody(_ chunk: ByteBuffer) {
-        guard rewrite != nil else {
+        guard core.rewrite != nil else {
             handler.writeBody(chunk)
             return
         }
         // Only what precedes the insertion point is copied; the rest of the page goes out as
         // slices of the buffers read from the upstream.
-        let (emitted, restFrom) = chunk.withUnsafeReadableBytes { rewrite!.rewriteSplitting($0, endOfStream: false) }
+        let (emitted, restFrom) = chunk.withUnsafeReadableBytes { core.responseBodySplitting($0, end: false) }
         if !emitted.isEmpty { handler.writeBody(emitted) }
         if restFrom < chunk.readableBytes {
             handler.writeBody(chunk.getSlice(at: chunk.readerIndex + restFrom, length: chunk.readableBytes - restFrom)!)
@@ -737,12 +691,12 @@ final class Exchange {
     }
 
     private func responseEnd() {
-        if rewrite != nil {
-            if let tail = rewrite!.rewrite(EmptyCollection<UInt8>(), endOfStream: true), !tail.isEmpty {
+        if core.rewrite != nil {
+            if let tail = core.responseBody(EmptyCollection<UInt8>(), end: true), !tail.isEmpty {
                 handler.writeBody(tail)
             }
-            if let outcome = rewrite!.outcome { shared.metrics.injection(outcome) }
         }
+        shared.overlayMetrics.recordInjection(of: &core)
         responseFinished = true
         // A request not read to its end leaves the client connection unusable: it is closed.
         let close = !requestFinished || !upstreamKeepAliveForClient || handler.closesAfterResponse
@@ -840,8 +794,9 @@ final class Exchange {
     /// carry another exchange now) closed.
     private func stopWaitingAndDropUpstream() {
         headTimer?.cancel()
-        resultTimer?.cancel()
-        call?.forgetWaiter()
+        resultWait?.cancel()
+        resultWait = nil
+        core.cancel()
         if let upstream {
             upstream.handler.delegate = nil
             upstream.handler.close()

@@ -1,5 +1,5 @@
 import Foundation
-import OverlayServer
+import OverlayRuntime
 
 /// The upstream a reverse proxy forwards to: `http://HOST[:PORT][/base]` (https works too).
 public struct Upstream: Sendable, Equatable, CustomStringConvertible {
@@ -32,11 +32,6 @@ public struct Upstream: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         let hostText = host.contains(":") ? "[\(host)]" : host
         return "\(scheme)://\(hostText):\(port)\(basePath)"
-    }
-
-    /// The URL of a request whose target (path and query) is `target`.
-    func url(for target: String) -> String {
-        description + (target.hasPrefix("/") ? target : "/" + target)
     }
 }
 

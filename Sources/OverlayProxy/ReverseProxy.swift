@@ -1,5 +1,4 @@
 import CoreMetrics
-import ExtProcCore
 import Logging
 import NIOCore
 import NIOExtras
@@ -8,7 +7,7 @@ import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
-import OverlayServer
+import OverlayRuntime
 import ServiceLifecycle
 
 /// `overlayd proxy`: an HTTP/1.1 reverse proxy in front of one upstream, making the same overlay
@@ -29,6 +28,7 @@ public final class ReverseProxy: Service, Sendable {
     private let health: HealthState?
     private let logger: Logger
     private let metrics: ProxyMetrics
+    private let overlayMetrics: OverlayMetrics
     private let bound = BoundAddress()
     private let resolveUpstream: (@Sendable () async throws -> Upstream)?
 
@@ -48,6 +48,7 @@ public final class ReverseProxy: Service, Sendable {
         self.health = health
         self.logger = logger
         self.metrics = ProxyMetrics(factory: metricsFactory.factory)
+        self.overlayMetrics = OverlayMetrics(frontend: "proxy", factory: metricsFactory.factory)
     }
 
     /// The port the proxy listens on, once it does (waits until then); nil if the proxy stopped
@@ -78,7 +79,8 @@ public final class ReverseProxy: Service, Sendable {
                 }.get())
         }
         let shared = ProxyShared(
-            options: options, upstream: upstream, configStore: configStore, engine: engine, metrics: metrics, logger: logger,
+            options: options, upstream: upstream, configStore: configStore, engine: engine, metrics: metrics,
+            overlayMetrics: overlayMetrics, logger: logger,
             codec: CompressCodec(), pools: pools)
         let quiesce = ServerQuiescingHelper(group: group)
         let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
@@ -220,29 +222,20 @@ extension Bound<Int> {
     public func port() async -> Int? { await value() }
 }
 
-/// The proxy's own metrics (the engine's and the config store's are shared with ext_proc mode).
+/// The proxy's own metrics. Decisions and injections are counted in the vocabulary both front
+/// ends share (``OverlayMetrics``, `frontend="proxy"`); the engine's and the config store's are
+/// shared with ext_proc mode.
 ///
-/// - `overlayd_proxy_decisions_total{decision}`: pass_through, overlay, own_endpoint.
 /// - `overlayd_proxy_upstream_errors_total{kind}`: connect, timeout, error, body.
 /// - `overlayd_proxy_client_aborts_total`: client connections closed mid-exchange.
 /// - `overlayd_proxy_upstream_retries_total`: idempotent requests sent again because the reused
 ///   keep-alive connection was closed by the upstream before any answer.
-/// - `overlayd_proxy_injections_total{result}`: what happened to overlaid response bodies.
 final class ProxyMetrics: Sendable {
-    let passThrough: Counter
-    let overlaid: Counter
-    let ownEndpoint: Counter
     let clientAborts: Counter
     let upstreamRetries: Counter
     private let errors: [String: Counter]
-    private let injections: [String: Counter]
-    private let factory: any MetricsFactory
 
     init(factory: any MetricsFactory) {
-        self.factory = factory
-        passThrough = Counter(label: "overlayd_proxy_decisions_total", dimensions: [("decision", "pass_through")], factory: factory)
-        overlaid = Counter(label: "overlayd_proxy_decisions_total", dimensions: [("decision", "overlay")], factory: factory)
-        ownEndpoint = Counter(label: "overlayd_proxy_decisions_total", dimensions: [("decision", "own_endpoint")], factory: factory)
         clientAborts = Counter(label: "overlayd_proxy_client_aborts_total", factory: factory)
         upstreamRetries = Counter(label: "overlayd_proxy_upstream_retries_total", factory: factory)
         var errors: [String: Counter] = [:]
@@ -250,16 +243,7 @@ final class ProxyMetrics: Sendable {
             errors[kind] = Counter(label: "overlayd_proxy_upstream_errors_total", dimensions: [("kind", kind)], factory: factory)
         }
         self.errors = errors
-        var injections: [String: Counter] = [:]
-        for result in ["injected", "already_present", "too_large", "not_json_object"] + ResponsePlan.reasons {
-            injections[result] = Counter(label: "overlayd_proxy_injections_total", dimensions: [("result", result)], factory: factory)
-        }
-        self.injections = injections
     }
 
     func upstreamError(_ kind: String) { errors[kind]?.increment() }
-    func injection(_ result: String) { injections[result]?.increment() }
-    func responsePlan(_ plan: ResponsePlan) {
-        if case .untouched(let reason) = plan { injections[reason]?.increment() }
-    }
 }

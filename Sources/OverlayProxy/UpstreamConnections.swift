@@ -3,7 +3,7 @@ import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
-import OverlayServer
+import OverlayRuntime
 
 /// What an upstream connection reports to the exchange using it (the client side's handler).
 /// All calls come on the connection's event loop, which is the client connection's.

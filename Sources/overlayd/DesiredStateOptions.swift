@@ -1,7 +1,7 @@
 import ArgumentParser
 import Logging
 import OverlayCore
-import OverlayServer
+import OverlayRuntime
 
 /// Where the desired state comes from, the same for `serve` and `proxy`: `--config FILE`
 /// (watched), `--control-plane URL` (polled, with `--state-dir`), or the embedded demo.
@@ -69,7 +69,7 @@ struct DesiredStateOptions: ParsableArguments {
     /// The configuration to start with, its text, and the problems when there is none (then
     /// overlayd serves pass-through and reports not ready until a valid document arrives: README
     /// "Configuration at start"); sets the watcher's or the poller's options.
-    func load(into options: inout ServeOptions, logger: Logger) throws -> (OverlayConfig, String, [String]?) {
+    func load(into options: inout RuntimeOptions, logger: Logger) throws -> (OverlayConfig, String, [String]?) {
         if let config {
             options.configPath = config
             options.configPollInterval = .milliseconds(Int64(configPollInterval * 1000))

@@ -3,7 +3,9 @@ import Foundation
 import Logging
 import OverlayCore
 import OverlayProxy
-import OverlayServer
+import OverlayDemo
+import OverlayExtProc
+import OverlayRuntime
 import ServiceLifecycle
 import UnixSignals
 
@@ -86,9 +88,10 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "overlayd")
 
-        var options = ServeOptions()
+        var options = RuntimeOptions()
+        var extProc = ExtProcServerOptions()
         do {
-            options.extProc.listen = try ListenAddress(parsing: listen)
+            extProc.listen = try ListenAddress(parsing: listen)
             guard case .tcp(let host, let port) = try ListenAddress(parsing: admin) else {
                 throw ValidationError("--admin must be HOST:PORT, got \(admin)")
             }
@@ -97,11 +100,11 @@ struct Serve: AsyncParsableCommand {
         } catch let error as ListenAddressError {
             throw ValidationError("\(error)")
         }
-        options.extProc.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
-        options.extProc.maxMessageBytes = maxMessageBytes
-        options.extProc.maxConcurrentStreams = maxConcurrentStreams
-        if let threads { options.extProc.threads = threads }
-        options.extProc.strictHTTP2 = strictHttp2
+        extProc.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
+        extProc.maxMessageBytes = maxMessageBytes
+        extProc.maxConcurrentStreams = maxConcurrentStreams
+        if let threads { extProc.threads = threads }
+        extProc.strictHTTP2 = strictHttp2
         options.engine.shadowQueueCapacity = shadowQueue
         options.engine.shadowConcurrency = shadowConcurrency
 
@@ -115,7 +118,10 @@ struct Serve: AsyncParsableCommand {
 
         let runtime = OverlayRuntime(
             options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
-        try await signalledGroup(runtime.services, logger: logger).run()
+        let server = ExtProcServer(
+            options: extProc, configStore: runtime.configStore, health: runtime.health, metricsFactory: runtime.metrics,
+            logger: logger, engine: runtime.engine)
+        try await signalledGroup(runtime.services(frontEnd: server), logger: logger).run()
         logger.info("overlayd stopped")
     }
 }
@@ -205,8 +211,7 @@ struct Proxy: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapLogging(logLevel)
-        var options = ServeOptions()
-        options.runsExtProc = false
+        var options = RuntimeOptions()
         (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
         var proxyOptions = ProxyOptions(upstream: try Upstream(parsing: upstream))
         (proxyOptions.listenHost, proxyOptions.listenPort) = try hostPort(listen, flag: "--listen")
@@ -221,9 +226,7 @@ struct Proxy: AsyncParsableCommand {
         let proxy = ReverseProxy(
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: runtime.health,
             metricsFactory: runtime.metrics, logger: logger)
-        try await signalledGroup(
-            runtime.services + [.init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)], logger: logger
-        ).run()
+        try await signalledGroup(runtime.services(frontEnd: proxy), logger: logger).run()
         logger.info("overlayd proxy stopped")
     }
 }
@@ -256,12 +259,12 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapLogging(logLevel)
-        var options = OverlayProxy.Demo.Options()
+        var options = OverlayDemo.Demo.Options()
         options.port = port
         options.instantModels = instantModels
         (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
         do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
-        let demo = OverlayProxy.Demo(options: options, logger: logger)
+        let demo = OverlayDemo.Demo(options: options, logger: logger)
         let group = signalledGroup(demo.services, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -269,7 +272,7 @@ struct Demo: AsyncParsableCommand {
                 // Announced once everything listens. A nil: something stopped before it listened
                 // (a port in use, say); the group's error says what, and nothing is announced.
                 guard let proxyPort = await demo.proxy.listeningPort(), let appPort = await demo.appPort.port(),
-                    let extProc = await demo.runtime.extProc.listeningAddress(),
+                    let extProc = await demo.extProc.listeningAddress(),
                     let admin = await demo.runtime.admin.listeningAddress()
                 else { return }
                 let adminBase = "http://" + admin

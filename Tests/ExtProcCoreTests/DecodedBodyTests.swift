@@ -1,4 +1,5 @@
 import ExtProcCore
+import OverlayCore
 import ExtProcProto
 import Foundation
 import OverlayInject

@@ -15,6 +15,8 @@ struct FixedResults: OverlayResultLookup {
 private let page = "<!doctype html><html><head><title>CRM</title></head><body><h1>Accounts</h1></body></html>"
 private let ready = OverlayResultView(
     overlay: "shop", model: "model-a", token: String(repeating: "a", count: 32), status: .ready, text: "</script><b>hi</b>")
+/// What the page gets when the result is not in within the latency budget.
+private let pending = OverlayResultView(overlay: "shop", model: "model-a", token: String(repeating: "b", count: 32), status: .pending)
 /// `ready` as the page's island carries it (with the page context overlay.js may send back).
 private let readyInPage: OverlayResultView = {
     var view = ready
@@ -34,10 +36,16 @@ private func overlaid(
         Envoy.requestHeaders(authority: Fixture.overlayHost, path: path, method: method, endOfStream: true)
             .withProtocolConfig(request: .none, response: mode))
     let headers = Envoy.responseHeaders(status: status, contentType: contentType, extra: extra)
-    let wants = machine.wantsResult(for: headers)
-    machine.result = result
-    let sent = try machine.receive(headers).sent
-    #expect(wants == (sent == .rewritingResponseHeaders), "wantsResult agrees with the decision")
+    var action = try machine.receive(headers, now: 0, ready: result)
+    if case .wait = action {
+        #expect(result == nil, "the machine waits only while the result is not in")
+        guard let resumed = machine.resume(with: pending) else {
+            Issue.record("a waiting machine resumes")
+            return (machine, .none)
+        }
+        action = resumed
+    }
+    let sent = action.sent
     return (machine, sent)
 }
 
@@ -92,8 +100,7 @@ struct InjectionTests {
     func modeOverride() throws {
         var machine = ExchangeStateMachine(config: try Fixture.config())
         _ = try machine.receive(Envoy.requestHeaders(authority: Fixture.overlayHost, endOfStream: true))
-        machine.result = ready
-        let action = try machine.receive(Envoy.responseHeaders(contentType: "text/html"))
+        let action = try machine.receive(Envoy.responseHeaders(contentType: "text/html"), ready: ready)
         let message = action.answers[0]
         #expect(message.hasModeOverride && message.modeOverride.responseBodyMode == .streamed)
         #expect(message.responseHeaders.response.headerMutation.removeHeaders == ["content-length"])

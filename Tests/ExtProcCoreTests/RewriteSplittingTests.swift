@@ -1,4 +1,5 @@
 import ExtProcCore
+import OverlayCore
 import OverlayDecisions
 import OverlayInject
 import Testing

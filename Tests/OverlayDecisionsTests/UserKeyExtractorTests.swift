@@ -1,4 +1,5 @@
 @testable import OverlayDecisions
+import OverlayTesting
 import Testing
 
 @Suite("UserKeyExtractor")
@@ -77,7 +78,7 @@ struct UserKeyExtractorTests {
             let header = (0..<Int.random(in: 0..<14, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
             let headers: HeaderList = [("cookie", header), ("Cookie", "other=1; uid=second")]
             #expect(
-                UserKeyExtractor.cookieValue(named: "uid", in: headers) == UserKeyExtractor.cookieValueReference(named: "uid", in: headers),
+                UserKeyExtractor.cookieValue(named: "uid", in: headers) == Reference.cookieValue(named: "uid", in: headers),
                 "\(header.debugDescription)")
         }
     }

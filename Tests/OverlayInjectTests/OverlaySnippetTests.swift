@@ -1,5 +1,6 @@
 import Foundation
 @testable import OverlayInject
+import OverlayTesting
 import Testing
 
 private let islandOpen = #"<script data-overlayd type="application/json" id="overlayd-result">"#
@@ -115,9 +116,9 @@ private let hostileTexts: [String] = [
         let alphabet: [UInt8] = [0x3C, 0x3E, 0x26, 0xE2, 0x80, 0xA8, 0xA9, 0x41, 0x22, 0x5C, 0x00, 0xC3, 0xA9]
         for length in 0..<200 {
             let input = (0..<length).map { _ in alphabet.randomElement(using: &rng)! }
-            #expect(OverlaySnippet.escapeForDataIsland(input) == OverlaySnippet.escapeForDataIslandReference(input), "\(input)")
+            #expect(OverlaySnippet.escapeForDataIsland(input) == Reference.escapeForDataIsland(input), "\(input)")
             // A non-contiguous collection takes the same path.
-            #expect(OverlaySnippet.escapeForDataIsland(input.lazy.map { $0 }) == OverlaySnippet.escapeForDataIslandReference(input))
+            #expect(OverlaySnippet.escapeForDataIsland(input.lazy.map { $0 }) == Reference.escapeForDataIsland(input))
         }
     }
 
@@ -130,7 +131,7 @@ private let hostileTexts: [String] = [
         for length in 0..<200 {
             var text = ""
             for _ in 0..<length { text.unicodeScalars.append(alphabet.randomElement(using: &rng)!) }
-            #expect(OverlaySnippet.jsonStringLiteralBytes(text) == OverlaySnippet.jsonStringLiteralReference(text), "\(text.debugDescription)")
+            #expect(OverlaySnippet.jsonStringLiteralBytes(text) == Reference.jsonStringLiteral(text), "\(text.debugDescription)")
         }
     }
 }

@@ -193,10 +193,13 @@ def test_gzip_and_deflate_pages_are_decoded_injected_and_re_encoded(channel, enc
 
 def test_broken_gzip_and_unknown_encodings_pass_through_untouched(channel, proc):
     broken = gzip.compress(PAGE)[:-12] + b"garbage!1234"
-    before = scrape(proc.admin_addr).value("overlayd_injections_total", result="broken_encoding") or 0
+    # The same metric and labels as proxy mode (`frontend` tells them apart; both front ends share
+    # one vocabulary).
+    before = scrape(proc.admin_addr).value("overlayd_injections_total", frontend="extproc", result="broken_encoding", reason="")
+    assert before is not None, "pre-registered with the frontend label"
     _, _, out = page_through(channel, "crm.example.com", body=broken, chunk=20, extra=[("content-encoding", "gzip")])
     assert out == broken
-    assert scrape(proc.admin_addr).value("overlayd_injections_total", result="broken_encoding") == before + 1
+    assert scrape(proc.admin_addr).value("overlayd_injections_total", frontend="extproc", result="broken_encoding") == before + 1
     _, second, out = page_through(channel, "crm.example.com", body=b"\x8b\x00brotli", extra=[("content-encoding", "br")])
     assert second.mode_override.response_body_mode == PM.NONE and out == b"\x8b\x00brotli"
 

@@ -166,6 +166,8 @@ enum Sent: Equatable, CustomStringConvertible {
     case message(ProcessingResponse)
     case streamed([ProcessingResponse])
     case none
+    /// The response headers are held for the result (answered at `resume(with:)`).
+    case waiting
 
     var description: String {
         switch self {
@@ -177,6 +179,7 @@ enum Sent: Equatable, CustomStringConvertible {
         case .message(let message): return ".message(\(message))"
         case .streamed(let messages): return ".streamed(\(messages.count) messages)"
         case .none: return ".none"
+        case .waiting: return ".waiting"
         }
     }
 }
@@ -210,6 +213,7 @@ extension ExchangeAction {
             else { return .message(message) }
             return .overlayRequestHeaders(model: plan.model)
         case .none: return .none
+        case .wait: return .waiting
         }
     }
 
@@ -218,7 +222,7 @@ extension ExchangeAction {
         switch self {
         case .respond(let answer): return [answer.message]
         case .respondAndCall(let answer, _): return [answer.message]
-        case .answerAsk: return []
+        case .answerAsk, .wait: return []
         case .respondStreamed(let messages): return messages
         case .none: return []
         }

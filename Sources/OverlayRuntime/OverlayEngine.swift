@@ -2,7 +2,6 @@ import AsyncHTTPClient
 import BackendCore
 import Backends
 import CoreMetrics
-import ExtProcCore
 import Foundation
 import Logging
 import NIOCore
@@ -51,28 +50,32 @@ package final class ModelCall: Sendable {
         OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending)
     }
 
-    /// The result if it is in by `started + budget`, else ``pendingView`` once that time has come
-    /// (the async form of what ``ExtProcStream`` does on its event loop). Task cancellation ends
-    /// the wait early with ``pendingView``.
-    package func result(withinBudget budget: TimeAmount) async -> OverlayResultView {
-        if let result { return result }
-        let remaining = started + budget - NIODeadline.now()
-        if remaining <= .zero { return pendingView }
-        let waiting = AsyncStream<OverlayResultView>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        onResult { view in
-            waiting.continuation.yield(view)
-            waiting.continuation.finish()
-        }
-        let timer = Task {
-            try? await Task.sleep(for: .nanoseconds(remaining.nanoseconds))
-            waiting.continuation.finish()
-        }
-        defer {
-            timer.cancel()
+    /// Calls `resume` once on `loop`, which must be the caller's: with the result as soon as it
+    /// arrives, or at `deadline` (the latency budget's end) with the result if it is in by then,
+    /// else ``pendingView``. Both front ends hold a response head this way while
+    /// ``OverlayExchange`` waits (``OverlayExchange/ResponseHeadAction/wait(deadline:)``).
+    /// Cancel the returned wait when the exchange ends first.
+    package func whenReady(
+        on loop: any EventLoop, deadline: NIODeadline, _ resume: @escaping (OverlayResultView) -> Void
+    ) -> ResultWait {
+        let resume = NIOLoopBound(resume, eventLoop: loop)
+        let done = NIOLoopBoundBox(false, eventLoop: loop)
+        let timer = loop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            guard !done.value else { return }
+            done.value = true
             forgetWaiter()
+            resume.value(result ?? pendingView)
         }
-        for await view in waiting.stream { return view }
-        return result ?? pendingView
+        let scheduled = timer
+        onResult { view in
+            loop.execute {
+                guard !done.value else { return }
+                done.value = true
+                scheduled.cancel()
+                resume.value(view)
+            }
+        }
+        return ResultWait(call: self, timer: scheduled, done: done)
     }
 
     package func complete(_ view: OverlayResultView) {
@@ -82,6 +85,40 @@ package final class ModelCall: Sendable {
             return state.waiter
         }
         waiter?(view)
+    }
+}
+
+/// A wait for a call's result (``ModelCall/whenReady(on:deadline:_:)``), cancelled when the exchange
+/// ends first: neither the result nor the timer calls back afterwards.
+package struct ResultWait {
+    fileprivate let call: ModelCall
+    fileprivate let timer: Scheduled<Void>
+    fileprivate let done: NIOLoopBoundBox<Bool>
+
+    package func cancel() {
+        done.value = true
+        timer.cancel()
+        call.forgetWaiter()
+    }
+}
+
+extension Optional where Wrapped == OverlayEngine {
+    /// Starts the model call(s) of `plan`. Without an engine (protocol-only tests) the call has
+    /// already failed with "no engine", so the page gets a failed result rather than a wait.
+    package func startCall(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
+        if let engine = self { return engine.start(plan: plan, config: config) }
+        let call = ModelCall(token: "", plan: plan, started: .now())
+        call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
+        return call
+    }
+}
+
+extension SplitMix64 {
+    /// A generator seeded once from the system's (each front end keeps one per connection and
+    /// seeds every exchange from it: a system call per exchange would cost more than its picks).
+    package static func seededBySystem() -> SplitMix64 {
+        var system = SystemRandomNumberGenerator()
+        return SplitMix64(seed: system.next())
     }
 }
 

@@ -2,10 +2,9 @@ import Logging
 import OverlayCore
 import ServiceLifecycle
 
-/// Everything `overlayd serve` runs, as one ServiceGroup: built here so tests can run the same
-/// assembly in-process (`main` only parses arguments).
-public struct ServeOptions: Sendable {
-    public var extProc = ExtProcServerOptions()
+/// What every command that serves traffic runs beside its front end (`serve`, `proxy`, `demo`):
+/// built here so tests can run the same assembly in-process (`main` only parses arguments).
+public struct RuntimeOptions: Sendable {
     /// `--admin`: default `127.0.0.1:9901`.
     public var adminHost = "127.0.0.1"
     public var adminPort = 9901
@@ -21,23 +20,20 @@ public struct ServeOptions: Sendable {
     public var startedFromStateDir = false
     /// Shadow queue and result store bounds.
     public var engine = OverlayEngine.Options()
-    /// Run the ext_proc gRPC server (false in `overlayd proxy`, whose front end is the reverse
-    /// proxy: it then reports readiness itself).
-    public var runsExtProc = true
 
     public init() {}
 }
 
+/// The config store, health, metrics, model-call engine, admin endpoint and config sources that
+/// a front end (``ExtProcServer`` or ``ReverseProxy``) serves from.
 public struct OverlayRuntime: Sendable {
     public let configStore: ConfigStore
     public let health: HealthState
     public let metrics: PrometheusMetrics
-    public let extProc: ExtProcServer
     public let admin: AdminServer
     public let watcher: ConfigFileWatcher?
     public let poller: ControlPlanePoller?
     public let engine: OverlayEngine
-    private let runsExtProc: Bool
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
@@ -45,9 +41,8 @@ public struct OverlayRuntime: Sendable {
     ///     serves pass-through (`config` should be empty), reports not ready, and becomes ready
     ///     when the watched file turns valid.
     public init(
-        options: ServeOptions, config: OverlayConfig, document: String, initialProblems: [String]? = nil, logger: Logger
+        options: RuntimeOptions, config: OverlayConfig, document: String, initialProblems: [String]? = nil, logger: Logger
     ) {
-        runsExtProc = options.runsExtProc
         configStore = ConfigStore(
             config, document: document, result: options.startedFromStateDir ? "last-known-good" : "applied")
         health = HealthState(configured: initialProblems == nil)
@@ -56,9 +51,6 @@ public struct OverlayRuntime: Sendable {
         }
         metrics = PrometheusMetrics()
         engine = OverlayEngine(options: options.engine, metricsFactory: metrics, logger: logger)
-        extProc = ExtProcServer(
-            options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger,
-            engine: engine)
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
             logger: logger, drift: engine.drift)
@@ -78,16 +70,17 @@ public struct OverlayRuntime: Sendable {
         }
     }
 
-    /// The services in start order; they stop in reverse (the admin endpoint outlives the drain).
-    public var services: [ServiceGroupConfiguration.ServiceConfiguration] {
+    /// The services in start order, with `frontEnd` last; they stop in reverse (the admin
+    /// endpoint outlives the front end's drain, shadow work is cancelled after it).
+    public func services(frontEnd: (any Service)?) -> [ServiceGroupConfiguration.ServiceConfiguration] {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // First in, last out: shadow work is cancelled only after the ext_proc drain.
         services.append(.init(service: engine, successTerminationBehavior: .ignore))
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
         if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
         services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
-        if runsExtProc {
-            services.append(.init(service: extProc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        if let frontEnd {
+            services.append(.init(service: frontEnd, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         return services
     }

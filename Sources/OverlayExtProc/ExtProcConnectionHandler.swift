@@ -1,6 +1,7 @@
 import NIOCore
-import OverlayDecisions
 import NIOHTTP2
+import OverlayDecisions
+import OverlayRuntime
 
 /// One HTTP/2 connection from Envoy: routes swift-nio-http2's frames to per-stream state.
 ///
@@ -33,10 +34,7 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
     private var refillDeferred = false
     private(set) var context: ChannelHandlerContext?
     /// Seeds the per-exchange random sources (splits without a user key, shadow sampling).
-    private var seeds: SplitMix64 = {
-        var system = SystemRandomNumberGenerator()
-        return SplitMix64(seed: system.next())
-    }()
+    private var seeds = SplitMix64.seededBySystem()
 
     private static let windowUpdated = ObjectIdentifier(NIOHTTP2WindowUpdatedEvent.self)
     private static let streamClosed = ObjectIdentifier(StreamClosedEvent.self)

@@ -76,17 +76,18 @@ public struct ListenFailure: Error, CustomStringConvertible {
 
 /// A Unix socket path where a live listener already answers. NIO's `cleanupExistingSocketFile`
 /// would remove it and bind anew: a second overlayd would take the path from a running one.
-struct UnixSocketInUse: Error, CustomStringConvertible {
-    var description: String { "another process is listening on this socket (only a stale socket file is replaced)" }
+package struct UnixSocketInUse: Error, CustomStringConvertible {
+    package init() {}
+    package var description: String { "another process is listening on this socket (only a stale socket file is replaced)" }
 }
 
 /// Which file a path names (device and inode), to remove at shutdown only the socket we bound,
 /// not one another process has bound at the same path since.
-struct FileIdentity: Equatable {
+package struct FileIdentity: Equatable {
     let device: UInt64
     let inode: UInt64
 
-    init?(path: String) {
+    package init?(path: String) {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         device = UInt64(info.st_dev)
@@ -96,7 +97,7 @@ struct FileIdentity: Equatable {
 
 extension ListenAddress {
     /// Whether something accepts connections on this Unix socket path now.
-    func unixSocketAnswers(group: any EventLoopGroup) async -> Bool {
+    package func unixSocketAnswers(group: any EventLoopGroup) async -> Bool {
         guard case .unix(let path) = self else { return false }
         do {
             let channel = try await ClientBootstrap(group: group)

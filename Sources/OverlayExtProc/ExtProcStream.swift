@@ -7,6 +7,7 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import OverlayCore
+import OverlayRuntime
 import SwiftProtobuf
 
 /// What every stream of one server shares: read-only after start, or synchronised inside.
@@ -18,6 +19,8 @@ final class ExtProcShared: Sendable {
     let configStore: ConfigStore
     let health: HealthState
     let metrics: ExtProcMetrics
+    /// Decisions and injections, in the vocabulary both front ends share.
+    let overlayMetrics: OverlayMetrics
     let logger: Logger
     /// Protocol errors can repeat on every stream (a misconfigured Envoy): their lines are throttled.
     let throttled: ThrottledLogger
@@ -30,9 +33,10 @@ final class ExtProcShared: Sendable {
     let cannedFrames: [ByteBuffer]
 
     init(
-        configStore: ConfigStore, health: HealthState, metrics: ExtProcMetrics, logger: Logger, maxMessageBytes: Int,
-        engine: OverlayEngine? = nil
+        configStore: ConfigStore, health: HealthState, metrics: ExtProcMetrics, overlayMetrics: OverlayMetrics, logger: Logger,
+        maxMessageBytes: Int, engine: OverlayEngine? = nil
     ) {
+        self.overlayMetrics = overlayMetrics
         self.engine = engine
         self.configStore = configStore
         self.health = health
@@ -58,7 +62,7 @@ final class ExtProcShared: Sendable {
 final class ExtProcStream {
     typealias Context = ChannelHandlerContext
 
-    private enum Mode {
+    enum Mode {
         case awaitingHeaders
         case process
         case healthCheck
@@ -67,33 +71,31 @@ final class ExtProcStream {
         case closed
     }
 
-    private let shared: ExtProcShared
-    private let streamID: HTTP2StreamID
+    let shared: ExtProcShared
+    let streamID: HTTP2StreamID
     /// Unowned: the connection handler owns every stream and outlives it.
     private unowned let connection: ExtProcConnectionHandler
-    private var mode = Mode.awaitingHeaders
+    var mode = Mode.awaitingHeaders
     /// The exchange's protocol state machine (set for `Process` calls).
-    private var machine: ExchangeStateMachine?
-    private var reader: GRPCMessageReader
-    private var responseHeadersSent = false
-    private var countedOpen = false
+    var machine: ExchangeStateMachine?
+    var reader: GRPCMessageReader
+    var responseHeadersSent = false
+    var countedOpen = false
     /// Registered with HealthState as a Watch, and the last status sent to it.
-    private var watching = false
-    private var lastWatchStatus: Bool?
+    var watching = false
+    var lastWatchStatus: Bool?
     /// The client sent END_STREAM.
-    private var peerEnded = false
-    private var deadline: Scheduled<Void>?
+    var peerEnded = false
+    var deadline: Scheduled<Void>?
     /// The config snapshot of this exchange (the machine's), for the engine.
-    private var config: OverlayConfig?
+    var config: OverlayConfig?
     /// The served model's call of an overlaid exchange, and its result once in.
-    private var call: ModelCall?
-    /// Response headers waiting for the result (up to the latency budget), and what came after.
-    private var paused: ProcessingRequest?
-    private var pausedStarted: NIODeadline?
-    private var queued: [ByteBuffer] = []
-    private var budgetTimer: Scheduled<Void>?
-    /// The injection outcome was counted (once per exchange).
-    private var countedInjection = false
+    var call: ModelCall?
+    /// The response headers wait for the result (up to the latency budget); messages that came
+    /// after them are queued, in order.
+    var paused = false
+    var wait: ResultWait?
+    var queued: [ByteBuffer] = []
 
     init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
         self.streamID = id
@@ -103,7 +105,7 @@ final class ExtProcStream {
     }
 
     /// The response ended, or the stream is gone (closed or reset): free what it holds. Idempotent.
-    private func reportBuffered(context: ChannelHandlerContext) {
+    func reportBuffered(context: ChannelHandlerContext) {
         let now = reader.bufferedBytes
         if now != reportedBuffered {
             connection.bufferedChanged(context: context, by: now - reportedBuffered)
@@ -114,11 +116,10 @@ final class ExtProcStream {
     func release() {
         deadline?.cancel()
         deadline = nil
-        budgetTimer?.cancel()
-        budgetTimer = nil
-        paused = nil
+        wait?.cancel()
+        wait = nil
+        paused = false
         queued = []
-        call?.forgetWaiter()
         call = nil
         reader = GRPCMessageReader(maxMessageBytes: shared.maxMessageBytes)
         if reportedBuffered != 0, let context = connection.context {
@@ -168,7 +169,7 @@ final class ExtProcStream {
 
     // MARK: - Stream start
 
-    private func start(context: ChannelHandlerContext, headers: HPACKHeaders) {
+    func start(context: ChannelHandlerContext, headers: HPACKHeaders) {
         var path = ""
         var method = ""
         var contentType = ""
@@ -225,7 +226,7 @@ final class ExtProcStream {
         }
     }
 
-    private func deadlineExceeded(context: ChannelHandlerContext) {
+    func deadlineExceeded(context: ChannelHandlerContext) {
         if case .closed = mode { return }
         shared.metrics.error("deadline_exceeded")
         end(context: context, trailers: GRPCHeaders.trailers(.deadlineExceeded, message: "deadline exceeded"), thenReset: true)
@@ -234,9 +235,9 @@ final class ExtProcStream {
     // MARK: - Messages
 
     /// Bytes this stream holds in a partial message (reported to the connection's budget).
-    private var reportedBuffered = 0
+    var reportedBuffered = 0
 
-    private func received(context: ChannelHandlerContext, bytes: ByteBuffer) {
+    func received(context: ChannelHandlerContext, bytes: ByteBuffer) {
         if case .closed = mode { return }
         if case .awaitingHeaders = mode { return }
         reader.append(bytes)
@@ -245,9 +246,9 @@ final class ExtProcStream {
     }
 
     /// Processes every complete message the reader holds (unless paused for a result).
-    private func drain(context: ChannelHandlerContext) {
+    func drain(context: ChannelHandlerContext) {
         while true {
-            if paused != nil {
+            if paused {
                 // Waiting for the AI result: keep later messages, in order, until it resumes.
                 while let next = try? reader.next() { queued.append(next) }
                 return
@@ -279,160 +280,7 @@ final class ExtProcStream {
         }
     }
 
-    /// Steps the core with one message and writes its answer. Returns false when the stream ended
-    /// or paused (waiting for the AI result).
-    private func process(context: ChannelHandlerContext, payload: ByteBuffer) -> Bool {
-        let request: ProcessingRequest
-        do {
-            request = try ProcessingRequest(serializedBytes: ProtobufBytes(payload))
-        } catch {
-            protocolFailure(context: context, ExchangeError(.undecodable, "ProcessingRequest does not decode: \(error)"))
-            return false
-        }
-        if let phase = ExchangePhase(of: request) {
-            shared.metrics.messages[phase.rawValue].increment()
-        }
-        if request.carriesUnknownFields { shared.metrics.unknownFields.increment() }
-        if let call, machine?.result == nil, machine?.wantsResult(for: request) == true {
-            if let result = call.result {
-                machine?.result = result
-            } else {
-                let budget = TimeAmount.milliseconds(Int64(machine?.overlaySettings?.latencyBudgetMs ?? 0))
-                let remaining = call.started + budget - NIODeadline.now()
-                if remaining <= .zero {
-                    machine?.result = pendingView(call)
-                } else {
-                    pause(context: context, request, for: remaining)
-                    return false
-                }
-            }
-        }
-        return handle(context: context, request)
-    }
-
-    private func pendingView(_ call: ModelCall) -> OverlayResultView {
-        call.pendingView
-    }
-
-    /// Holds the response headers until the result arrives or the latency budget runs out.
-    private func pause(context: ChannelHandlerContext, _ request: ProcessingRequest, for remaining: TimeAmount) {
-        paused = request
-        pausedStarted = .now()
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        budgetTimer = context.eventLoop.scheduleTask(in: remaining) {
-            let (stream, context) = bound.value
-            stream.resume(context: context)
-        }
-    }
-
-    /// The result arrived or the budget ran out: answer the held headers, then what queued behind.
-    private func resume(context: ChannelHandlerContext) {
-        guard let request = paused, let call else { return }
-        paused = nil
-        budgetTimer?.cancel()
-        budgetTimer = nil
-        machine?.result = call.result ?? pendingView(call)
-        guard handle(context: context, request) else {
-            context.flush()
-            return
-        }
-        let backlog = queued
-        queued = []
-        for payload in backlog {
-            guard process(context: context, payload: payload) else {
-                // Paused again (cannot happen: the result is set) or ended.
-                if paused != nil { queued.append(contentsOf: backlog.drop(while: { $0 != payload }).dropFirst()) }
-                context.flush()
-                return
-            }
-        }
-        drain(context: context)
-        if peerEnded, case .process = mode { clientEnded(context: context) }
-        context.flush()
-    }
-
-    private func handle(context: ChannelHandlerContext, _ request: ProcessingRequest) -> Bool {
-        let started = NIODeadline.now()
-        let action: ExchangeAction
-        do throws(ExchangeError) {
-            action = try machine!.receive(request)
-        } catch {
-            protocolFailure(context: context, error)
-            return false
-        }
-        switch request.request {
-        case .requestHeaders: countDecision(machine?.decision)
-        case .responseHeaders, .responseBody: countInjection()
-        default: break
-        }
-
-        switch action {
-        case .none:
-            break
-        case .respondAndCall(let answer, let plan):
-            guard let frame = encode(context: context, answer.message) else { return false }
-            writeMessage(context: context, frame: frame)
-            startCall(context: context, plan: plan)
-        case .answerAsk(let plan):
-            startCall(context: context, plan: plan)
-            let view = call.map(pendingView) ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed)
-            guard let frame = encode(context: context, ExchangeStateMachine.askAnswer(view)) else { return false }
-            writeMessage(context: context, frame: frame)
-        case .respond(.canned(let canned)):
-            writeMessage(context: context, frame: shared.cannedFrames[canned.rawValue])
-        case .respond(.message(let message)):
-            guard let frame = encode(context: context, message) else { return false }
-            writeMessage(context: context, frame: frame)
-        case .respondStreamed(let messages):
-            guard let frame = encode(context: context, messages) else { return false }
-            writeMessage(context: context, frame: frame)
-        }
-        shared.metrics.processing.recordNanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
-        return true
-    }
-
-    private func countDecision(_ decision: RequestDecision?) {
-        switch decision {
-        case .passThrough, nil: shared.metrics.passThrough.increment()
-        case .overlay: shared.metrics.overlaid.increment()
-        case .ownEndpoint, .result, .ask: shared.metrics.ownEndpoint.increment()
-        }
-    }
-
-    private func countInjection() {
-        guard !countedInjection, let machine else { return }
-        if case .untouched(let reason)? = machine.responsePlan {
-            countedInjection = true
-            shared.metrics.injections["skipped|" + reason]?.increment()
-        } else if let outcome = machine.rewrite?.outcome {
-            countedInjection = true
-            shared.metrics.injections[outcome + "|"]?.increment()
-        }
-    }
-
-    /// Starts the served model's call (it overlaps the upstream's work).
-    private func startCall(context: ChannelHandlerContext, plan: OverlayPlan) {
-        guard let engine = shared.engine, let config else {
-            let call = ModelCall(token: "", plan: plan, started: .now())
-            call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
-            self.call = call
-            return
-        }
-        let started = engine.start(plan: plan, config: config)
-        call = started
-        let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
-        started.onResult { _ in
-            // Told only while the stream lives (release() forgets the waiter), so the loop is up.
-            loop.execute {
-                let (stream, context) = bound.value
-                guard stream.call === started, stream.paused != nil else { return }
-                stream.resume(context: context)
-            }
-        }
-    }
-
-    private func encode(context: ChannelHandlerContext, _ message: ProcessingResponse) -> ByteBuffer? {
+    func encode(context: ChannelHandlerContext, _ message: ProcessingResponse) -> ByteBuffer? {
         do {
             return try GRPCFrame.encode(message, allocator: context.channel.allocator)
         } catch {
@@ -441,7 +289,7 @@ final class ExtProcStream {
         }
     }
 
-    private func encode(context: ChannelHandlerContext, _ messages: [ProcessingResponse]) -> ByteBuffer? {
+    func encode(context: ChannelHandlerContext, _ messages: [ProcessingResponse]) -> ByteBuffer? {
         do {
             return try GRPCFrame.encode(messages, allocator: context.channel.allocator)
         } catch {
@@ -452,7 +300,7 @@ final class ExtProcStream {
 
     /// A protocol violation ends this stream only, with status OK so that Envoy continues the HTTP
     /// exchange unprocessed (fail open, envoy-ext-proc.md §13); the message says what went wrong.
-    private func protocolFailure(context: ChannelHandlerContext, _ error: ExchangeError) {
+    func protocolFailure(context: ChannelHandlerContext, _ error: ExchangeError) {
         shared.metrics.error(error.kind.name)
         shared.throttled.log(
             level: .notice, "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
@@ -463,7 +311,7 @@ final class ExtProcStream {
         finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: \(error.kind): \(error.message)", thenReset: true)
     }
 
-    private func clientEnded(context: ChannelHandlerContext) {
+    func clientEnded(context: ChannelHandlerContext) {
         peerEnded = true
         switch mode {
         case .closed:
@@ -474,7 +322,7 @@ final class ExtProcStream {
             // Ended without a request message.
             finishTrailersOnlyOrEnd(context: context, .internal, "Health/Check needs one request message")
         case .process:
-            if paused != nil { return }  // answered when the result arrives (resume re-checks)
+            if paused { return }  // answered when the result arrives (resume re-checks)
             if reader.hasPartialMessage {
                 shared.metrics.error(ExchangeError.Kind.framing.name)
                 finishTrailersOnlyOrEnd(context: context, .ok, "overlayd: framing: stream ended inside a message")
@@ -484,58 +332,9 @@ final class ExtProcStream {
         }
     }
 
-    // MARK: - Health
-
-    private func decodeHealthRequest(context: ChannelHandlerContext, payload: ByteBuffer) -> String? {
-        do {
-            let request = try Grpc_Health_V1_HealthCheckRequest(serializedBytes: ProtobufBytes(payload))
-            guard HealthState.services.contains(request.service) else {
-                finishTrailersOnlyOrEnd(context: context, .notFound, "unknown service \(request.service)")
-                return nil
-            }
-            return request.service
-        } catch {
-            finishTrailersOnlyOrEnd(context: context, .invalidArgument, "HealthCheckRequest does not decode")
-            return nil
-        }
-    }
-
-    private func answerHealthCheck(context: ChannelHandlerContext, payload: ByteBuffer) {
-        guard let service = decodeHealthRequest(context: context, payload: payload) else { return }
-        writeHealth(context: context, serving: shared.health.isServing, service: service)
-        end(context: context, trailers: GRPCHeaders.okTrailers)
-    }
-
-    /// A Watch call: the current status now, then every change (config turning valid, draining).
-    private func watchHealth(context: ChannelHandlerContext) {
-        let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
-        shared.health.addWatcher(ObjectIdentifier(self)) { serving in
-            loop.execute {
-                let (stream, context) = bound.value
-                guard case .healthWatch = stream.mode else { return }
-                stream.writeHealth(context: context, serving: serving)
-                context.flush()
-            }
-        }
-        watching = true
-        writeHealth(context: context, serving: shared.health.isServing)
-    }
-
-    private func writeHealth(context: ChannelHandlerContext, serving: Bool, service: String = "") {
-        if case .healthWatch = mode {
-            guard lastWatchStatus != serving else { return }  // a Watch sends changes only
-            lastWatchStatus = serving
-        }
-        var response = Grpc_Health_V1_HealthCheckResponse()
-        response.status = serving ? .serving : .notServing
-        guard let frame = try? GRPCFrame.encode(response, allocator: context.channel.allocator) else { return }
-        writeMessage(context: context, frame: frame)
-    }
-
     // MARK: - Writing
 
-    private func writeMessage(context: ChannelHandlerContext, frame: ByteBuffer) {
+    func writeMessage(context: ChannelHandlerContext, frame: ByteBuffer) {
         if !responseHeadersSent {
             responseHeadersSent = true
             write(context, .headers(.init(headers: GRPCHeaders.responseHeaders)))
@@ -544,7 +343,7 @@ final class ExtProcStream {
     }
 
     /// Ends the response with trailers (after response headers were sent).
-    private func end(context: ChannelHandlerContext, trailers: HPACKHeaders, thenReset: Bool = false) {
+    func end(context: ChannelHandlerContext, trailers: HPACKHeaders, thenReset: Bool = false) {
         if case .closed = mode { return }
         if !responseHeadersSent {
             responseHeadersSent = true
@@ -553,7 +352,7 @@ final class ExtProcStream {
         writeLast(context: context, .headers(.init(headers: trailers, endStream: true)), thenReset: thenReset)
     }
 
-    private func finishTrailersOnlyOrEnd(
+    func finishTrailersOnlyOrEnd(
         context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, thenReset: Bool = false
     ) {
         if responseHeadersSent {
@@ -563,7 +362,7 @@ final class ExtProcStream {
         }
     }
 
-    private func finishTrailersOnly(
+    func finishTrailersOnly(
         context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, extra: [(String, String)] = [],
         thenReset: Bool = false
     ) {
@@ -575,7 +374,7 @@ final class ExtProcStream {
 
     /// Writes the frame that ends our side of the stream; with `thenReset`, resets the stream once
     /// that frame has been written (not before: a reset purges frames still queued).
-    private func writeLast(context: ChannelHandlerContext, _ frame: HTTP2Frame.FramePayload, thenReset: Bool) {
+    func writeLast(context: ChannelHandlerContext, _ frame: HTTP2Frame.FramePayload, thenReset: Bool) {
         if thenReset && !peerEnded {
             // gRPC over HTTP/2: a server that ends before the client resets with NO_ERROR (CANCEL
             // would read as a cancelled call), and only once our last frame has been written: a
@@ -594,11 +393,11 @@ final class ExtProcStream {
         release()
     }
 
-    private func write(_ context: Context, _ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
+    func write(_ context: Context, _ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
         connection.write(context, HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
     }
 
-    private func rejectHTTP(context: ChannelHandlerContext, status: String) {
+    func rejectHTTP(context: ChannelHandlerContext, status: String) {
         responseHeadersSent = true
         let headers: HPACKHeaders = [":status": status]
         writeLast(context: context, .headers(.init(headers: headers, endStream: true)), thenReset: true)

@@ -30,11 +30,11 @@ public final class HealthState: Sendable {
     private let watchers = Mutex<[ObjectIdentifier: @Sendable (Bool) -> Void]>([:])
 
     /// Calls `notify` with the new serving status whenever it changes, until removed.
-    func addWatcher(_ id: ObjectIdentifier, _ notify: @escaping @Sendable (Bool) -> Void) {
+    package func addWatcher(_ id: ObjectIdentifier, _ notify: @escaping @Sendable (Bool) -> Void) {
         watchers.withLock { $0[id] = notify }
     }
 
-    func removeWatcher(_ id: ObjectIdentifier) {
+    package func removeWatcher(_ id: ObjectIdentifier) {
         _ = watchers.withLock { $0.removeValue(forKey: id) }
     }
 

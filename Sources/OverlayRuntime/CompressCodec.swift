@@ -1,5 +1,5 @@
 import CompressNIO
-import ExtProcCore
+import OverlayCore
 import NIOCore
 
 /// gzip and deflate for the injector, on compress-nio (zlib).

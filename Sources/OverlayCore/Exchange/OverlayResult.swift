@@ -1,4 +1,4 @@
-import OverlayCore
+
 import OverlayInject
 
 /// The AI result as the page sees it: the JSON of the data island, of `/__overlay/results/{token}`

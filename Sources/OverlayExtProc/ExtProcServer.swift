@@ -4,6 +4,8 @@ import NIOCore
 import NIOExtras
 import NIOHTTP2
 import NIOPosix
+import OverlayCore
+import OverlayRuntime
 import ServiceLifecycle
 import Synchronization
 
@@ -55,6 +57,7 @@ public final class ExtProcServer: Service, Sendable {
         self.options = options
         self.shared = ExtProcShared(
             configStore: configStore, health: health, metrics: ExtProcMetrics(factory: metricsFactory.factory),
+            overlayMetrics: OverlayMetrics(frontend: "extproc", factory: metricsFactory.factory),
             logger: logger, maxMessageBytes: options.maxMessageBytes, engine: engine)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
         (bound, boundContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1))

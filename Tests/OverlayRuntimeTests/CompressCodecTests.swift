@@ -1,5 +1,5 @@
 import Foundation
-import OverlayServer
+import OverlayRuntime
 import Testing
 
 @Suite("CompressCodec (gzip, deflate)")

@@ -1,6 +1,8 @@
 import Logging
 import OverlayCore
-import OverlayServer
+import OverlayExtProc
+import OverlayProxy
+import OverlayRuntime
 import ServiceLifecycle
 
 /// `overlayd demo`: in one process, the built-in legacy app on a free port of 127.0.0.1, the
@@ -19,19 +21,24 @@ public struct Demo: Sendable {
     }
 
     public let runtime: OverlayRuntime
+    public let extProc: ExtProcServer
     public let proxy: ReverseProxy
     public let appPort: BoundAddress
     private let app: any Service
 
     public init(options: Options, logger: Logger) {
-        var serve = ServeOptions()
+        var serve = RuntimeOptions()
         serve.adminHost = options.adminHost
         serve.adminPort = options.adminPort
-        serve.extProc.listen = options.extProc
-        serve.extProc.listenOption = "--ext-proc-listen"
+        var extProcOptions = ExtProcServerOptions()
+        extProcOptions.listen = options.extProc
+        extProcOptions.listenOption = "--ext-proc-listen"
         let config = options.instantModels ? EmbeddedDemo.loadInstantProxyDemo() : EmbeddedDemo.loadProxyDemo()
         let document = options.instantModels ? EmbeddedDemo.instantProxyDemoText : EmbeddedDemo.proxyDemoText
         runtime = OverlayRuntime(options: serve, config: config, document: document, logger: logger)
+        extProc = ExtProcServer(
+            options: extProcOptions, configStore: runtime.configStore, health: runtime.health,
+            metricsFactory: runtime.metrics, logger: logger, engine: runtime.engine)
         let appPort = BoundAddress()
         self.appPort = appPort
         app = EndReporting(DemoApp.application(logger: logger) { port in appPort.set(port) }) { appPort.finish() }
@@ -47,10 +54,10 @@ public struct Demo: Sendable {
             })
     }
 
-    /// Every service: the runtime's (engine, admin, ext_proc), then the app, then the proxy (which
-    /// stops first on SIGTERM/SIGINT).
+    /// Every service: the runtime's (engine, admin) and ext_proc, then the app, then the proxy
+    /// (which stops first on SIGTERM/SIGINT).
     public var services: [ServiceGroupConfiguration.ServiceConfiguration] {
-        runtime.services + [
+        runtime.services(frontEnd: extProc) + [
             .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
         ]

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import OverlayServer
+@testable import OverlayRuntime
 
 @Suite struct RandomTokensTests {
     @Test func hexWritesBothWordsMostSignificantNibbleFirst() {

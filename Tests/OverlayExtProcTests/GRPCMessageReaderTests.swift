@@ -6,7 +6,8 @@ import NIOHPACK
 import SwiftProtobuf
 import Testing
 
-@testable import OverlayServer
+@testable import OverlayExtProc
+@testable import OverlayRuntime
 
 /// gRPC length-prefixed framing (grpc/doc/PROTOCOL-HTTP2.md "Length-Prefixed-Message"): a message
 /// arrives whole whatever the DATA frame boundaries.

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import OverlayRuntime
 
 /// The built-in "legacy CRM" of `overlayd demo`: a few server-rendered pages with a dated look,
 /// one of them served gzip-encoded (decoded, injected and re-encoded by the proxy), and a JSON endpoint.
@@ -65,7 +66,8 @@ public enum DemoApp {
     static let reportsGzip: [UInt8] = {
         let total = accounts.reduce(0) { $0 + $1.value }
         let body = "<p>Pipeline total: <b>\(total) USD</b> across \(accounts.count) accounts.</p><p><i>This page is served gzip-encoded: overlayd decodes it, injects the panel and encodes it again.</i></p>"
-        return Gzip.stored(Array(page(title: "Quarterly report", body: body).utf8))
+        // compress-nio, the codec overlayd itself decodes and re-encodes such pages with.
+        return CompressCodec().encode(Array(page(title: "Quarterly report", body: body).utf8), encoding: "gzip")!
     }()
 
     static let accountsJSON: [UInt8] = {

@@ -1,0 +1,84 @@
+import OverlayInject
+
+/// What happens to an overlaid exchange's response body, decided at response-header time (pure).
+public enum ResponsePlan: Sendable, Equatable {
+    /// Inject the overlay snippet into an HTML body (with this CSP nonce, if the page has one);
+    /// `encoding`: the body's content-coding (gzip, deflate) to decode and re-encode, or nil.
+    case html(nonce: String?, encoding: String?)
+    /// Add the result to a JSON object body.
+    case json(encoding: String?)
+    /// Leave the body alone; the reason is the `reason` label of `overlayd_injections_total`.
+    case untouched(reason: String)
+
+    /// The reasons ``untouched(reason:)`` can carry (for pre-registering metrics).
+    public static let reasons = [
+        "disabled", "status", "head", "not_html", "encoded", "csp_blocked", "too_large", "not_json_path",
+    ]
+
+    /// The response header fields ``decide(settings:method:path:headers:decodable:)`` reads.
+    public static let relevantHeaders: Set<String> = [
+        ":status", "content-type", "content-encoding", "content-length", "content-security-policy",
+    ]
+
+    /// Decides from the overlay's settings, the request and the response header fields.
+    ///
+    /// `headers` are the response's header fields as (lower-case name, value) pairs, with the
+    /// status as the `:status` pseudo-header. ``OverlayExchange`` calls it for both front ends.
+    ///
+    /// - HTML when `injection.html` is on, `content-type` is `text/html`, the status is 2xx other
+    ///   than 204/206, the request was not HEAD, the body is not content-encoded or its encoding is
+    ///   one of `decodable` (gzip, deflate: decoded, injected, re-encoded; br, zstd, … pass
+    ///   through untouched and are counted as `encoded`), a `content-length` (if any) is within
+    ///   `maxBodyBytes`, and the Content-Security-Policy lets a same-origin script run (its nonce
+    ///   is then used).
+    /// - JSON when the path is under `injection.json.paths` and `content-type` is
+    ///   `application/json` (or `+json`), with the same status, method, encoding and size rules.
+    public static func decide(
+        settings: OverlaySettings, method: Substring, path: Substring,
+        headers: some Sequence<(name: String, value: String)>, decodable: Set<String> = []
+    ) -> ResponsePlan {
+        var status = 0
+        var contentType = ""
+        var encoding = ""
+        var length: Int?
+        var policies: [String] = []
+        for header in headers {
+            switch header.name {
+            case ":status": status = Int(header.value) ?? 0
+            case "content-type": contentType = header.value.lowercased()
+            case "content-encoding": encoding = header.value.lowercased()
+            case "content-length": length = Int(header.value)
+            case "content-security-policy": policies.append(header.value)
+            default: continue
+            }
+        }
+        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map {
+            $0.trimmingCharactersASCIIWhitespace()
+        } ?? ""
+        let wantsJSON =
+            !settings.jsonPaths.isEmpty && OverlaySettings.matches(settings.jsonPaths, path: path)
+            && (mediaType == "application/json" || mediaType.hasSuffix("+json"))
+        let wantsHTML = mediaType == "text/html"
+        guard wantsHTML || wantsJSON else { return .untouched(reason: "not_html") }
+        if wantsHTML && !settings.injectHTML && !wantsJSON { return .untouched(reason: "disabled") }
+        guard (200...299).contains(status), status != 204, status != 206 else { return .untouched(reason: "status") }
+        guard method != "HEAD" else { return .untouched(reason: "head") }
+        let coding: String? = encoding.isEmpty || encoding == "identity" ? nil : encoding
+        if let coding, !decodable.contains(coding) { return .untouched(reason: "encoded") }
+        if let length, length > settings.maxBodyBytes { return .untouched(reason: "too_large") }
+        if wantsJSON { return .json(encoding: coding) }
+        switch ContentSecurityPolicy.decide(policies: policies) {
+        case .allowed(let nonce): return .html(nonce: nonce, encoding: coding)
+        case .blocked: return .untouched(reason: "csp_blocked")
+        }
+    }
+}
+
+extension Substring {
+    func trimmingCharactersASCIIWhitespace() -> String {
+        var text = self
+        while let first = text.first, first == " " || first == "\t" { text = text.dropFirst() }
+        while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
+        return String(text)
+    }
+}

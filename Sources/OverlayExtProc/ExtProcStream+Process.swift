@@ -1,0 +1,130 @@
+import CoreMetrics
+import ExtProcCore
+import ExtProcProto
+import NIOCore
+import NIOHTTP2
+import OverlayCore
+import OverlayRuntime
+import SwiftProtobuf
+
+/// The `Process` call: each gRPC message is decoded, handed to the core (``ExchangeStateMachine``,
+/// over the transport-neutral ``OverlayExchange``) and its answer encoded and written; the model
+/// call is started when the core asks, and the response headers wait for its result when the core
+/// says so (the latency budget), with every later message queued behind them.
+extension ExtProcStream {
+    /// Steps the core with one message and writes its answer. Returns false when the stream ended
+    /// or paused (waiting for the AI result).
+    func process(context: ChannelHandlerContext, payload: ByteBuffer) -> Bool {
+        let request: ProcessingRequest
+        do {
+            request = try ProcessingRequest(serializedBytes: ProtobufBytes(payload))
+        } catch {
+            protocolFailure(context: context, ExchangeError(.undecodable, "ProcessingRequest does not decode: \(error)"))
+            return false
+        }
+        if let phase = ExchangePhase(of: request) {
+            shared.metrics.messages[phase.rawValue].increment()
+        }
+        if request.carriesUnknownFields { shared.metrics.unknownFields.increment() }
+        return handle(context: context, request)
+    }
+
+    /// Holds the response headers (and what follows) until the result arrives or the latency
+    /// budget the core computed runs out.
+    func pause(context: ChannelHandlerContext, until deadline: UInt64) {
+        guard let call else { return }
+        paused = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        wait = call.whenReady(on: context.eventLoop, deadline: .uptimeNanoseconds(deadline)) { view in
+            let (stream, context) = bound.value
+            stream.resume(context: context, with: view)
+        }
+    }
+
+    /// The result arrived or the budget ran out: answer the held headers, then what queued behind.
+    func resume(context: ChannelHandlerContext, with view: OverlayResultView) {
+        guard paused else { return }
+        paused = false
+        wait = nil
+        guard let action = machine?.resume(with: view) else { return }
+        countInjection()
+        guard write(context: context, action) else {
+            context.flush()
+            return
+        }
+        let backlog = queued
+        queued = []
+        for (index, payload) in backlog.enumerated() {
+            guard process(context: context, payload: payload) else {
+                // Ended (a pause cannot come twice: the response headers came once).
+                if paused { queued.append(contentsOf: backlog[(index + 1)...]) }
+                context.flush()
+                return
+            }
+        }
+        drain(context: context)
+        if peerEnded, case .process = mode { clientEnded(context: context) }
+        context.flush()
+    }
+
+    func handle(context: ChannelHandlerContext, _ request: ProcessingRequest) -> Bool {
+        // The loop's clock: the exchange's budget is measured on it (a test's embedded loop
+        // advances it by hand).
+        let started = context.eventLoop.now
+        let action: ExchangeAction
+        do throws(ExchangeError) {
+            action = try machine!.receive(request, now: started.uptimeNanoseconds, ready: call?.result)
+        } catch {
+            protocolFailure(context: context, error)
+            return false
+        }
+        switch request.request {
+        case .requestHeaders: shared.overlayMetrics.record(machine?.exchange.decision)
+        case .responseHeaders, .responseBody: countInjection()
+        default: break
+        }
+        if case .wait(let deadline) = action {
+            pause(context: context, until: deadline)
+            return false
+        }
+        guard write(context: context, action) else { return false }
+        shared.metrics.processing.recordNanoseconds(Int64((context.eventLoop.now - started).nanoseconds))
+        return true
+    }
+
+    /// Carries out one action of the core; false when the stream ended.
+    func write(context: ChannelHandlerContext, _ action: ExchangeAction) -> Bool {
+        switch action {
+        case .none, .wait:
+            break
+        case .respondAndCall(let answer, let plan):
+            guard let frame = encode(context: context, answer.message) else { return false }
+            writeMessage(context: context, frame: frame)
+            startCall(context: context, plan: plan)
+        case .answerAsk(let plan):
+            startCall(context: context, plan: plan)
+            let view = call?.pendingView ?? OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed)
+            guard let frame = encode(context: context, ExchangeStateMachine.askAnswer(view)) else { return false }
+            writeMessage(context: context, frame: frame)
+        case .respond(.canned(let canned)):
+            writeMessage(context: context, frame: shared.cannedFrames[canned.rawValue])
+        case .respond(.message(let message)):
+            guard let frame = encode(context: context, message) else { return false }
+            writeMessage(context: context, frame: frame)
+        case .respondStreamed(let messages):
+            guard let frame = encode(context: context, messages) else { return false }
+            writeMessage(context: context, frame: frame)
+        }
+        return true
+    }
+
+    func countInjection() {
+        if let injection = machine?.takeInjection() { shared.overlayMetrics.record(injection) }
+    }
+
+    /// Starts the served model's call (it overlaps the upstream's work).
+    func startCall(context: ChannelHandlerContext, plan: OverlayPlan) {
+        guard let config else { return }
+        call = shared.engine.startCall(plan: plan, config: config)
+    }
+}

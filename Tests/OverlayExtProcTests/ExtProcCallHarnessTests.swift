@@ -1,0 +1,194 @@
+import ExtProcCore
+import ExtProcProto
+import Foundation
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHPACK
+import NIOHTTP2
+import OverlayCore
+import OverlayRuntime
+import SwiftProtobuf
+import Testing
+
+@testable import OverlayExtProc
+
+/// The ext_proc call without sockets: the connection handler in an `EmbeddedChannel`, fed the
+/// HTTP/2 frames `NIOHTTP2Handler` would hand it, answering with the frames it would encode. The
+/// embedded loop's clock is the exchange's clock, so the latency budget is driven by advancing it.
+@Suite("ext_proc call (EmbeddedChannel harness)")
+struct ExtProcCallHarnessTests {
+    static let yaml = """
+        apiVersion: orchestrator.io/v1
+        kind: AIOverlay
+        metadata: {name: shop}
+        spec:
+          hostApp: shop.example.com
+          models: [{name: slow, weight: 100}]
+          injection: {latencyBudget: 150ms}
+        ---
+        apiVersion: orchestrator.io/v1
+        kind: AIModel
+        metadata: {name: slow}
+        spec:
+          provider: mock
+          mock: {latency: 10m}
+        """
+
+    /// One connection handler in an embedded channel, with the runtime pieces it serves from.
+    final class Harness {
+        let channel: EmbeddedChannel
+        let loop: EmbeddedEventLoop
+        let metrics = PrometheusMetrics()
+
+        init(engine: Bool) throws {
+            let config = try ConfigLoader.load(text: ExtProcCallHarnessTests.yaml, source: "test")
+            let logger = Logger(label: "harness") { _ in SwiftLogNoOpLogHandler() }
+            let shared = ExtProcShared(
+                configStore: ConfigStore(config, document: ExtProcCallHarnessTests.yaml), health: HealthState(),
+                metrics: ExtProcMetrics(factory: metrics.factory),
+                overlayMetrics: OverlayMetrics(frontend: "extproc", factory: metrics.factory),
+                logger: logger, maxMessageBytes: 1 << 20,
+                engine: engine ? OverlayEngine(metricsFactory: metrics, logger: logger) : nil)
+            loop = EmbeddedEventLoop()
+            channel = EmbeddedChannel(loop: loop)
+            try channel.pipeline.syncOperations.addHandler(
+                ExtProcConnectionHandler(
+                    shared: shared, connectionWindowTarget: 65_535, streamWindowTarget: 65_535, maxBufferedBytes: 1 << 20))
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        }
+
+        /// Opens a Process call on `stream`.
+        func open(_ stream: HTTP2StreamID) throws {
+            let headers: HPACKHeaders = [
+                ":method": "POST", ":scheme": "http", ":path": ExtProcShared.processPath, ":authority": "overlayd",
+                "content-type": "application/grpc", "te": "trailers",
+            ]
+            try channel.writeInbound(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: headers))))
+        }
+
+        /// Sends one ProcessingRequest as a gRPC message on `stream`.
+        func send(_ request: ProcessingRequest, on stream: HTTP2StreamID, end: Bool = false) throws {
+            let frame = try GRPCFrame.encode(request, allocator: channel.allocator)
+            try channel.writeInbound(HTTP2Frame(streamID: stream, payload: .data(.init(data: .byteBuffer(frame), endStream: end))))
+            channel.pipeline.fireChannelReadComplete()
+        }
+
+        /// Every frame written (and flushed) since the last call.
+        func written() throws -> [HTTP2Frame.FramePayload] {
+            var out: [HTTP2Frame.FramePayload] = []
+            while let frame = try channel.readOutbound(as: HTTP2Frame.self) { out.append(frame.payload) }
+            return out
+        }
+
+        /// The ProcessingResponses among `frames`.
+        static func answers(_ frames: [HTTP2Frame.FramePayload]) throws -> [ProcessingResponse] {
+            var out: [ProcessingResponse] = []
+            for case .data(let data) in frames {
+                guard case .byteBuffer(var buffer) = data.data else { continue }
+                while buffer.readableBytes >= 5 {
+                    _ = buffer.readInteger(as: UInt8.self)
+                    let length = Int(buffer.readInteger(as: UInt32.self)!)
+                    out.append(try ProcessingResponse(serializedBytes: Array(buffer.readBytes(length: length)!)))
+                }
+            }
+            return out
+        }
+
+        /// The `grpc-status` of the trailers among `frames`, if any.
+        static func status(_ frames: [HTTP2Frame.FramePayload]) -> String? {
+            for case .headers(let headers) in frames where headers.endStream {
+                return headers.headers.first(name: "grpc-status")
+            }
+            return nil
+        }
+
+        func metricLine(_ prefix: String, _ parts: String...) -> Substring? {
+            String(decoding: metrics.render(), as: UTF8.self).split(separator: "\n").first { line in
+                line.hasPrefix(prefix) && parts.allSatisfy { line.contains($0) }
+            }
+        }
+    }
+
+    static func requestHeaders(authority: String, path: String = "/") -> ProcessingRequest {
+        var request = ProcessingRequest()
+        request.requestHeaders.endOfStream = true
+        request.requestHeaders.headers.headers = [(":authority", authority), (":path", path), (":method", "GET")].map {
+            var header = Envoy_Config_Core_V3_HeaderValue()
+            header.key = $0.0
+            header.rawValue = Data($0.1.utf8)
+            return header
+        }
+        return request
+    }
+
+    static func responseHeaders(contentType: String) -> ProcessingRequest {
+        var request = ProcessingRequest()
+        request.responseHeaders.headers.headers = [(":status", "200"), ("content-type", contentType)].map {
+            var header = Envoy_Config_Core_V3_HeaderValue()
+            header.key = $0.0
+            header.rawValue = Data($0.1.utf8)
+            return header
+        }
+        return request
+    }
+
+    static func responseBody(_ text: String, end: Bool) -> ProcessingRequest {
+        var request = ProcessingRequest()
+        request.responseBody.body = Data(text.utf8)
+        request.responseBody.endOfStream = end
+        return request
+    }
+
+    @Test("a host without an overlay: one pass-through answer, then status 0 when Envoy ends the call")
+    func passThrough() throws {
+        let harness = try Harness(engine: false)
+        try harness.open(1)
+        try harness.send(Self.requestHeaders(authority: "elsewhere.example.org"), on: 1, end: true)
+        let frames = try harness.written()
+        let answers = try Harness.answers(frames)
+        #expect(answers.count == 1)
+        #expect(answers.first?.requestHeaders.response.status == .continue)
+        #expect(answers.first?.modeOverride.responseHeaderMode == .skip, "every later phase is switched off")
+        #expect(Harness.status(frames) == "0")
+        #expect(harness.metricLine("overlayd_decisions_total{", #"decision="pass_through""#)?.hasSuffix(" 1") == true)
+    }
+
+    @Test("an overlaid page whose model is slow: the response headers wait for the budget on the loop's clock, then the token goes in")
+    func budgetOnTheLoopClock() throws {
+        let harness = try Harness(engine: true)
+        try harness.open(3)
+        try harness.send(Self.requestHeaders(authority: "shop.example.com"), on: 3)
+        let first = try Harness.answers(try harness.written())
+        #expect(first.count == 1)
+        #expect(first.first?.requestHeaders.response.headerMutation.setHeaders.first?.header.key == "x-overlay-model")
+
+        try harness.send(Self.responseHeaders(contentType: "text/html"), on: 3)
+        try harness.send(Self.responseBody("<html><head></head><body>hi</body></html>", end: true), on: 3)
+        #expect(try Harness.answers(try harness.written()).isEmpty, "held while the budget runs")
+
+        harness.loop.advanceTime(by: .milliseconds(149))
+        #expect(try Harness.answers(try harness.written()).isEmpty, "149 ms: still within the budget")
+        harness.loop.advanceTime(by: .milliseconds(1))
+        let resumed = try Harness.answers(try harness.written())
+        #expect(resumed.count == 2, "the held headers, then the body queued behind them")
+        #expect(resumed.first?.responseHeaders.response.headerMutation.removeHeaders == ["content-length"])
+        let page = String(decoding: resumed.last?.responseBody.response.bodyMutation.body ?? Data(), as: UTF8.self)
+        #expect(page.contains(#""status":"pending""#) && page.contains("data-overlayd"))
+        #expect(
+            harness.metricLine("overlayd_injections_total{", #"frontend="extproc""#, #"result="injected""#)?.hasSuffix(" 1") == true)
+    }
+
+    @Test("Envoy resets the stream while the headers wait: the wait is dropped and nothing more is written")
+    func resetWhileWaiting() throws {
+        let harness = try Harness(engine: true)
+        try harness.open(5)
+        try harness.send(Self.requestHeaders(authority: "shop.example.com"), on: 5)
+        _ = try harness.written()
+        try harness.send(Self.responseHeaders(contentType: "text/html"), on: 5)
+        harness.channel.pipeline.fireUserInboundEventTriggered(
+            StreamClosedEvent(streamID: 5, reason: .cancel))
+        harness.loop.advanceTime(by: .seconds(1))
+        #expect(try harness.written().isEmpty)
+    }
+}
