@@ -24,6 +24,8 @@ public struct ServeOptions: Sendable {
     /// Run the ext_proc gRPC server (false in `overlayd proxy`, whose front end is the reverse
     /// proxy: it then reports readiness itself).
     public var runsExtProc = true
+    /// `--forecast-bucket`: seconds per bucket of the call-rate forecast (divides a day).
+    public var forecastBucketSeconds = 60
 
     public init() {}
 }
@@ -37,6 +39,8 @@ public struct OverlayRuntime: Sendable {
     public let watcher: ConfigFileWatcher?
     public let poller: ControlPlanePoller?
     public let engine: OverlayEngine
+    public let forecast: CallRateForecastService
+    public let breakers: BreakerGauges
     private let runsExtProc: Bool
 
     /// - Parameters:
@@ -56,6 +60,8 @@ public struct OverlayRuntime: Sendable {
         }
         metrics = PrometheusMetrics()
         engine = OverlayEngine(options: options.engine, metricsFactory: metrics, logger: logger)
+        forecast = CallRateForecastService(metrics: metrics, bucketSeconds: options.forecastBucketSeconds, logger: logger)
+        breakers = BreakerGauges(engine: engine, configStore: configStore, metricsFactory: metrics)
         extProc = ExtProcServer(
             options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger,
             engine: engine)
@@ -83,6 +89,8 @@ public struct OverlayRuntime: Sendable {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // First in, last out: shadow work is cancelled only after the ext_proc drain.
         services.append(.init(service: engine, successTerminationBehavior: .ignore))
+        services.append(.init(service: forecast, successTerminationBehavior: .ignore))
+        services.append(.init(service: breakers, successTerminationBehavior: .ignore))
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
         if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
         services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
