@@ -203,6 +203,7 @@ let package = Package(
             dependencies: [
                 "OverlayRuntime", "OverlayCore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),

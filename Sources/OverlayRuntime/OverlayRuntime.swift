@@ -20,6 +20,8 @@ public struct RuntimeOptions: Sendable {
     public var startedFromStateDir = false
     /// Shadow queue and result store bounds.
     public var engine = OverlayEngine.Options()
+    /// `--forecast-bucket`: seconds per bucket of the call-rate forecast (divides a day).
+    public var forecastBucketSeconds = 60
 
     public init() {}
 }
@@ -34,6 +36,8 @@ public struct OverlayRuntime: Sendable {
     public let watcher: ConfigFileWatcher?
     public let poller: ControlPlanePoller?
     public let engine: OverlayEngine
+    public let forecast: CallRateForecastService
+    public let breakers: BreakerGauges
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
@@ -51,6 +55,8 @@ public struct OverlayRuntime: Sendable {
         }
         metrics = PrometheusMetrics()
         engine = OverlayEngine(options: options.engine, metricsFactory: metrics, logger: logger)
+        forecast = CallRateForecastService(metrics: metrics, bucketSeconds: options.forecastBucketSeconds, logger: logger)
+        breakers = BreakerGauges(engine: engine, configStore: configStore, metricsFactory: metrics)
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
             logger: logger, drift: engine.drift)
@@ -76,6 +82,8 @@ public struct OverlayRuntime: Sendable {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // First in, last out: shadow work is cancelled only after the ext_proc drain.
         services.append(.init(service: engine, successTerminationBehavior: .ignore))
+        services.append(.init(service: forecast, successTerminationBehavior: .ignore))
+        services.append(.init(service: breakers, successTerminationBehavior: .ignore))
         if let watcher { services.append(.init(service: watcher, successTerminationBehavior: .ignore)) }
         if let poller { services.append(.init(service: poller, successTerminationBehavior: .ignore)) }
         services.append(.init(service: admin, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))

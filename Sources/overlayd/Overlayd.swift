@@ -55,7 +55,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Seconds per bucket of the models' call-rate forecast (overlayd_model_call_rate_forecast; horizons are 5 and 15 buckets). Must divide a day.")
+    var forecastBucket = 60
+
     func validate() throws {
+        guard (1...3600).contains(forecastBucket), 86_400 % forecastBucket == 0 else {
+            throw ValidationError("--forecast-bucket must be 1...3600 seconds and divide 86400, got \(forecastBucket)")
+        }
         guard drainTimeout >= 0, drainTimeout <= 3600 else {
             throw ValidationError("--drain-timeout must be 0...3600 seconds, got \(drainTimeout)")
         }
@@ -107,6 +113,7 @@ struct Serve: AsyncParsableCommand {
         extProc.strictHTTP2 = strictHttp2
         options.engine.shadowQueueCapacity = shadowQueue
         options.engine.shadowConcurrency = shadowConcurrency
+        options.forecastBucketSeconds = forecastBucket
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         logger.info(

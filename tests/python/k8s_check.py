@@ -11,6 +11,8 @@ There is no cluster (and no kubectl) on our machines. What is checked instead:
 * ServiceMonitor (monitoring.coreos.com/v1, not built in, and no offline schema package exists):
   :data:`SERVICEMONITOR_SCHEMA`, a strict JSON schema of the part of the prometheus-operator API
   we use, written from its API reference.
+* ScaledObject (keda.sh/v1alpha1, KEDA; not in kubernetes-validate either):
+  :func:`keda_check.scaledobject_problems`, a strict JSON schema written from KEDA's reference.
 * Our CRDs: :func:`crd_problems` - the CRD object itself (names, versions, printer columns) and
   the rules that make an ``openAPIV3Schema`` *structural* (every node typed, no ``$ref`` /
   ``uniqueItems`` / ``patternProperties``…, ``metadata`` unrestricted, defaults valid), and that
@@ -42,6 +44,8 @@ import kubernetes_validate
 import re2
 import yaml
 from celpy import celtypes
+
+import keda_check
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy" / "kubernetes"
@@ -194,6 +198,8 @@ def check_manifest(doc: dict) -> None:
     """Raise :class:`ManifestError` if ``doc`` (any kind we ship) is invalid."""
     if doc.get("kind") == "ServiceMonitor":
         problems = servicemonitor_problems(doc)
+    elif doc.get("kind") == "ScaledObject":
+        problems = keda_check.scaledobject_problems(doc)
     else:
         try:
             problems = builtin_problems(doc)

@@ -1,0 +1,77 @@
+"""scripts/test's set-up of Debian packages, with dpkg-query, id and apt-get replaced by recording
+stand-ins on PATH (nothing is installed): as root it installs exactly the missing packages; as
+another user it prints one line naming them and stops before anything else.
+
+The clean-environment run of the whole set-up (a fresh clone, nothing pip-installed on PATH) is
+scripts/check-clean-setup, run by .ci/run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from overlayd_proc import REPO_ROOT
+
+MISSING = ("chromium-driver", "prometheus")
+
+
+def _stand_ins(directory: Path, uid: int) -> Path:
+    bin_dir = directory / "bin"
+    bin_dir.mkdir()
+    log = directory / "calls.log"
+    scripts = {
+        # `dpkg-query -W -f=... PKG`: the packages of MISSING are not installed.
+        "dpkg-query": f"""#!/bin/sh
+for a in "$@"; do pkg=$a; done
+case " {' '.join(MISSING)} " in *" $pkg "*) printf 'not-installed' ;; *) printf 'installed' ;; esac
+""",
+        "id": f"#!/bin/sh\necho {uid}\n",
+        # Records the call; `install` fails so the run stops there (nothing is installed).
+        "apt-get": f"""#!/bin/sh
+echo "apt-get $*" >> {log}
+[ "$1" = update ] && exit 0
+exit 100
+""",
+    }
+    for name, text in scripts.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+    return log
+
+
+def _run(directory: Path, uid: int) -> tuple[subprocess.CompletedProcess, Path]:
+    log = _stand_ins(directory, uid)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLAYD_")}
+    env["PATH"] = f"{directory / 'bin'}:{env['PATH']}"
+    # A venv place that must stay untouched: the run has to stop before the Python set-up.
+    env["OVERLAYD_VENV"] = str(directory / "venv")
+    proc = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "test"), "--setup-only"], env=env, capture_output=True, text=True, timeout=60)
+    assert not (directory / "venv").exists(), "the run went on to the Python set-up"
+    return proc, log
+
+
+def test_as_root_installs_only_the_missing_packages(tmp_path):
+    proc, log = _run(tmp_path, uid=0)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    calls = log.read_text().splitlines()
+    assert calls == ["apt-get update -q", f"apt-get install -y -q {' '.join(MISSING)}"], calls
+
+
+def test_as_another_user_names_what_to_install_in_one_line(tmp_path):
+    proc, log = _run(tmp_path, uid=1000)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert not log.exists(), "apt-get was called without root"
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        f"scripts/test: missing Debian packages; install them with: sudo apt-get install {' '.join(MISSING)}"
+    ], proc.stderr
+
+
+def test_unknown_argument_is_refused(tmp_path):
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "test"), "--pyhton"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "usage: scripts/test [--swift | --python | --setup-only]" in proc.stderr
