@@ -101,6 +101,11 @@ public struct ExchangeStateMachine: Sendable {
         exchange = OverlayExchange(config: config, seed: seed, results: results, codec: codec)
     }
 
+    /// Envoy's side of `exchange`, a new one (before its request head).
+    public init(exchange: OverlayExchange) {
+        self.exchange = exchange
+    }
+
     /// What happened to the response body, once known; given once (for the metrics).
     public mutating func takeInjection() -> OverlayExchange.Injection? { exchange.takeInjection() }
 

@@ -56,9 +56,9 @@ public final class ExtProcServer: Service, Sendable {
     ) {
         self.options = options
         self.shared = ExtProcShared(
-            configStore: configStore, health: health, metrics: ExtProcMetrics(factory: metricsFactory.factory),
-            overlayMetrics: OverlayMetrics(frontend: "extproc", factory: metricsFactory.factory),
-            logger: logger, maxMessageBytes: options.maxMessageBytes, engine: engine)
+            services: ExchangeServices(
+                frontend: "extproc", configStore: configStore, engine: engine, metricsFactory: metricsFactory, logger: logger),
+            health: health, metrics: ExtProcMetrics(factory: metricsFactory.factory), maxMessageBytes: options.maxMessageBytes)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
         (bound, boundContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -93,14 +93,14 @@ public final class ExtProcServer: Service, Sendable {
         boundContinuation.yield(address)
         boundContinuation.finish()
         shared.health.markListening()
-        shared.logger.info("ext_proc listening on \(address)", metadata: ["threads": "\(options.threads)"])
+        shared.services.logger.info("ext_proc listening on \(address)", metadata: ["threads": "\(options.threads)"])
 
         // Serve until graceful shutdown (SIGTERM/SIGINT) or cancellation.
         try? await gracefulShutdown()
 
         shared.health.markDraining()
         if !Task.isCancelled {
-            shared.logger.info("ext_proc draining", metadata: ["drain_timeout": "\(options.drainTimeout)"])
+            shared.services.logger.info("ext_proc draining", metadata: ["drain_timeout": "\(options.drainTimeout)"])
         }
         let drained = group.next().makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: drained)
@@ -118,12 +118,12 @@ public final class ExtProcServer: Service, Sendable {
             return first
         }
         if finished {
-            shared.logger.info("ext_proc drained: every stream finished")
+            shared.services.logger.info("ext_proc drained: every stream finished")
         } else if Task.isCancelled {
             // Not a drain: another service of the group failed, and everything stops at once.
-            shared.logger.info("ext_proc stopping: cancelled, closing the connections")
+            shared.services.logger.info("ext_proc stopping: cancelled, closing the connections")
         } else {
-            shared.logger.warning("ext_proc drain timeout: closing the remaining connections", metadata: ["drain_timeout": "\(timeout)"])
+            shared.services.logger.warning("ext_proc drain timeout: closing the remaining connections", metadata: ["drain_timeout": "\(timeout)"])
         }
         // The quiescing helper can report "drained" before the listener has finished closing.
         try? await channel.closeFuture.get()

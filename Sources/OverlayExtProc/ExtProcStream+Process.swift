@@ -79,7 +79,7 @@ extension ExtProcStream {
             return false
         }
         switch request.request {
-        case .requestHeaders: shared.overlayMetrics.record(machine?.exchange.decision)
+        case .requestHeaders: shared.services.metrics.record(machine?.exchange.decision)
         case .responseHeaders, .responseBody: countInjection()
         default: break
         }
@@ -119,12 +119,12 @@ extension ExtProcStream {
     }
 
     func countInjection() {
-        if let injection = machine?.takeInjection() { shared.overlayMetrics.record(injection) }
+        if let injection = machine?.takeInjection() { shared.services.metrics.record(injection) }
     }
 
     /// Starts the served model's call (it overlaps the upstream's work).
     func startCall(context: ChannelHandlerContext, plan: OverlayPlan) {
-        guard let config else { return }
-        call = shared.engine.startCall(plan: plan, config: config)
+        guard let config = machine?.exchange.configuration else { return }
+        call = shared.services.startCall(plan: plan, config: config)
     }
 }

@@ -16,33 +16,18 @@ final class ExtProcShared: Sendable {
     static let healthCheckPath = "/grpc.health.v1.Health/Check"
     static let healthWatchPath = "/grpc.health.v1.Health/Watch"
 
-    let configStore: ConfigStore
+    /// The configuration, engine, codec and overlay metrics (shared with the proxy's kind).
+    let services: ExchangeServices
     let health: HealthState
     let metrics: ExtProcMetrics
-    /// Decisions and injections, in the vocabulary both front ends share.
-    let overlayMetrics: OverlayMetrics
-    let logger: Logger
-    /// Protocol errors can repeat on every stream (a misconfigured Envoy): their lines are throttled.
-    let throttled: ThrottledLogger
     let maxMessageBytes: Int
-    /// Runs model calls (nil: overlaid exchanges get a failed result, e.g. in protocol-only tests).
-    let engine: OverlayEngine?
-    /// gzip/deflate for injecting into encoded pages.
-    let codec = CompressCodec()
     /// `CannedResponse.rawValue` → its gRPC frame, encoded once.
     let cannedFrames: [ByteBuffer]
 
-    init(
-        configStore: ConfigStore, health: HealthState, metrics: ExtProcMetrics, overlayMetrics: OverlayMetrics, logger: Logger,
-        maxMessageBytes: Int, engine: OverlayEngine? = nil
-    ) {
-        self.overlayMetrics = overlayMetrics
-        self.engine = engine
-        self.configStore = configStore
+    init(services: ExchangeServices, health: HealthState, metrics: ExtProcMetrics, maxMessageBytes: Int) {
+        self.services = services
         self.health = health
         self.metrics = metrics
-        self.logger = logger
-        self.throttled = ThrottledLogger(logger)
         self.maxMessageBytes = maxMessageBytes
         let allocator = ByteBufferAllocator()
         cannedFrames = CannedResponse.allCases.map { canned in
@@ -87,8 +72,6 @@ final class ExtProcStream {
     /// The client sent END_STREAM.
     var peerEnded = false
     var deadline: Scheduled<Void>?
-    /// The config snapshot of this exchange (the machine's), for the engine.
-    var config: OverlayConfig?
     /// The served model's call of an overlaid exchange, and its result once in.
     var call: ModelCall?
     /// The response headers wait for the result (up to the latency budget); messages that came
@@ -198,10 +181,7 @@ final class ExtProcStream {
         }
         switch path {
         case ExtProcShared.processPath:
-            let snapshot = shared.configStore.current
-            config = snapshot
-            machine = ExchangeStateMachine(
-                config: snapshot, seed: connection.nextSeed(), results: shared.engine?.results, codec: shared.codec)
+            machine = ExchangeStateMachine(exchange: shared.services.makeExchange(seed: connection.nextSeed()))
             mode = .process
             countedOpen = true
             shared.metrics.streamsOpen.increment()
@@ -302,7 +282,7 @@ final class ExtProcStream {
     /// exchange unprocessed (fail open, envoy-ext-proc.md §13); the message says what went wrong.
     func protocolFailure(context: ChannelHandlerContext, _ error: ExchangeError) {
         shared.metrics.error(error.kind.name)
-        shared.throttled.log(
+        shared.services.throttled.log(
             level: .notice, "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
             key: error.kind.name, metadata: ["kind": "\(error.kind)", "error": "\(error.message)"])
         // Answers already written and our trailers must leave before the stream is reset (a reset

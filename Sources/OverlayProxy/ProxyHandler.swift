@@ -12,31 +12,19 @@ import OverlayRuntime
 final class ProxyShared: Sendable {
     let options: ProxyOptions
     let upstream: Upstream
-    let configStore: ConfigStore
-    let engine: OverlayEngine?
+    /// The configuration, engine, codec and overlay metrics (shared with ext_proc's kind).
+    let services: ExchangeServices
     let metrics: ProxyMetrics
-    /// Decisions and injections, in the vocabulary both front ends share.
-    let overlayMetrics: OverlayMetrics
-    let logger: Logger
-    /// For what can repeat on every request (the app refusing connections, timing out).
-    let throttled: ThrottledLogger
-    /// Decodes gzip/deflate pages so they can be injected (the same codec as ext_proc mode).
-    let codec: any BodyCodec
     private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>]
 
     init(
-        options: ProxyOptions, upstream: Upstream, configStore: ConfigStore, engine: OverlayEngine?, metrics: ProxyMetrics,
-        overlayMetrics: OverlayMetrics, logger: Logger, codec: any BodyCodec, pools: [NIOLoopBound<UpstreamPool>]
+        options: ProxyOptions, upstream: Upstream, services: ExchangeServices, metrics: ProxyMetrics,
+        pools: [NIOLoopBound<UpstreamPool>]
     ) {
-        self.overlayMetrics = overlayMetrics
         self.options = options
         self.upstream = upstream
-        self.configStore = configStore
-        self.engine = engine
+        self.services = services
         self.metrics = metrics
-        self.logger = logger
-        self.throttled = ThrottledLogger(logger)
-        self.codec = codec
         var byLoop: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
         for pool in pools { byLoop[ObjectIdentifier(pool.eventLoop)] = pool }
         self.pools = byLoop
@@ -125,7 +113,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 case .answer(let local):
                     writeLocal(local)
                 case .ask(let plan):
-                    let call = shared.engine.startCall(plan: plan, config: question.core.configuration)
+                    let call = shared.services.startCall(plan: plan, config: question.core.configuration)
                     writeLocal(LocalResponse.askAnswer(call.pendingView))
                 case .more:
                     break
@@ -212,12 +200,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 version: head.version, close: true)
             return
         }
-        var core = OverlayExchange(
-            config: shared.configStore.current, seed: random.next(), results: shared.engine?.results, codec: shared.codec)
+        var core = shared.services.makeExchange(seed: random.next())
         let action = core.requestHead(
             ProxyRequestHead(head: head, authority: authority, target: target), endOfStream: false,
             now: context.eventLoop.now.uptimeNanoseconds)
-        shared.overlayMetrics.record(core.decision)
+        shared.services.metrics.record(core.decision)
         var call: ModelCall?
         var extra: (name: String, value: String)?
         switch action {
@@ -233,7 +220,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             return
         case .forward(let header, let plan):
             extra = header
-            call = shared.engine.startCall(plan: plan, config: core.configuration)
+            call = shared.services.startCall(plan: plan, config: core.configuration)
         }
 
         // The body is read (and streamed upstream) at once: the client is told to send it now.
@@ -354,7 +341,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             upstreamPipeline.removeHandler(upstream.decoder, promise: nil)
             if let decoder { clientPipeline.removeHandler(decoder, promise: nil) }
         } catch {
-            shared.logger.notice("upgrade failed", metadata: ["error": "\(error)"])
+            shared.services.logger.notice("upgrade failed", metadata: ["error": "\(error)"])
             upstream.channel.close(promise: nil)
             context.close(promise: nil)
         }
@@ -620,7 +607,7 @@ final class Exchange {
         let action = core.responseHead(
             status: Int(head.status.code), fields: fields, endOfStream: false, ready: call?.result,
             now: handler.eventLoop.now.uptimeNanoseconds)
-        shared.overlayMetrics.recordInjection(of: &core)
+        shared.services.metrics.recordInjection(of: &core)
         switch action {
         case .forward, .forwardSkippingBody:
             break
@@ -696,7 +683,7 @@ final class Exchange {
                 handler.writeBody(tail)
             }
         }
-        shared.overlayMetrics.recordInjection(of: &core)
+        shared.services.metrics.recordInjection(of: &core)
         responseFinished = true
         // A request not read to its end leaves the client connection unusable: it is closed.
         let close = !requestFinished || !upstreamKeepAliveForClient || handler.closesAfterResponse
@@ -770,7 +757,7 @@ final class Exchange {
         stopWaitingAndDropUpstream()
         let failed = ReverseProxy.classify(error, connecting: connecting)
         shared.metrics.upstreamError(failed.kind)
-        shared.throttled.log(
+        shared.services.throttled.log(
             level: .notice, "upstream request failed", key: "\(failed.kind)",
             metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
         ended = true

@@ -28,7 +28,7 @@ public final class ReverseProxy: Service, Sendable {
     private let health: HealthState?
     private let logger: Logger
     private let metrics: ProxyMetrics
-    private let overlayMetrics: OverlayMetrics
+    private let services: ExchangeServices
     private let bound = BoundAddress()
     private let resolveUpstream: (@Sendable () async throws -> Upstream)?
 
@@ -48,7 +48,8 @@ public final class ReverseProxy: Service, Sendable {
         self.health = health
         self.logger = logger
         self.metrics = ProxyMetrics(factory: metricsFactory.factory)
-        self.overlayMetrics = OverlayMetrics(frontend: "proxy", factory: metricsFactory.factory)
+        self.services = ExchangeServices(
+            frontend: "proxy", configStore: configStore, engine: engine, metricsFactory: metricsFactory, logger: logger)
     }
 
     /// The port the proxy listens on, once it does (waits until then); nil if the proxy stopped
@@ -78,10 +79,7 @@ public final class ReverseProxy: Service, Sendable {
                     NIOLoopBound(UpstreamPool(eventLoop: loop, upstream: upstream, options: self.options, tls: tls), eventLoop: loop)
                 }.get())
         }
-        let shared = ProxyShared(
-            options: options, upstream: upstream, configStore: configStore, engine: engine, metrics: metrics,
-            overlayMetrics: overlayMetrics, logger: logger,
-            codec: CompressCodec(), pools: pools)
+        let shared = ProxyShared(options: options, upstream: upstream, services: services, metrics: metrics, pools: pools)
         let quiesce = ServerQuiescingHelper(group: group)
         let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.allowRemoteHalfClosure, value: true)

@@ -45,11 +45,11 @@ struct ExtProcCallHarnessTests {
             let config = try ConfigLoader.load(text: ExtProcCallHarnessTests.yaml, source: "test")
             let logger = Logger(label: "harness") { _ in SwiftLogNoOpLogHandler() }
             let shared = ExtProcShared(
-                configStore: ConfigStore(config, document: ExtProcCallHarnessTests.yaml), health: HealthState(),
-                metrics: ExtProcMetrics(factory: metrics.factory),
-                overlayMetrics: OverlayMetrics(frontend: "extproc", factory: metrics.factory),
-                logger: logger, maxMessageBytes: 1 << 20,
-                engine: engine ? OverlayEngine(metricsFactory: metrics, logger: logger) : nil)
+                services: ExchangeServices(
+                    frontend: "extproc", configStore: ConfigStore(config, document: ExtProcCallHarnessTests.yaml),
+                    engine: engine ? OverlayEngine(metricsFactory: metrics, logger: logger) : nil, metricsFactory: metrics,
+                    logger: logger),
+                health: HealthState(), metrics: ExtProcMetrics(factory: metrics.factory), maxMessageBytes: 1 << 20)
             loop = EmbeddedEventLoop()
             channel = EmbeddedChannel(loop: loop)
             try channel.pipeline.syncOperations.addHandler(

@@ -23,10 +23,11 @@ struct ProxyHandlerHarnessTests {
             let logger = Logger(label: "harness") { _ in SwiftLogNoOpLogHandler() }
             let shared = ProxyShared(
                 options: ProxyOptions(upstream: try Upstream(parsing: "http://127.0.0.1:1")),
-                upstream: try Upstream(parsing: "http://127.0.0.1:1"), configStore: ConfigStore(config, document: testConfigText),
-                engine: nil, metrics: ProxyMetrics(factory: metrics.factory),
-                overlayMetrics: OverlayMetrics(frontend: "proxy", factory: metrics.factory), logger: logger,
-                codec: CompressCodec(), pools: [])
+                upstream: try Upstream(parsing: "http://127.0.0.1:1"),
+                services: ExchangeServices(
+                    frontend: "proxy", configStore: ConfigStore(config, document: testConfigText), engine: nil,
+                    metricsFactory: metrics, logger: logger),
+                metrics: ProxyMetrics(factory: metrics.factory), pools: [])
             channel = EmbeddedChannel(handler: ProxyHandler(shared: shared, codecHandlers: [], decoder: nil))
         }
 
