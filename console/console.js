@@ -1463,6 +1463,7 @@
       var splitBox = h("div");
       var weights = [];
       var paths = h("textarea", { rows: 2, id: "create-paths", placeholder: "/ (every path)" });
+      var userHeader = h("input", { type: "text", id: "create-user-header", value: route.query.userHeader !== undefined ? route.query.userHeader : "x-user-id", placeholder: "x-user-id", autocomplete: "off", spellcheck: "false" });
       var nameTouched = Boolean(route.query.name);
 
       function paintStrategy() {
@@ -1513,11 +1514,12 @@
         }) };
         var p = lines(paths.value);
         if (p.length) spec.paths = p;
+        if (userHeader.value.trim()) spec.userKey = { header: userHeader.value.trim() };
         return { apiVersion: "orchestrator.io/v1", kind: "AIOverlay", metadata: { name: n }, spec: spec };
       }
       var validate = debounce(function () {
         var doc = collect();
-        replaceHash("create", null, { host: host.value.trim(), name: nameTouched ? name.value.trim() : "", models: picks.join(",") });
+        replaceHash("create", null, { host: host.value.trim(), name: nameTouched ? name.value.trim() : "", models: picks.join(","), userHeader: userHeader.value.trim() === "x-user-id" ? "" : userHeader.value.trim() });
         if (!doc.spec.hostApp) { showProblems(form, general, []); return; }
         request("POST", "/v1/validate", { overlay: doc }).then(function (r) {
           showProblems(form, general, r.ok ? [] : problemsOf(r).problems.length ? problemsOf(r).problems : [{ path: "", message: problemsOf(r).summary }]);
@@ -1535,7 +1537,10 @@
         field("Strategy", strategyBox, null, "spec.strategy"),
         field("Models", picksBox, null, "spec.models"),
         splitBox,
-        field("Paths (optional, one per line)", paths, "Only these path prefixes get the overlay.", "spec.paths"),
+        h("div", { class: "grid2" }, [
+          field("Sticky by request header", userHeader, "Each user stays with one model, keyed by this header. Empty: a random model per request.", "spec.userKey"),
+          field("Paths (optional, one per line)", paths, "Only these path prefixes get the overlay.", "spec.paths"),
+        ]),
         general,
         h("div", { class: "actions" }, [h("button", { type: "submit", class: "primary", id: "create-submit", text: "Create app and overlay" })]),
         status,

@@ -20,7 +20,7 @@ public enum ConsoleAssets {
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
         ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""1ab366cbc65db77d""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""c8409d63eb217f5d""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""39903aa54ef6b597""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -1798,6 +1798,7 @@ body.read-only .rollback, body.read-only #apply-split, body.read-only #save-sett
       var splitBox = h("div");
       var weights = [];
       var paths = h("textarea", { rows: 2, id: "create-paths", placeholder: "/ (every path)" });
+      var userHeader = h("input", { type: "text", id: "create-user-header", value: route.query.userHeader !== undefined ? route.query.userHeader : "x-user-id", placeholder: "x-user-id", autocomplete: "off", spellcheck: "false" });
       var nameTouched = Boolean(route.query.name);
 
       function paintStrategy() {
@@ -1848,11 +1849,12 @@ body.read-only .rollback, body.read-only #apply-split, body.read-only #save-sett
         }) };
         var p = lines(paths.value);
         if (p.length) spec.paths = p;
+        if (userHeader.value.trim()) spec.userKey = { header: userHeader.value.trim() };
         return { apiVersion: "orchestrator.io/v1", kind: "AIOverlay", metadata: { name: n }, spec: spec };
       }
       var validate = debounce(function () {
         var doc = collect();
-        replaceHash("create", null, { host: host.value.trim(), name: nameTouched ? name.value.trim() : "", models: picks.join(",") });
+        replaceHash("create", null, { host: host.value.trim(), name: nameTouched ? name.value.trim() : "", models: picks.join(","), userHeader: userHeader.value.trim() === "x-user-id" ? "" : userHeader.value.trim() });
         if (!doc.spec.hostApp) { showProblems(form, general, []); return; }
         request("POST", "/v1/validate", { overlay: doc }).then(function (r) {
           showProblems(form, general, r.ok ? [] : problemsOf(r).problems.length ? problemsOf(r).problems : [{ path: "", message: problemsOf(r).summary }]);
@@ -1870,7 +1872,10 @@ body.read-only .rollback, body.read-only #apply-split, body.read-only #save-sett
         field("Strategy", strategyBox, null, "spec.strategy"),
         field("Models", picksBox, null, "spec.models"),
         splitBox,
-        field("Paths (optional, one per line)", paths, "Only these path prefixes get the overlay.", "spec.paths"),
+        h("div", { class: "grid2" }, [
+          field("Sticky by request header", userHeader, "Each user stays with one model, keyed by this header. Empty: a random model per request.", "spec.userKey"),
+          field("Paths (optional, one per line)", paths, "Only these path prefixes get the overlay.", "spec.paths"),
+        ]),
         general,
         h("div", { class: "actions" }, [h("button", { type: "submit", class: "primary", id: "create-submit", text: "Create app and overlay" })]),
         status,
