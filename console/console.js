@@ -830,14 +830,18 @@
     var loadPreview = debounce(function (w) {
       if (!changed(w)) {
         clear(preview);
+        preview.removeAttribute("data-weights");
         preview.appendChild(h("p", { class: "muted", text: "Move a slider to preview which users would move." }));
         return;
       }
       var q = "/v1/split-preview?overlay=" + encodeURIComponent(name) + "&weights=" +
         encodeURIComponent(models.map(function (m, i) { return m + ":" + w[i]; }).join(","));
       request("GET", q).then(function (r) {
-        if (JSON.stringify(widget.get()) !== JSON.stringify(w)) return; // a newer preview is coming
+        var key = JSON.stringify(w);
+        // A newer preview is coming, or this one is shown already.
+        if (JSON.stringify(widget.get()) !== key || preview.getAttribute("data-weights") === key) return;
         clear(preview);
+        preview.setAttribute("data-weights", key);
         if (!r.ok || !r.body || typeof r.body !== "object") {
           preview.appendChild(h("p", { class: "muted", text: "No preview available (" + r.status + ")." }));
           return;
@@ -880,7 +884,9 @@
     });
     resetButton.addEventListener("click", function () { widget.set(configured); onChange(configured); });
     applyButton.disabled = !changed(proposed);
-    if (changed(proposed)) loadPreview(proposed); else preview.appendChild(h("p", { class: "muted", text: "Move a slider to preview which users would move." }));
+    if (app.readOnly) preview.appendChild(h("p", { class: "muted", text: "Read-only here: the split is changed on the control plane's console." }));
+    else if (changed(proposed)) loadPreview(proposed);
+    else preview.appendChild(h("p", { class: "muted", text: "Move a slider to preview which users would move." }));
 
     app.liveUpdaters.push(function () {
       var f = fleetOverlay(name);
@@ -1076,6 +1082,7 @@
       });
     });
     shadowFields.hidden = (spec.strategy || "Canary") !== "Shadow";
+    strategy.addEventListener("change", function () { shadowFields.hidden = strategy.value !== "Shadow"; });
     return section;
   }
 

@@ -19,8 +19,8 @@ public enum ConsoleAssets {
     /// Every file, index.html first.
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
-        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""1ab366cbc65db77d""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""39903aa54ef6b597""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""62e373f4c4d1f127""#, bytes: Array(consoleCSS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""7a1a44d197805ff6""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -321,7 +321,10 @@ dialog p { margin: 0; color: var(--muted); font-size: 13px; }
 dialog label { font-weight: 600; font-size: 13px; }
 
 /* Read-only: change controls disappear */
-body.read-only .rollback, body.read-only #apply-split, body.read-only #save-settings { display: none; }
+body.read-only .rollback, body.read-only #apply-split, body.read-only #save-settings,
+body.read-only #nav a[data-page="create"] { display: none; }
+input[type=range].slider:disabled { opacity: .55; }
+input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
 
 @media (max-width: 900px) {
   .grid2, .grid3, .history { grid-template-columns: 1fr; }
@@ -1165,14 +1168,18 @@ body.read-only .rollback, body.read-only #apply-split, body.read-only #save-sett
     var loadPreview = debounce(function (w) {
       if (!changed(w)) {
         clear(preview);
+        preview.removeAttribute("data-weights");
         preview.appendChild(h("p", { class: "muted", text: "Move a slider to preview which users would move." }));
         return;
       }
       var q = "/v1/split-preview?overlay=" + encodeURIComponent(name) + "&weights=" +
         encodeURIComponent(models.map(function (m, i) { return m + ":" + w[i]; }).join(","));
       request("GET", q).then(function (r) {
-        if (JSON.stringify(widget.get()) !== JSON.stringify(w)) return; // a newer preview is coming
+        var key = JSON.stringify(w);
+        // A newer preview is coming, or this one is shown already.
+        if (JSON.stringify(widget.get()) !== key || preview.getAttribute("data-weights") === key) return;
         clear(preview);
+        preview.setAttribute("data-weights", key);
         if (!r.ok || !r.body || typeof r.body !== "object") {
           preview.appendChild(h("p", { class: "muted", text: "No preview available (" + r.status + ")." }));
           return;
@@ -1215,7 +1222,9 @@ body.read-only .rollback, body.read-only #apply-split, body.read-only #save-sett
     });
     resetButton.addEventListener("click", function () { widget.set(configured); onChange(configured); });
     applyButton.disabled = !changed(proposed);
-    if (changed(proposed)) loadPreview(proposed); else preview.appendChild(h("p", { class: "muted", text: "Move a slider to preview which users would move." }));
+    if (app.readOnly) preview.appendChild(h("p", { class: "muted", text: "Read-only here: the split is changed on the control plane's console." }));
+    else if (changed(proposed)) loadPreview(proposed);
+    else preview.appendChild(h("p", { class: "muted", text: "Move a slider to preview which users would move." }));
 
     app.liveUpdaters.push(function () {
       var f = fleetOverlay(name);
@@ -1411,6 +1420,7 @@ body.read-only .rollback, body.read-only #apply-split, body.read-only #save-sett
       });
     });
     shadowFields.hidden = (spec.strategy || "Canary") !== "Shadow";
+    strategy.addEventListener("change", function () { shadowFields.hidden = strategy.value !== "Shadow"; });
     return section;
   }
 

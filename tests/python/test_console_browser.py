@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -311,8 +312,9 @@ def test_drag_the_split_to_50_50_apply_and_only_the_users_in_between_move(browse
     WebDriverWait(browser, WAIT).until(lambda d: d.find_element(
         By.CSS_SELECTOR, "input.slider[data-model=model-b]").get_attribute("value") == "50")
     assert slider.get_attribute("value") == "50"
-    moved = WebDriverWait(browser, WAIT).until(lambda d: d.find_element(By.ID, "moved-users"))
-    assert moved.text.startswith("3,000 of 10,000 users"), moved.text
+    # The preview is redrawn while the slider moves: wait for the one of the final split.
+    WebDriverWait(browser, WAIT, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: d.find_element(By.ID, "moved-users").text.startswith("3,000 of 10,000 users (30.0 %)"))
     assert "model-a → model-b" in browser.find_element(By.CSS_SELECTOR, ".moves").text
     assert "split" in browser.current_url and "w=" in browser.current_url  # the proposed split is in the hash
     screenshot(browser, "overlay")
