@@ -88,6 +88,7 @@
     if (Math.abs(ms) >= 1000) return (ms / 1000).toFixed(2) + " s";
     return Math.round(ms) + " ms";
   }
+  function isNum(x) { return typeof x === "number" && isFinite(x); }
   function fmtScore(x) { return (x === undefined || x === null || isNaN(x)) ? "–" : Number(x).toFixed(2); }
   function fmtTime(iso) {
     var d = new Date(iso);
@@ -643,9 +644,12 @@
     row(2, before, "now");
     row(24, after, "after");
     (moves || []).forEach(function (mv) {
-      if (!Array.isArray(mv.range)) return;
-      var x0 = 60 + (W - 60) * mv.range[0] / 10000, x1 = 60 + (W - 60) * mv.range[1] / 10000;
-      root.appendChild(svg("rect", { x: x0, y: 24, width: Math.max(1, x1 - x0), height: 18, fill: "url(#hatch)" }));
+      var ranges = Array.isArray(mv.ranges) ? mv.ranges : Array.isArray(mv.range) ? [mv.range] : [];
+      ranges.forEach(function (range) {
+        if (!Array.isArray(range) || range.length !== 2) return;
+        var x0 = 60 + (W - 60) * range[0] / 10000, x1 = 60 + (W - 60) * range[1] / 10000;
+        root.appendChild(svg("rect", { x: x0, y: 24, width: Math.max(1, x1 - x0), height: 18, fill: "url(#hatch)" }, [svg("title", { text: mv.from + " → " + mv.to })]));
+      });
     });
     [0, 2500, 5000, 7500, 10000].forEach(function (b) {
       var x = 60 + (W - 60) * b / 10000;
@@ -1060,7 +1064,8 @@
     var validate = debounce(function () {
       var doc = collect();
       request("POST", "/v1/validate", { overlay: doc }).then(function (r) {
-        if (r.status === 404 || r.status === 405) return; // no validator here (read-only sidecar)
+        // 401: no token yet (validation is checked with it); 404/405: no validator here (sidecar).
+        if (r.status === 401 || r.status === 404 || r.status === 405) return;
         showProblems(form, general, r.ok ? [] : problemsOf(r).problems.length ? problemsOf(r).problems : [{ path: "", message: problemsOf(r).summary }]);
       });
     }, 300);
@@ -1135,14 +1140,16 @@
       card.appendChild(h("p", { class: "empty-inline", text: "No drift reports yet. They arrive when shadow traffic flows through a sidecar that follows this control plane (each report covers 10 s)." }));
       return;
     }
-    var last = series[series.length - 1];
+    var mean = isNum(d.mean) ? d.mean : series[series.length - 1].mean;
+    var p10 = isNum(d.p10) ? d.p10 : series[series.length - 1].p10;
     card.appendChild(h("div", { class: "stats" }, [
-      stat("Mean similarity", fmtScore(last.mean)),
-      stat("p10 similarity", fmtScore(last.p10), typeof threshold === "number" && last.p10 < threshold ? "bad" : ""),
+      stat("Mean similarity", fmtScore(mean)),
+      stat("p10 similarity", fmtScore(p10), isNum(threshold) && isNum(p10) && p10 < threshold ? "bad" : ""),
       stat("Threshold", fmtScore(threshold)),
-      stat("Length ratio", d.lengthRatio !== undefined ? Number(d.lengthRatio).toFixed(2) + "×" : "–"),
-      stat("Latency difference", d.latencyDiffMs !== undefined ? (d.latencyDiffMs > 0 ? "+" : "") + fmtMs(d.latencyDiffMs) : "–"),
-      stat("Error mismatches", d.errorMismatches !== undefined ? fmtInt(d.errorMismatches) : "–", d.errorMismatches > 0 ? "warn" : ""),
+      stat("Pairs in window", isNum(d.pairs) ? fmtInt(d.pairs) : "–"),
+      stat("Length ratio", isNum(d.lengthRatio) ? d.lengthRatio.toFixed(2) + "×" : "–"),
+      stat("Latency difference", isNum(d.latencyDiffMs) ? (d.latencyDiffMs > 0 ? "+" : "") + fmtMs(d.latencyDiffMs) : "–"),
+      stat("Error mismatches", isNum(d.errorMismatches) ? fmtInt(d.errorMismatches) : "–", d.errorMismatches > 0 ? "warn" : ""),
     ]));
     card.appendChild(h("div", { class: "chart-wrap" }, [driftChart(series, threshold)]));
     var scores = Array.isArray(d.recentScores) ? d.recentScores : [];
@@ -1171,12 +1178,20 @@
       root.appendChild(svg("line", { x1: L, x2: W - R, y1: y(threshold), y2: y(threshold), class: "threshold" }));
       root.appendChild(svg("text", { x: W - R - 4, y: y(threshold) - 5, "text-anchor": "end", class: "axis-label threshold-label", text: "threshold " + fmtScore(threshold) }));
     }
+    // A line per key; a gap (no pairs in that 10 s) breaks the line instead of dropping it to 0.
     function path(key) {
-      return series.map(function (p, i) { return (i ? "L" : "M") + x(times[i]).toFixed(1) + " " + y(p[key]).toFixed(1); }).join(" ");
+      var out = "", pen = false;
+      series.forEach(function (p, i) {
+        if (!isNum(p[key])) { pen = false; return; }
+        out += (pen ? "L" : "M") + x(times[i]).toFixed(1) + " " + y(p[key]).toFixed(1) + " ";
+        pen = true;
+      });
+      return out.trim() || "M0 0";
     }
     root.appendChild(svg("path", { d: path("p10"), class: "line p10" }));
     root.appendChild(svg("path", { d: path("mean"), class: "line mean" }));
     series.forEach(function (p, i) {
+      if (!isNum(p.mean)) return;
       root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.mean), r: 2.5, class: "dot mean" }, [svg("title", { text: fmtTime(p.t) + ": mean " + fmtScore(p.mean) + ", p10 " + fmtScore(p.p10) })]));
     });
     var legend = svg("g", { class: "legend", transform: "translate(" + (L + 8) + "," + (T + 10) + ")" }, [
@@ -1342,7 +1357,7 @@
     }
     var validate = debounce(function () {
       request("POST", "/v1/validate", { model: collect() }).then(function (r) {
-        if (r.status === 404 || r.status === 405) return;
+        if (r.status === 401 || r.status === 404 || r.status === 405) return;
         showProblems(form, general, r.ok ? [] : problemsOf(r).problems.length ? problemsOf(r).problems : [{ path: "", message: problemsOf(r).summary }]);
       });
     }, 300);
@@ -1529,6 +1544,7 @@
         replaceHash("create", null, { host: host.value.trim(), name: nameTouched ? name.value.trim() : "", models: picks.join(","), userHeader: userHeader.value.trim() === "x-user-id" ? "" : userHeader.value.trim() });
         if (!doc.spec.hostApp) { showProblems(form, general, []); return; }
         request("POST", "/v1/validate", { overlay: doc }).then(function (r) {
+          if (r.status === 401) return; // checked once the token is known
           showProblems(form, general, r.ok ? [] : problemsOf(r).problems.length ? problemsOf(r).problems : [{ path: "", message: problemsOf(r).summary }]);
         });
       }, 300);
