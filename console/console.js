@@ -969,7 +969,7 @@
     var contexts = ["title", "selection", "headings"].map(function (c) {
       return { name: c, box: h("input", { type: "checkbox", checked: (inj.context || []).indexOf(c) >= 0 }) };
     });
-    var template = h("textarea", { rows: 5, class: "mono", value: (spec.prompt || {}).template || "", placeholder: "Summarise the page {{path}} for the user." });
+    var template = h("textarea", { rows: 5, class: "mono", value: (spec.prompt || {}).template || "", placeholder: "You are an assistant embedded in a web application. The user opened {{path}} on {{host}}. …" });
     var userHeader = h("input", { type: "text", value: (spec.userKey || {}).header || "", placeholder: "x-user-id" });
     var userCookie = h("input", { type: "text", value: (spec.userKey || {}).cookie || "", placeholder: "session" });
     var sh = spec.shadow || {};
@@ -1003,7 +1003,7 @@
         field("Page context", h("span", { class: "checks" }, contexts.map(function (c) { return h("label", { class: "check" }, [c.box, h("span", { text: c.name })]); })), "Sent to the model with the prompt.", "spec.injection.context"),
       ])]),
       h("fieldset", { class: "group" }, [h("legend", { text: "Prompt" }),
-        field("Template", template, "Placeholders such as {{path}} and {{title}} are filled per request.", "spec.prompt.template")]),
+        field("Template", template, "Filled per request: {{path}}, {{query}}, {{method}}, {{host}}, {{user}}, {{header.NAME}}. Empty: the default prompt.", "spec.prompt.template")]),
       general,
     ]);
     if (!app.readOnly) {

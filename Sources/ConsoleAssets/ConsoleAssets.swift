@@ -19,8 +19,8 @@ public enum ConsoleAssets {
     /// Every file, index.html first.
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
-        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""62e373f4c4d1f127""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""601e95d08a460533""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""919bf97122738421""#, bytes: Array(consoleCSS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""f186937942ff1448""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -183,7 +183,8 @@ button.small { padding: 3px 8px; font-size: 12px; }
 .table th.num { text-align: right; }
 .nowrap { white-space: nowrap; }
 .table td.bars { width: 200px; }
-.ellipsis { max-width: 260px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.card { overflow-x: auto; }
+.ellipsis { max-width: 220px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 tr.lagging td { background: var(--warn-bg); }
 .bad-text { color: var(--bad); font-weight: 600; }
 .model-chip { display: inline-flex; align-items: center; gap: 4px; margin-right: 12px; white-space: nowrap; }
@@ -1307,7 +1308,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
     var contexts = ["title", "selection", "headings"].map(function (c) {
       return { name: c, box: h("input", { type: "checkbox", checked: (inj.context || []).indexOf(c) >= 0 }) };
     });
-    var template = h("textarea", { rows: 5, class: "mono", value: (spec.prompt || {}).template || "", placeholder: "Summarise the page {{path}} for the user." });
+    var template = h("textarea", { rows: 5, class: "mono", value: (spec.prompt || {}).template || "", placeholder: "You are an assistant embedded in a web application. The user opened {{path}} on {{host}}. …" });
     var userHeader = h("input", { type: "text", value: (spec.userKey || {}).header || "", placeholder: "x-user-id" });
     var userCookie = h("input", { type: "text", value: (spec.userKey || {}).cookie || "", placeholder: "session" });
     var sh = spec.shadow || {};
@@ -1341,7 +1342,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         field("Page context", h("span", { class: "checks" }, contexts.map(function (c) { return h("label", { class: "check" }, [c.box, h("span", { text: c.name })]); })), "Sent to the model with the prompt.", "spec.injection.context"),
       ])]),
       h("fieldset", { class: "group" }, [h("legend", { text: "Prompt" }),
-        field("Template", template, "Placeholders such as {{path}} and {{title}} are filled per request.", "spec.prompt.template")]),
+        field("Template", template, "Filled per request: {{path}}, {{query}}, {{method}}, {{host}}, {{user}}, {{header.NAME}}. Empty: the default prompt.", "spec.prompt.template")]),
       general,
     ]);
     if (!app.readOnly) {
