@@ -14,6 +14,7 @@ Explicit waits only (WebDriverWait on a condition); no sleeps. Needs chromium + 
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -270,6 +271,28 @@ def test_the_console_is_served_from_the_binary_byte_for_byte(plane):
         reply = http_get(plane.address, path)
         assert reply.status == 200, (path, reply.status)
         assert reply.body == (REPO_ROOT / "console" / name).read_bytes(), f"{path} differs from console/{name}"
+
+
+def test_the_sliders_always_sum_to_100(browser, plane):
+    """Random key presses on random sliders of a three-model split (each moves the others in
+    proportion): after every one the weights are integers 0...100 summing to exactly 100."""
+    page(browser, plane, "#/create?host=sum.example.com&models=model-a,model-b,model-broken",
+         "#create-form input.slider[data-model=model-broken]")
+    sliders = browser.find_elements(By.CSS_SELECTOR, "#create-form input.slider")
+    assert len(sliders) == 3
+    keys = [Keys.ARROW_LEFT] * 4 + [Keys.ARROW_RIGHT] * 4 + [Keys.PAGE_UP, Keys.PAGE_DOWN] * 2 + [Keys.HOME, Keys.END]
+    rng = random.Random(15)
+    seen = set()
+    for step in range(60):
+        rng.choice(sliders).send_keys(rng.choice(keys))
+        values = [int(s.get_attribute("value")) for s in sliders]
+        numbers = [int(n.get_attribute("value")) for n in browser.find_elements(By.CSS_SELECTOR, "#create-form input.weight-number")]
+        assert sum(values) == 100 and all(0 <= v <= 100 for v in values), (step, values)
+        assert numbers == values, (numbers, values)
+        seen.add(tuple(values))
+    assert len(seen) > 10  # the presses did move the split
+    total = browser.find_element(By.CSS_SELECTOR, "#create-form .split-total").text
+    assert total == "Total 100 %", total
 
 
 def test_create_an_app_and_overlay_from_the_page(browser, plane, channel):
