@@ -1287,8 +1287,8 @@
     var general = h("div"), status = h("div");
     var nameInput = h("input", { type: "text", value: nameOf(doc), placeholder: "e.g. gpt-small", disabled: !isNew, id: "model-name" });
     var provider = h("select", { id: "model-provider" }, ["mock", "openai"].map(function (p) { return h("option", { value: p, selected: (spec.provider || "mock") === p, text: p === "openai" ? "OpenAI-compatible endpoint" : "Built-in mock (deterministic)" }); }));
-    var baseURL = h("input", { type: "url", value: spec.baseURL || "", placeholder: "https://api.example.com/v1" });
-    var modelId = h("input", { type: "text", value: spec.model || "", placeholder: "model id at the endpoint" });
+    var baseURL = h("input", { type: "url", id: "model-base-url", value: spec.baseURL || "", placeholder: "https://api.example.com/v1" });
+    var modelId = h("input", { type: "text", id: "model-id", value: spec.model || "", placeholder: "model id at the endpoint" });
     var keyKind = h("select", null, [["none", "No key"], ["env", "Environment variable"], ["file", "File"]].map(function (k) {
       var kind = spec.apiKey ? (spec.apiKey.env ? "env" : spec.apiKey.file ? "file" : "none") : "none";
       return h("option", { value: k[0], selected: kind === k[0], text: k[1] });
@@ -1374,6 +1374,7 @@
       });
     });
     collect();
+    provider.addEventListener("change", collect);
     card.appendChild(form);
     return card;
   }

@@ -20,7 +20,7 @@ public enum ConsoleAssets {
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
         ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""919bf97122738421""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""f186937942ff1448""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""460460e995278844""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -1626,8 +1626,8 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
     var general = h("div"), status = h("div");
     var nameInput = h("input", { type: "text", value: nameOf(doc), placeholder: "e.g. gpt-small", disabled: !isNew, id: "model-name" });
     var provider = h("select", { id: "model-provider" }, ["mock", "openai"].map(function (p) { return h("option", { value: p, selected: (spec.provider || "mock") === p, text: p === "openai" ? "OpenAI-compatible endpoint" : "Built-in mock (deterministic)" }); }));
-    var baseURL = h("input", { type: "url", value: spec.baseURL || "", placeholder: "https://api.example.com/v1" });
-    var modelId = h("input", { type: "text", value: spec.model || "", placeholder: "model id at the endpoint" });
+    var baseURL = h("input", { type: "url", id: "model-base-url", value: spec.baseURL || "", placeholder: "https://api.example.com/v1" });
+    var modelId = h("input", { type: "text", id: "model-id", value: spec.model || "", placeholder: "model id at the endpoint" });
     var keyKind = h("select", null, [["none", "No key"], ["env", "Environment variable"], ["file", "File"]].map(function (k) {
       var kind = spec.apiKey ? (spec.apiKey.env ? "env" : spec.apiKey.file ? "file" : "none") : "none";
       return h("option", { value: k[0], selected: kind === k[0], text: k[1] });
@@ -1713,6 +1713,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
       });
     });
     collect();
+    provider.addEventListener("change", collect);
     card.appendChild(form);
     return card;
   }

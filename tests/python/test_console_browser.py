@@ -192,7 +192,7 @@ def sidecar(plane, tmp_path_factory):
     token.write_text(REPORT_TOKEN + "\n")
     proc = OverlaydProcess(None, extra_args=(
         "--control-plane", plane.url + "/v1/desired-state", "--state-dir", str(directory / "state"),
-        "--control-plane-token-file", str(token), "--control-plane-interval", "1")).start()
+        "--control-plane-report-token-file", str(token), "--control-plane-interval", "1")).start()
     wait_for(lambda: http_get(proc.admin_addr, "/readyz").status == 200, WAIT, "the sidecar to become ready")
     yield proc
     assert proc.stop() == 0, proc.describe()
@@ -203,6 +203,42 @@ def channel(sidecar):
     ch = grpc.insecure_channel(sidecar.grpc_target, options=CHANNEL_OPTIONS)
     yield ch
     ch.close()
+
+
+class FailingModelBackend:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers every call 500 (a model that fails)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                body = b'{"error": {"message": "the model is down (test)", "type": "server_error"}}'
+                self.send_response(500)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def failing_backend():
+    backend = FailingModelBackend()
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -399,11 +435,38 @@ def test_the_drift_page_draws_its_chart_after_50_shadow_exchanges(browser, plane
     screenshot(browser, "drift")
 
 
-def test_a_failing_model_shows_its_error_rate_and_open_breaker(browser, plane, channel):
-    models_of(channel, "broken.example.com", [f"broken-user-{i}" for i in range(30)])
-    page(browser, plane, "#/models", "tr[data-model=model-broken]")
-    row = WebDriverWait(browser, 30).until(lambda d: (r := d.find_element(By.CSS_SELECTOR, "tr[data-model=model-broken]"))
-                                           and "breaker open" in r.text and r)
+def test_a_model_added_on_the_page_and_set_to_fail_shows_its_error_rate_and_open_breaker(
+        browser, plane, channel, failing_backend):
+    # Add an OpenAI-compatible model on the Models page (its endpoint answers 500) ...
+    page(browser, plane, "#/models/new", "#model-name")
+    browser.find_element(By.ID, "model-name").send_keys("model-remote")
+    browser.find_element(By.CSS_SELECTOR, "#model-provider option[value=openai]").click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_element(By.ID, "model-base-url").is_displayed())
+    browser.find_element(By.ID, "model-base-url").send_keys(failing_backend.url)
+    browser.find_element(By.ID, "model-id").send_keys("remote-large")
+    browser.find_element(By.ID, "save-model").click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.current_url.endswith("#/models")
+                                       and d.find_elements(By.CSS_SELECTOR, "tr[data-model=model-remote]"))
+    status, model = plane.api("GET", "/v1/models/model-remote", token=None)
+    assert status == 200 and model["spec"]["baseURL"] == failing_backend.url, model
+    # ... and an overlay that uses it (through the API, as a script would).
+    status, body = plane.api("POST", "/v1/overlays", {
+        "apiVersion": "orchestrator.io/v1", "kind": "AIOverlay", "metadata": {"name": "remote"},
+        "spec": {"hostApp": "remote.example.com", "models": [{"name": "model-remote"}]}})
+    assert status == 201, body
+    wait_for(lambda: model_of(channel, "remote.example.com", "u") == "model-remote", 5, "the sidecar to serve it")
+    models_of(channel, "broken.example.com", [f"broken-user-{i}" for i in range(20)])  # a mock that fails
+    browser.refresh()
+    sent = [0]
+
+    def failing_and_shown(driver):
+        # Failing traffic keeps flowing until the page shows the open breaker (reports every ~10 s).
+        models_of(channel, "remote.example.com", [f"remote-user-{sent[0] + i}" for i in range(10)])
+        sent[0] += 10
+        row = driver.find_element(By.CSS_SELECTOR, "tr[data-model=model-remote]")
+        return "breaker open" in row.text and row
+
+    row = WebDriverWait(browser, 60, poll_frequency=0.5).until(failing_and_shown, "the open breaker on the Models page")
     assert "100.0 %" in row.text, row.text
     screenshot(browser, "models")
 
