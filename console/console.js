@@ -501,7 +501,8 @@
         target.classList.add("invalid");
         var e = target.querySelector(".field-error");
         e.hidden = false;
-        e.textContent = (e.textContent ? e.textContent + " " : "") + key + ": " + (p.message || "");
+        // The whole path (it names the resource: "AIOverlay shop: spec.paths[0]") and the reason.
+        e.textContent = (e.textContent ? e.textContent + " " : "") + path + ": " + (p.message || "");
       } else {
         rest.push(p);
       }

@@ -20,7 +20,7 @@ public enum ConsoleAssets {
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
         ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""919bf97122738421""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""460460e995278844""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""5f08526b905b2a35""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -840,7 +840,8 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         target.classList.add("invalid");
         var e = target.querySelector(".field-error");
         e.hidden = false;
-        e.textContent = (e.textContent ? e.textContent + " " : "") + key + ": " + (p.message || "");
+        // The whole path (it names the resource: "AIOverlay shop: spec.paths[0]") and the reason.
+        e.textContent = (e.textContent ? e.textContent + " " : "") + path + ": " + (p.message || "");
       } else {
         rest.push(p);
       }
