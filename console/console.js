@@ -46,6 +46,10 @@
         node.addEventListener(key.slice(2), value);
       } else if (key === "text") {
         node.textContent = String(value);
+      } else if (key === "style") {
+        // Through the CSSOM: the served Content-Security-Policy (no 'unsafe-inline') blocks style
+        // attributes, not element.style.
+        node.style.cssText = String(value);
       } else if (key === "value") {
         node.value = String(value);
       } else if (key === "checked") {
@@ -1191,9 +1195,11 @@
     }
     root.appendChild(svg("path", { d: path("p10"), class: "line p10" }));
     root.appendChild(svg("path", { d: path("mean"), class: "line mean" }));
+    var few = series.length <= 3;
     series.forEach(function (p, i) {
-      if (!isNum(p.mean)) return;
-      root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.mean), r: 2.5, class: "dot mean" }, [svg("title", { text: fmtTime(p.t) + ": mean " + fmtScore(p.mean) + ", p10 " + fmtScore(p.p10) })]));
+      var tip = fmtTime(p.t) + ": mean " + fmtScore(p.mean) + ", p10 " + fmtScore(p.p10);
+      if (isNum(p.p10) && few) root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.p10), r: 4, class: "dot p10" }, [svg("title", { text: tip })]));
+      if (isNum(p.mean)) root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.mean), r: few ? 4 : 2.5, class: "dot mean" }, [svg("title", { text: tip })]));
     });
     var legend = svg("g", { class: "legend", transform: "translate(" + (L + 8) + "," + (T + 10) + ")" }, [
       svg("line", { x1: 0, x2: 18, y1: 0, y2: 0, class: "line mean" }), svg("text", { x: 24, y: 4, class: "axis-label", text: "mean" }),

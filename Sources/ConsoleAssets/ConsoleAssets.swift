@@ -19,8 +19,8 @@ public enum ConsoleAssets {
     /// Every file, index.html first.
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
-        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""919bf97122738421""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""5f08526b905b2a35""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""8a7277450a8d5ae9""#, bytes: Array(consoleCSS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""310dfbe9970f2611""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -252,6 +252,7 @@ input[type=range].slider:focus-visible::-webkit-slider-thumb { box-shadow: 0 0 0
 .line.mean { stroke: #2563eb; }
 .line.p10 { stroke: #d97706; stroke-dasharray: 1 0; stroke-width: 1.5; }
 .dot.mean { fill: #2563eb; }
+.dot.p10 { fill: #d97706; }
 .score-bars .bar { fill: #93c5fd; }
 .score-bars .bar.below { fill: #f87171; }
 
@@ -385,6 +386,10 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         node.addEventListener(key.slice(2), value);
       } else if (key === "text") {
         node.textContent = String(value);
+      } else if (key === "style") {
+        // Through the CSSOM: the served Content-Security-Policy (no 'unsafe-inline') blocks style
+        // attributes, not element.style.
+        node.style.cssText = String(value);
       } else if (key === "value") {
         node.value = String(value);
       } else if (key === "checked") {
@@ -1530,9 +1535,11 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
     }
     root.appendChild(svg("path", { d: path("p10"), class: "line p10" }));
     root.appendChild(svg("path", { d: path("mean"), class: "line mean" }));
+    var few = series.length <= 3;
     series.forEach(function (p, i) {
-      if (!isNum(p.mean)) return;
-      root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.mean), r: 2.5, class: "dot mean" }, [svg("title", { text: fmtTime(p.t) + ": mean " + fmtScore(p.mean) + ", p10 " + fmtScore(p.p10) })]));
+      var tip = fmtTime(p.t) + ": mean " + fmtScore(p.mean) + ", p10 " + fmtScore(p.p10);
+      if (isNum(p.p10) && few) root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.p10), r: 4, class: "dot p10" }, [svg("title", { text: tip })]));
+      if (isNum(p.mean)) root.appendChild(svg("circle", { cx: x(times[i]), cy: y(p.mean), r: few ? 4 : 2.5, class: "dot mean" }, [svg("title", { text: tip })]));
     });
     var legend = svg("g", { class: "legend", transform: "translate(" + (L + 8) + "," + (T + 10) + ")" }, [
       svg("line", { x1: 0, x2: 18, y1: 0, y2: 0, class: "line mean" }), svg("text", { x: 24, y: 4, class: "axis-label", text: "mean" }),
