@@ -12,7 +12,7 @@ struct Overlayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overlayd",
         abstract: "AI overlays for legacy web apps: an Envoy ext_proc sidecar, or a standalone reverse proxy.",
-        subcommands: [Serve.self, Validate.self, Proxy.self, Demo.self],
+        subcommands: [Serve.self, Validate.self, Proxy.self, Demo.self, ControlPlane.self],
         defaultSubcommand: Serve.self
     )
 }
