@@ -705,7 +705,10 @@
               return h("span", { class: "model-chip" }, [swatch(m), h("span", { text: m }),
                 spec.strategy === "Shadow" ? h("span", { class: "muted", text: i === 0 ? " champion" : " challenger" }) : h("span", { class: "muted", text: " " + weights[i] + " %" })]);
             })),
-            h("td", { class: "bars" }, [shareBar(models, function (m) { return weights[models.indexOf(m)] / 100; }, "configured split"), liveBarCell]),
+            // Shadow: the champion serves everyone (the challenger only answers in the background).
+            h("td", { class: "bars" }, [shareBar(models, function (m) {
+              return spec.strategy === "Shadow" ? (models.indexOf(m) === 0 ? 1 : 0) : weights[models.indexOf(m)] / 100;
+            }, "configured split"), liveBarCell]),
             rps, err,
           ]));
           cells.push({ name: name, models: models, rps: rps, err: err, live: liveBarCell });
@@ -1254,7 +1257,7 @@
         var name = nameOf(m), spec = specOf(m);
         var key = spec.apiKey ? (spec.apiKey.env ? "env " + spec.apiKey.env : spec.apiKey.file ? "file " + spec.apiKey.file : "–") : "–";
         var endpoint = spec.provider === "mock" ? "built-in mock" + (spec.mock && spec.mock.errorRate ? " (fails " + fmtPct(spec.mock.errorRate, 0) + ")" : "") : (spec.baseURL || "") + (spec.model ? " · " + spec.model : "");
-        var row = { name: name, calls: h("td", { class: "num" }), errors: h("td", { class: "num" }), p50: h("td", { class: "num" }), p99: h("td", { class: "num" }), breaker: h("td") };
+        var row = { name: name, mock: spec.provider === "mock", calls: h("td", { class: "num" }), errors: h("td", { class: "num" }), p50: h("td", { class: "num" }), p99: h("td", { class: "num" }), breaker: h("td") };
         body.appendChild(h("tr", { "data-model": name }, [
           h("td", { class: "nowrap" }, [swatch(name), h("strong", { text: name })]),
           h("td", { text: spec.provider || "" }),
@@ -1275,7 +1278,8 @@
           c.errors.className = "num" + (f && f.errorRate > 0.05 ? " bad-text" : "");
           c.p50.textContent = f ? fmtMs(f.p50Ms) : "–";
           c.p99.textContent = f ? fmtMs(f.p99Ms) : "–";
-          clear(c.breaker).appendChild(breakerBadge(f ? f.breaker : null));
+          // The built-in mock has no circuit breaker (only OpenAI-compatible endpoints do).
+          clear(c.breaker).appendChild(c.mock ? badge("no breaker (mock)", "muted") : breakerBadge(f ? f.breaker : null));
         });
       }
       app.liveUpdaters.push(update);

@@ -276,8 +276,9 @@ def page(browser, plane, fragment: str, ready_css: str):
 
 def screenshot(browser, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1280, max(800, min(int(height) + 16, 2000)))
+    height = max(800, min(int(browser.execute_script("return document.documentElement.scrollHeight")) + 16, 2000))
+    browser.set_window_size(1280, height)
+    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return window.innerHeight") >= height - 200)
     browser.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
     browser.set_window_size(1280, 900)
 
