@@ -160,7 +160,7 @@ def test_html_gets_the_result_before_head_end_and_nothing_else_changes(channel, 
     assert second.response_headers.response.header_mutation.remove_headers == ["content-length"]
     result = island(out)
     assert result["status"] == "ready" and result["overlay"] == "crm" and result["model"] == model_header(first)
-    assert "/ on crm.example.com" in result["text"]  # the mock's deterministic sentences about the page
+    assert "/accounts on crm.example.com" in result["text"]  # the mock's deterministic sentences about the page
     assert ISLAND.sub(b"", out).replace(b'<script src="/__overlay/overlay.js" defer></script>', b"") == PAGE
     assert out.index(b"overlayd-result") < out.index(b"</head>")
 
