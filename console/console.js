@@ -1614,7 +1614,7 @@
       if (!f) return;
       f.text().then(function (t) { text.value = t; });
     });
-    var exportButton = h("button", { type: "button", class: "secondary", text: "Export current state", onclick: function () {
+    var exportButton = h("button", { type: "button", class: "secondary", id: "yaml-export", text: "Export current state", onclick: function () {
       request("GET", "/v1/export").then(function (r) {
         if (!r.ok) { clear(status).appendChild(errorBox(r)); return; }
         text.value = typeof r.body === "string" ? r.body : JSON.stringify(r.body, null, 2);
@@ -1623,7 +1623,7 @@
         clear(status).appendChild(h("p", { class: "notice ok" }, [h("span", { text: "Exported version " + (app.state ? app.state.version : "") + ". " }), a]));
       });
     } });
-    var validateButton = h("button", { type: "button", class: "secondary", text: "Validate", onclick: function () {
+    var validateButton = h("button", { type: "button", class: "secondary", id: "yaml-validate", text: "Validate", onclick: function () {
       request("POST", "/v1/validate", { yaml: text.value }).then(function (r) {
         clear(status).appendChild(r.ok ? okBox("Valid: importing would replace the whole state with these documents.") : errorBox(r));
       });

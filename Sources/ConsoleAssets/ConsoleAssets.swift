@@ -20,7 +20,7 @@ public enum ConsoleAssets {
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
         ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""8a7277450a8d5ae9""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""6a82851a8865084c""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""3a912b0b44a22285""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -1954,7 +1954,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
       if (!f) return;
       f.text().then(function (t) { text.value = t; });
     });
-    var exportButton = h("button", { type: "button", class: "secondary", text: "Export current state", onclick: function () {
+    var exportButton = h("button", { type: "button", class: "secondary", id: "yaml-export", text: "Export current state", onclick: function () {
       request("GET", "/v1/export").then(function (r) {
         if (!r.ok) { clear(status).appendChild(errorBox(r)); return; }
         text.value = typeof r.body === "string" ? r.body : JSON.stringify(r.body, null, 2);
@@ -1963,7 +1963,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         clear(status).appendChild(h("p", { class: "notice ok" }, [h("span", { text: "Exported version " + (app.state ? app.state.version : "") + ". " }), a]));
       });
     } });
-    var validateButton = h("button", { type: "button", class: "secondary", text: "Validate", onclick: function () {
+    var validateButton = h("button", { type: "button", class: "secondary", id: "yaml-validate", text: "Validate", onclick: function () {
       request("POST", "/v1/validate", { yaml: text.value }).then(function (r) {
         clear(status).appendChild(r.ok ? okBox("Valid: importing would replace the whole state with these documents.") : errorBox(r));
       });

@@ -492,6 +492,22 @@ def test_the_apps_page_lists_apps_with_fleet_and_traffic(browser, plane):
     screenshot(browser, "apps")
 
 
+def test_export_shows_the_whole_state_as_yaml_and_validates_an_edit(browser, plane):
+    page(browser, plane, "#/create", "#yaml-export")
+    browser.find_element(By.ID, "yaml-export").click()
+    text = browser.find_element(By.ID, "yaml-text")
+    WebDriverWait(browser, WAIT).until(lambda d: "kind: AIOverlay" in text.get_attribute("value"))
+    exported = text.get_attribute("value")
+    assert "name: split" in exported and "kind: AIModel" in exported, exported
+    _, body = plane.api("GET", "/v1/export", token=None)
+    assert exported == body.decode(), "the page shows exactly what /v1/export serves"
+    # An edit that breaks a weight: the validator's problem, with its path, shown on the page.
+    text.clear()
+    text.send_keys(exported.replace("weight: 80", "weight: 180", 1))
+    browser.find_element(By.ID, "yaml-validate").click()
+    WebDriverWait(browser, WAIT).until(lambda d: "weight" in d.find_element(By.CSS_SELECTOR, "#main .notice.error").text)
+
+
 def test_names_and_report_fields_with_markup_are_rendered_as_text(browser, plane):
     # A report whose instance and host hold markup (the report token, as a sidecar).
     status, body = plane.api("POST", "/v1/reports", {
