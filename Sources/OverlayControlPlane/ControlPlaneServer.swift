@@ -108,7 +108,12 @@ public final class ControlPlaneServer: Service, Sendable {
         )
         defer { setListening(nil) }
         do {
-            try await app.run()
+            // Held long polls are answered (304) as the drain starts, so they do not hold it up.
+            try await withGracefulShutdownHandler {
+                try await app.run()
+            } onGracefulShutdown: { [watch] in
+                watch.close()
+            }
         } catch {
             if listening.withLock({ $0.address == nil }) { throw listenFailure(error) }
             throw error

@@ -15,6 +15,7 @@ public final class VersionWatch: Sendable {
 
     private struct State {
         var version: Int
+        var closed = false
         var next: UInt64 = 0
         var waiters: [UInt64: CheckedContinuation<Outcome, Never>] = [:]
     }
@@ -41,6 +42,17 @@ public final class VersionWatch: Sendable {
         for waiter in resumed { waiter.resume(returning: .changed(version)) }
     }
 
+    /// The server is shutting down: every waiter is answered now (no change), and later ones at once,
+    /// so held long polls do not hold up the drain.
+    public func close() {
+        let resumed = state.withLock { state -> [CheckedContinuation<Outcome, Never>] in
+            state.closed = true
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
+        }
+        for waiter in resumed { waiter.resume(returning: .timedOut) }
+    }
+
     /// Waits while the version is `known`, at most `timeout`.
     public func wait(whileVersionIs known: Int, timeout: Duration) async -> Outcome {
         await withTaskGroup(of: Outcome.self) { group in
@@ -64,7 +76,7 @@ public final class VersionWatch: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
                 let immediate: Outcome? = state.withLock { state in
                     if state.version != known { return .changed(state.version) }
-                    if Task.isCancelled { return .timedOut }
+                    if Task.isCancelled || state.closed { return .timedOut }
                     if state.waiters.count >= capacity { return .full }
                     state.waiters[id] = continuation
                     return nil

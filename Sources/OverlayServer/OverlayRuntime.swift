@@ -1,5 +1,6 @@
 import Logging
 import OverlayCore
+import OverlayFleet
 import ServiceLifecycle
 
 /// Everything `overlayd serve` runs, as one ServiceGroup: built here so tests can run the same
@@ -24,6 +25,8 @@ public struct ServeOptions: Sendable {
     /// Run the ext_proc gRPC server (false in `overlayd proxy`, whose front end is the reverse
     /// proxy: it then reports readiness itself).
     public var runsExtProc = true
+    /// The console page's files, served read-only at `/` on the admin port (nil: not built in).
+    public var consoleAssets: StaticAsset.Lookup?
 
     public init() {}
 }
@@ -37,6 +40,8 @@ public struct OverlayRuntime: Sendable {
     public let watcher: ConfigFileWatcher?
     public let poller: ControlPlanePoller?
     public let engine: OverlayEngine
+    /// This instance's reports (to the control plane) and its read-only `/v1/fleet`.
+    public let fleet: SidecarFleet
     private let runsExtProc: Bool
 
     /// - Parameters:
@@ -55,13 +60,17 @@ public struct OverlayRuntime: Sendable {
             configStore.reject(source: source, problems: problems, result: "rejected")
         }
         metrics = PrometheusMetrics()
-        engine = OverlayEngine(options: options.engine, metricsFactory: metrics, logger: logger)
+        // Every metric goes to Prometheus and to the accumulator of the reports (issue 15).
+        let reporting = ReportingMetrics(metrics, accumulator: ReportAccumulator())
+        engine = OverlayEngine(options: options.engine, metricsFactory: reporting, logger: logger)
+        fleet = SidecarFleet(
+            engine: engine, accumulator: reporting.accumulator, reportsToControlPlane: options.controlPlane?.reportTokenFile != nil)
         extProc = ExtProcServer(
-            options: options.extProc, configStore: configStore, health: health, metricsFactory: metrics, logger: logger,
+            options: options.extProc, configStore: configStore, health: health, metricsFactory: reporting, logger: logger,
             engine: engine)
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
-            logger: logger, drift: engine.drift)
+            logger: logger, drift: engine.drift, fleet: fleet, assets: options.consoleAssets)
         if let path = options.configPath {
             watcher = ConfigFileWatcher(
                 path: path, interval: options.configPollInterval, store: configStore, health: health,
@@ -69,7 +78,8 @@ public struct OverlayRuntime: Sendable {
         } else {
             watcher = nil
         }
-        if let controlPlane = options.controlPlane {
+        if var controlPlane = options.controlPlane {
+            controlPlane.report = { [fleet] version, interval in fleet.report(version: version, intervalSeconds: interval) }
             poller = ControlPlanePoller(
                 options: controlPlane, store: configStore, health: health, metricsFactory: metrics, logger: logger,
                 etag: options.controlPlaneETag)

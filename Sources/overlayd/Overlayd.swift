@@ -104,6 +104,7 @@ struct Serve: AsyncParsableCommand {
         options.extProc.strictHTTP2 = strictHttp2
         options.engine.shadowQueueCapacity = shadowQueue
         options.engine.shadowConcurrency = shadowConcurrency
+        options.consoleAssets = ConsoleSeam.assets
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         logger.info(

@@ -98,7 +98,7 @@ func temporaryDirectory() -> String {
 
     @Test func aFileAsDataDirectoryIsNamed() throws {
         let path = temporaryDirectory()
-        FileManager.default.createFile(atPath: path, contents: Data())
+        _ = FileManager.default.createFile(atPath: path, contents: Data())
         defer { try? FileManager.default.removeItem(atPath: path) }
         do {
             _ = try VersionStore(directory: path)
@@ -130,6 +130,15 @@ final class PublishedVersions: @unchecked Sendable {
         #expect(await watch.wait(whileVersionIs: 2, timeout: .seconds(30)) == .changed(3))
         #expect(await watch.wait(whileVersionIs: 3, timeout: .milliseconds(10)) == .timedOut)
         #expect(watch.waiting == 0)
+    }
+
+    @Test func closingAnswersEveryWaiterAndLaterOnesAtOnce() async {
+        let watch = VersionWatch(version: 1)
+        async let held = watch.wait(whileVersionIs: 1, timeout: .seconds(30))
+        while watch.waiting == 0 { await Task.yield() }
+        watch.close()
+        #expect(await held == .timedOut)
+        #expect(await watch.wait(whileVersionIs: 1, timeout: .seconds(30)) == .timedOut)
     }
 
     @Test func pastCapacityAWaiterIsRefused() async {

@@ -87,13 +87,14 @@ class ControlPlane:
         self._lines: list[str] = []
         self._changed = threading.Condition()
 
-    def _drain(self, stream) -> None:
+    def _drain(self, stream, lines: list[str]) -> None:
+        """Appends to this run's own list: a restart's new lines never mix with the old ones."""
         for raw in iter(stream.readline, b""):
             with self._changed:
-                self._lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
                 self._changed.notify_all()
         with self._changed:
-            self._lines.append("<closed>")
+            lines.append("<closed>")
             self._changed.notify_all()
 
     def output(self) -> str:
@@ -101,10 +102,10 @@ class ControlPlane:
             return "\n".join(self._lines)
 
     def start(self, timeout: float = 30) -> "ControlPlane":
-        self._lines = []
+        self._lines = lines = []
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
+        threading.Thread(target=self._drain, args=(self.proc.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
