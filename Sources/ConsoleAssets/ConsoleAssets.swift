@@ -19,7 +19,7 @@ public enum ConsoleAssets {
     /// Every file, index.html first.
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
-        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""8a7277450a8d5ae9""#, bytes: Array(consoleCSS.utf8)),
+        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""0c80e1a695f26b2a""#, bytes: Array(consoleCSS.utf8)),
         ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""3a912b0b44a22285""#, bytes: Array(consoleJS.utf8)),
     ]
 
@@ -333,6 +333,18 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
   .split-row { grid-template-columns: 1fr 1fr; }
   .topbar { gap: 12px; padding: 0 12px; }
 }
+
+/* Every app's table has the same columns at the same places. */
+.card.app .table { table-layout: fixed; }
+.card.app .table th:nth-child(1) { width: 16%; }
+.card.app .table th:nth-child(2) { width: 11%; }
+.card.app .table th:nth-child(3) { width: 31%; }
+.card.app .table th:nth-child(4) { width: 20%; }
+.card.app .table th:nth-child(5) { width: 11%; }
+.card.app .table th:nth-child(6) { width: 11%; }
+.card.app .table td { overflow: hidden; text-overflow: ellipsis; }
+.card.app .table td.bars { width: auto; }
+.card.app .model-chip { white-space: normal; }
 
 """#
 

@@ -276,9 +276,12 @@ def page(browser, plane, fragment: str, ready_css: str):
 
 def screenshot(browser, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    height = max(800, min(int(browser.execute_script("return document.documentElement.scrollHeight")) + 16, 2000))
-    browser.set_window_size(1280, height)
-    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return window.innerHeight") >= height - 200)
+    # The whole page: the window's height is the content's plus the browser's own chrome.
+    content = min(2000, int(browser.execute_script(
+        "return Math.ceil(document.getElementById('main').getBoundingClientRect().bottom + window.scrollY)")))
+    chrome = int(browser.execute_script("return window.outerHeight - window.innerHeight"))
+    browser.set_window_size(1280, max(700, content) + chrome)
+    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return window.innerHeight") >= min(content, 700))
     browser.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
     browser.set_window_size(1280, 900)
 
