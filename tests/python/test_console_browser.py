@@ -495,6 +495,23 @@ def test_the_apps_page_lists_apps_with_fleet_and_traffic(browser, plane):
     screenshot(browser, "apps")
 
 
+def test_settings_are_checked_as_you_type_by_the_real_validator(browser, plane):
+    page(browser, plane, "#/", "#main[data-page]")
+    browser.execute_script("sessionStorage.setItem('overlayd.operatorToken', arguments[0])", OPERATOR_TOKEN)
+    page(browser, plane, "#/overlay/shadowed", ".field[data-path='spec.injection.latencyBudget'] input")
+    _, before = plane.api("GET", "/v1/state", token=None)
+    budget = browser.find_element(By.CSS_SELECTOR, ".field[data-path='spec.injection.latencyBudget'] input")
+    budget.send_keys("soon")
+    # The field and the reason, next to the field (or, for a path the form has no field for, above Save).
+    WebDriverWait(browser, WAIT).until(lambda d: "latencyBudget" in d.find_element(By.CSS_SELECTOR, "section.card form").text
+                                       and "soon" in d.find_element(By.CSS_SELECTOR, "section.card form").text)
+    budget.clear()
+    budget.send_keys("250ms")
+    WebDriverWait(browser, WAIT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".field.invalid, .general-problems .notice"))
+    _, after = plane.api("GET", "/v1/state", token=None)
+    assert after["version"] == before["version"], "validation wrote nothing"
+
+
 def test_export_shows_the_whole_state_as_yaml_and_validates_an_edit(browser, plane):
     page(browser, plane, "#/create", "#yaml-export")
     browser.find_element(By.ID, "yaml-export").click()
