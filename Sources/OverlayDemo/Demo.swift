@@ -38,7 +38,7 @@ public struct Demo: Sendable {
         runtime = OverlayRuntime(options: serve, config: config, document: document, logger: logger)
         extProc = ExtProcServer(
             options: extProcOptions, configStore: runtime.configStore, health: runtime.health,
-            metricsFactory: runtime.metrics, logger: logger, engine: runtime.engine)
+            metricsFactory: runtime.reporting, logger: logger, engine: runtime.engine)
         let appPort = BoundAddress()
         self.appPort = appPort
         app = EndReporting(DemoApp.application(logger: logger) { port in appPort.set(port) }) { appPort.finish() }
@@ -47,7 +47,7 @@ public struct Demo: Sendable {
         proxyOptions.listenOption = "--port"
         proxy = ReverseProxy(
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: nil,
-            metricsFactory: runtime.metrics, logger: logger,
+            metricsFactory: runtime.reporting, logger: logger,
             resolveUpstream: {
                 guard let port = await appPort.port() else { throw DemoAppStopped() }
                 return try Upstream(parsing: "http://127.0.0.1:\(port)")

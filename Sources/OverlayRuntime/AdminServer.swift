@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import OverlayCore
 import OverlayDecisions
+import OverlayFleet
 import NIOCore
 import ServiceLifecycle
 
@@ -24,7 +25,7 @@ public final class AdminServer: Service, Sendable {
 
     public init(
         host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger,
-        drift: DriftBoard? = nil
+        drift: DriftBoard? = nil, fleet: SidecarFleet? = nil, assets: StaticAsset.Lookup? = nil
     ) {
         self.host = host
         self.port = port
@@ -53,6 +54,18 @@ public final class AdminServer: Service, Sendable {
             }
             headers[.contentType] = "application/yaml; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: status.document)))
+        }
+        // The console, read-only for this one instance (issue 15): the state it serves and its own
+        // reports' aggregation; no change routes here.
+        router.get("/v1/state") { _, _ -> Response in
+            Self.json(Self.stateJSON(configStore.status))
+        }
+        router.get("/v1/fleet") { _, _ -> Response in
+            Self.json(fleet?.fleetJSON(version: Self.appliedVersion(configStore.status)) ?? "{\"instances\":[],\"overlays\":[],\"models\":[],\"drift\":[]}\n")
+        }
+        if let assets {
+            router.get("/") { _, _ -> Response in Self.asset(assets, "/index.html") }
+            router.get("/:file") { request, _ -> Response in Self.asset(assets, request.uri.path) }
         }
         router.get("/metrics") { _, _ -> Response in
             let bytes = metrics.render()
@@ -87,6 +100,40 @@ public final class AdminServer: Service, Sendable {
             },
             logger: logger
         )
+    }
+
+    static func json(_ text: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func asset(_ assets: StaticAsset.Lookup, _ path: String) -> Response {
+        guard let asset = assets(path) else { return Response(status: .notFound) }
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: asset.contentType, .cacheControl: "no-cache",
+                .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ],
+            body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+    }
+
+    /// The control plane's version this instance serves (its ETag), else the document's content hash.
+    static func appliedVersion(_ status: ConfigStore.Status) -> String {
+        if let etag = status.lastFetch?.etag, status.lastResult != "rejected" { return ControlPlaneReporter.version(etag) }
+        return status.version
+    }
+
+    /// `/v1/state` as the control plane answers it, read-only: `"readOnly": true`; the version
+    /// is a number when the document came from a control plane, else its content hash (a string).
+    static func stateJSON(_ status: ConfigStore.Status) -> String {
+        let state = (try? DesiredState.parse(yaml: status.document, source: status.source)) ?? DesiredState()
+        let version = appliedVersion(status)
+        let versionJSON = Int(version).map(String.init) ?? JSONText.quote(version)
+        let overlays = state.overlays.map(\.json).joined(separator: ",")
+        let models = state.models.map(\.json).joined(separator: ",")
+        return "{\"version\":\(versionJSON),\"readOnly\":true,\"overlays\":[\(overlays)],\"models\":[\(models)]}\n"
     }
 
     struct ConfigReport: Encodable {

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import OverlayCore
+import OverlayFleet
 import ServiceLifecycle
 
 /// `--control-plane URL`: how the poller fetches.
@@ -23,6 +24,15 @@ public struct ControlPlaneOptions: Sendable {
     public var tokenFile: String?
     /// `--state-dir`: the last applied document is written here.
     public var stateDirectory: StateDirectory?
+    /// Seconds a long poll may be held (`?wait=`), when the server offers it
+    /// (`X-Overlayd-Long-Poll: 1`, as `overlayd control-plane` does): 1...60.
+    public var longPollSeconds = 10
+    /// `--control-plane-report-token-file`: after every fetch a report goes to the control plane's
+    /// `/v1/reports` with this bearer token (only to a control plane that offers the long poll and
+    /// whose URL ends in `/v1/desired-state`).
+    public var reportTokenFile: String?
+    /// Builds the report (version applied, seconds since the last report); set by the runtime.
+    public var report: (@Sendable (_ version: String, _ intervalSeconds: Double) -> SidecarReport)?
 
     public init(url: String) {
         self.url = url
@@ -72,6 +82,7 @@ public final class ControlPlanePoller: Service, Sendable {
     private let counters: [String: Counter]
     private let failureGauge: Gauge
     private let initialETag: String?
+    private let reporter: ControlPlaneReporter
 
     /// - Parameter etag: the ETag of the document the store starts with (from `--state-dir`), if
     ///   it came from this URL: the first fetch may then be a 304.
@@ -84,6 +95,7 @@ public final class ControlPlanePoller: Service, Sendable {
         self.health = health
         self.logger = logger
         self.initialETag = etag
+        self.reporter = ControlPlaneReporter(options: options, logger: logger, metricsFactory: metricsFactory)
         var counters: [String: Counter] = [:]
         for result in ["applied", "unchanged", "not_modified", "rejected", "failed"] {
             counters[result] = Counter(
@@ -102,43 +114,81 @@ public final class ControlPlanePoller: Service, Sendable {
         // timeout would hide the reason (a certificate problem would read as a timeout).
         configuration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // A held long poll would delay shutdown by up to its wait: the whole loop is cancelled instead.
+        await cancelWhenGracefulShutdown { await self.follow(client: client) }
+        try? await client.shutdown()
+    }
+
+    /// Fetches until cancelled (or shut down), spacing fetches by the schedule.
+    private func follow(client: HTTPClient) async {
         var etag = initialETag
+        var applied = initialETag
         var failures = 0
+        var longPoll = false
+        var lastReport = ContinuousClock.now
         var generator = SystemRandomNumberGenerator()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let outcome = await fetchOnce(client: client, etag: etag)
+            let started = ContinuousClock.now
+            let outcome = await fetchOnce(client: client, etag: etag, longPoll: longPoll && etag != nil)
             switch outcome {
             case .failed: failures += 1
             default: failures = 0
             }
-            if case .received(_, let newTag) = outcome { etag = newTag }
+            if case .received(let result, let newTag, _) = outcome {
+                etag = newTag
+                if result != "rejected" { applied = newTag }
+            }
+            switch outcome {
+            case .received(_, _, let offered), .notModified(let offered): longPoll = offered
+            case .failed: break
+            }
             failureGauge.record(failures)
-            let delay = options.schedule.delayMs(
+            if longPoll, outcome.succeeded, let reportURL = reporter.url {
+                let now = ContinuousClock.now
+                await reporter.send(client: client, url: reportURL, version: applied, interval: now - lastReport)
+                lastReport = now
+            }
+            var delay = options.schedule.delayMs(
                 consecutiveFailures: failures, unit: Double.random(in: 0..<1, using: &generator))
+            // Long polling: ask again at once, unless the server answered a held request early
+            // without a change (then wait the interval, so a server that does not hold is not hammered).
+            if longPoll, outcome.succeeded {
+                let held = ContinuousClock.now - started >= .seconds(options.longPollSeconds) / 2
+                if case .received = outcome { delay = 0 } else if held { delay = 0 }
+            }
             do {
                 try await Task.sleep(for: .milliseconds(delay))
             } catch {
                 break  // cancelled: shutting down
             }
         }
-        try? await client.shutdown()
     }
 
     enum Outcome {
-        case received(result: String, etag: String?)
-        case notModified
+        /// `longPoll`: the server offers the long poll (`X-Overlayd-Long-Poll: 1`).
+        case received(result: String, etag: String?, longPoll: Bool)
+        case notModified(longPoll: Bool)
         case failed
+
+        var succeeded: Bool {
+            if case .failed = self { return false }
+            return true
+        }
     }
 
-    /// Fetches once, offers what arrived, records and counts the result.
-    func fetchOnce(client: HTTPClient, etag: String?) async -> Outcome {
+    /// Fetches once (held up to `longPollSeconds` when `longPoll`), offers what arrived, records
+    /// and counts the result.
+    func fetchOnce(client: HTTPClient, etag: String?, longPoll: Bool = false) async -> Outcome {
         let started = Date()
         var record = ConfigStore.Fetch(
             at: started, url: options.url, result: "failed", httpStatus: nil, error: nil, etag: etag,
             consecutiveFailures: (store.status.lastFetch?.consecutiveFailures ?? 0))
         let fetched: Fetched
         do {
-            fetched = try await withTimeout(options.timeout) { try await self.fetch(client: client, etag: etag) }
+            let wait = longPoll ? options.longPollSeconds : 0
+            fetched = try await withTimeout(options.timeout + .seconds(wait)) {
+                try await self.fetch(client: client, etag: etag, wait: wait)
+            }
         } catch {
             record.error = "\(error)"
             record.httpStatus = (error as? ControlPlaneError)?.status
@@ -156,7 +206,7 @@ public final class ControlPlanePoller: Service, Sendable {
             record.result = "not_modified"
             store.recordFetch(record)
             counters["not_modified"]?.increment()
-            return .notModified
+            return .notModified(longPoll: fetched.longPoll)
         }
         record.etag = fetched.etag
         let result: String
@@ -176,7 +226,7 @@ public final class ControlPlanePoller: Service, Sendable {
                 metadata: ["url": "\(options.url)", "problems": "\(problems.joined(separator: "; "))"])
         }
         counters[result]?.increment()
-        return .received(result: result, etag: fetched.etag)
+        return .received(result: result, etag: fetched.etag, longPoll: fetched.longPoll)
     }
 
     struct Fetched {
@@ -184,10 +234,13 @@ public final class ControlPlanePoller: Service, Sendable {
         /// nil for 304.
         var text: String?
         var etag: String?
+        var longPoll = false
     }
 
-    func fetch(client: HTTPClient, etag: String?) async throws -> Fetched {
-        var request = HTTPClientRequest(url: options.url)
+    func fetch(client: HTTPClient, etag: String?, wait: Int = 0) async throws -> Fetched {
+        var url = options.url
+        if wait > 0 { url += (url.contains("?") ? "&" : "?") + "wait=\(wait)" }
+        var request = HTTPClientRequest(url: url)
         request.headers.add(name: "accept", value: "application/yaml, application/json;q=0.9, */*;q=0.1")
         request.headers.add(name: "user-agent", value: "overlayd")
         if let etag { request.headers.add(name: "if-none-match", value: etag) }
@@ -202,10 +255,11 @@ public final class ControlPlanePoller: Service, Sendable {
             request.headers.add(name: "authorization", value: "Bearer \(token)")
         }
         // The whole fetch is bounded by `withTimeout` in `fetchOnce`; this deadline is a backstop.
-        let response = try await client.execute(request, timeout: options.timeout.timeAmount + .seconds(1))
+        let response = try await client.execute(request, timeout: options.timeout.timeAmount + .seconds(Int64(wait) + 1))
+        let longPoll = response.headers.first(name: "x-overlayd-long-poll") == "1"
         switch response.status.code {
         case 304:
-            return Fetched(status: 304, text: nil, etag: etag)
+            return Fetched(status: 304, text: nil, etag: etag, longPoll: longPoll)
         case 200:
             break
         default:
@@ -226,7 +280,7 @@ public final class ControlPlanePoller: Service, Sendable {
         else {
             throw ControlPlaneError("the body is not UTF-8 text")
         }
-        return Fetched(status: 200, text: text, etag: response.headers.first(name: "etag"))
+        return Fetched(status: 200, text: text, etag: response.headers.first(name: "etag"), longPoll: longPoll)
     }
 
     private func save(text: String, etag: String?, at: Date) {

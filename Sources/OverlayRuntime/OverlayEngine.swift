@@ -135,6 +135,7 @@ extension SplitMix64 {
 ///   shutdown, queued jobs are dropped and running ones cancelled.
 ///
 /// Metrics: `overlayd_model_calls_total{model,result}`, `overlayd_model_call_seconds{model}`,
+/// `overlayd_overlay_decisions_total{overlay,model}`,
 /// `overlayd_shadow_jobs_total{result}`, `overlayd_drift_similarity_mean{overlay}`,
 /// `overlayd_drift_flag{overlay}`.
 public final class OverlayEngine: Service, Sendable {
@@ -237,6 +238,7 @@ public final class OverlayEngine: Service, Sendable {
         let router = self.router(for: config)
         let results = self.results
         let calls = callMetrics(model: plan.model)
+        decisionCounter(overlay: plan.overlay, model: plan.model).increment()
         let request = CompletionRequest(prompt: plan.prompt, maxTokens: 512)
         if let spec = router.specs[plan.model], spec.provider == .mock, spec.mockLatencyMs == 0, spec.mockErrorRate == 0 {
             // An instant mock (demos, load tests) answers inline: no task, no hand-over, no wait.
@@ -296,6 +298,37 @@ public final class OverlayEngine: Service, Sendable {
         let ok: Counter
         let failed: Counter
         let duration: CoreMetrics.Timer
+    }
+
+    private let decisionCounters = Mutex<[String: Counter]>([:])
+
+    /// `overlayd_overlay_decisions_total{overlay,model}`: exchanges the model was chosen for.
+    private func decisionCounter(overlay: String, model: String) -> Counter {
+        decisionCounters.withLock { counters in
+            let key = overlay + "\u{0}" + model
+            if let found = counters[key] { return found }
+            let made = Counter(
+                label: "overlayd_overlay_decisions_total", dimensions: [("overlay", overlay), ("model", model)], factory: factory)
+            counters[key] = made
+            return made
+        }
+    }
+
+    /// The model's circuit-breaker state (`closed`, `open`, `half_open`) for models with one
+    /// (OpenAI-compatible backends), for the control plane's reports.
+    public func breakerStates() -> [String: String] {
+        clients.withLock { clients in
+            var states: [String: String] = [:]
+            for (name, entry) in clients {
+                guard let client = entry.client as? OpenAIClient else { continue }
+                switch client.breaker.phase {
+                case .closed: states[name] = "closed"
+                case .open: states[name] = "open"
+                case .halfOpen: states[name] = "half_open"
+                }
+            }
+            return states
+        }
     }
 
     private let callMetricsCache = Mutex<[String: CallMetrics]>([:])

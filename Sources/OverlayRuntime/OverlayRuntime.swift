@@ -1,5 +1,6 @@
 import Logging
 import OverlayCore
+import OverlayFleet
 import ServiceLifecycle
 
 /// What every command that serves traffic runs beside its front end (`serve`, `proxy`, `demo`):
@@ -22,6 +23,8 @@ public struct RuntimeOptions: Sendable {
     public var engine = OverlayEngine.Options()
     /// `--forecast-bucket`: seconds per bucket of the call-rate forecast (divides a day).
     public var forecastBucketSeconds = 60
+    /// The console page's files, served read-only at `/` on the admin port (nil: not built in).
+    public var consoleAssets: StaticAsset.Lookup?
 
     public init() {}
 }
@@ -38,6 +41,11 @@ public struct OverlayRuntime: Sendable {
     public let engine: OverlayEngine
     public let forecast: CallRateForecastService
     public let breakers: BreakerGauges
+    /// This instance's reports (to the control plane) and its read-only `/v1/fleet`.
+    public let fleet: SidecarFleet
+    /// The metrics factory a front end records through: Prometheus, and the accumulator of the
+    /// control-plane reports.
+    public let reporting: ReportingMetrics
 
     /// - Parameters:
     ///   - config: the validated configuration to start with; `document` is its text.
@@ -54,12 +62,17 @@ public struct OverlayRuntime: Sendable {
             configStore.reject(source: source, problems: problems, result: "rejected")
         }
         metrics = PrometheusMetrics()
-        engine = OverlayEngine(options: options.engine, metricsFactory: metrics, logger: logger)
+        // Every metric goes to Prometheus and to the accumulator of the reports (issue 15).
+        let reporting = ReportingMetrics(metrics, accumulator: ReportAccumulator())
+        self.reporting = reporting
+        engine = OverlayEngine(options: options.engine, metricsFactory: reporting, logger: logger)
         forecast = CallRateForecastService(metrics: metrics, bucketSeconds: options.forecastBucketSeconds, logger: logger)
         breakers = BreakerGauges(engine: engine, configStore: configStore, metricsFactory: metrics)
+        fleet = SidecarFleet(
+            engine: engine, accumulator: reporting.accumulator, reportsToControlPlane: options.controlPlane?.reportTokenFile != nil)
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
-            logger: logger, drift: engine.drift)
+            logger: logger, drift: engine.drift, fleet: fleet, assets: options.consoleAssets)
         if let path = options.configPath {
             watcher = ConfigFileWatcher(
                 path: path, interval: options.configPollInterval, store: configStore, health: health,
@@ -67,7 +80,8 @@ public struct OverlayRuntime: Sendable {
         } else {
             watcher = nil
         }
-        if let controlPlane = options.controlPlane {
+        if var controlPlane = options.controlPlane {
+            controlPlane.report = { [fleet] version, interval in fleet.report(version: version, intervalSeconds: interval) }
             poller = ControlPlanePoller(
                 options: controlPlane, store: configStore, health: health, metricsFactory: metrics, logger: logger,
                 etag: options.controlPlaneETag)

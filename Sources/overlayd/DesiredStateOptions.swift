@@ -33,6 +33,9 @@ struct DesiredStateOptions: ParsableArguments {
     @Option(help: "A file holding a bearer token for the control plane (e.g. /var/run/secrets/kubernetes.io/serviceaccount/token); read before every fetch.")
     var controlPlaneTokenFile: String?
 
+    @Option(help: "A file holding the control plane's report token: after every fetch this sidecar POSTs its counters to the control plane's /v1/reports (an overlayd control-plane URL ending in /v1/desired-state). Read before every report.")
+    var controlPlaneReportTokenFile: String?
+
     @Option(help: "Directory where the last document applied from the control plane is kept (atomically), and read at start when the control plane cannot be reached.")
     var stateDir: String?
 
@@ -45,8 +48,8 @@ struct DesiredStateOptions: ParsableArguments {
         }
         if let controlPlane {
             do { try ControlPlaneOptions.validate(url: controlPlane) } catch { throw ValidationError(error.description) }
-        } else if stateDir != nil || controlPlaneTokenFile != nil {
-            throw ValidationError("--state-dir and --control-plane-token-file need --control-plane")
+        } else if stateDir != nil || controlPlaneTokenFile != nil || controlPlaneReportTokenFile != nil {
+            throw ValidationError("--state-dir, --control-plane-token-file and --control-plane-report-token-file need --control-plane")
         }
         guard controlPlaneInterval >= 0.05, controlPlaneInterval <= 86_400 else {
             throw ValidationError("--control-plane-interval must be 0.05...86400 seconds, got \(controlPlaneInterval)")
@@ -91,6 +94,9 @@ struct DesiredStateOptions: ParsableArguments {
         plane.timeout = .milliseconds(Int64(controlPlaneTimeout * 1000))
         plane.maxBytes = controlPlaneMaxBytes
         plane.tokenFile = controlPlaneTokenFile
+        plane.reportTokenFile = controlPlaneReportTokenFile
+        // The long poll (when the control plane offers it) is held for one interval at most.
+        plane.longPollSeconds = Int(min(60, max(1, controlPlaneInterval.rounded())))
         defer { options.controlPlane = plane }
         // Until the first fetch: the last known good document, or nothing (pass-through, not ready).
         let waiting = (OverlayConfig(source: controlPlane, version: "none", overlays: []), "", Optional(["waiting for the first document from \(controlPlane)"]))

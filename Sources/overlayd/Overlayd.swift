@@ -14,7 +14,7 @@ struct Overlayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overlayd",
         abstract: "AI overlays for legacy web apps: an Envoy ext_proc sidecar, or a standalone reverse proxy.",
-        subcommands: [Serve.self, Validate.self, Proxy.self, Demo.self],
+        subcommands: [Serve.self, Validate.self, Proxy.self, Demo.self, ControlPlane.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -114,6 +114,7 @@ struct Serve: AsyncParsableCommand {
         options.engine.shadowQueueCapacity = shadowQueue
         options.engine.shadowConcurrency = shadowConcurrency
         options.forecastBucketSeconds = forecastBucket
+        options.consoleAssets = ConsoleSeam.assets
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         logger.info(
@@ -126,7 +127,7 @@ struct Serve: AsyncParsableCommand {
         let runtime = OverlayRuntime(
             options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
         let server = ExtProcServer(
-            options: extProc, configStore: runtime.configStore, health: runtime.health, metricsFactory: runtime.metrics,
+            options: extProc, configStore: runtime.configStore, health: runtime.health, metricsFactory: runtime.reporting,
             logger: logger, engine: runtime.engine)
         try await signalledGroup(runtime.services(frontEnd: server), logger: logger).run()
         logger.info("overlayd stopped")
@@ -232,7 +233,7 @@ struct Proxy: AsyncParsableCommand {
             options: options, config: overlays, document: document, initialProblems: initialProblems, logger: logger)
         let proxy = ReverseProxy(
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: runtime.health,
-            metricsFactory: runtime.metrics, logger: logger)
+            metricsFactory: runtime.reporting, logger: logger)
         try await signalledGroup(runtime.services(frontEnd: proxy), logger: logger).run()
         logger.info("overlayd proxy stopped")
     }

@@ -215,7 +215,7 @@ def test_the_overlay_renders_in_shadow_dom_and_the_page_stays_intact(browser, cr
     result = island(browser)
     assert result["status"] == "ready" and result["overlay"] == "crm" and result["model"] == "fast-mock", result
     expected = result["text"]
-    assert expected and "Regarding:" in expected, result
+    assert expected and "/accounts on crm.example.com" in expected, result  # the mock talks about the page
     page = crm.exchanges("/accounts")[-1]
     assert page.rewritten and page.body_to_overlayd, crm.describe()
     assert ("/accounts", "fast-mock") in [(p, h.get("x-overlay-model")) for p, h in legacy_app.seen]
@@ -267,7 +267,7 @@ def test_a_late_result_turns_from_pending_to_ready_in_the_page(browser, late):
     assert answers[-1]["status"] == "ready" and answers[-1]["token"] == token, answers
     assert all(a["status"] == "pending" for a in answers[:-1]), answers
     text = answers[-1]["text"]
-    assert text and "Regarding:" in text, answers[-1]
+    assert text and "/invoices on late.example.com" in text, answers[-1]
 
     shadow = panel.shadow_root
     assert shadow.find_element(By.CSS_SELECTOR, ".body").get_property("textContent") == text
@@ -286,7 +286,7 @@ def test_the_harness_enriches_json_and_passes_other_bodies_through(crm):
     with opener.open(crm.url("/api/accounts"), timeout=WAIT) as reply:
         data = json.loads(reply.read())
     assert data["accounts"] == [{"name": "Acme Corp", "balance": 12400}]
-    assert data["overlay"]["status"] == "ready" and "Regarding:" in data["overlay"]["text"], data
+    assert data["overlay"]["status"] == "ready" and "/api/accounts" in data["overlay"]["text"], data
 
     with pytest.raises(urllib.error.HTTPError) as missing:
         opener.open(crm.url("/no-such-page"), timeout=WAIT)

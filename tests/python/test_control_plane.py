@@ -269,7 +269,7 @@ def test_https_verifies_the_server_against_the_system_roots(run, tmp_path):
     (["--config", "x.yaml", "--control-plane", "http://127.0.0.1:1/"], "--config and --control-plane are exclusive"),
     (["--control-plane", "ftp://127.0.0.1/x"], "--control-plane must be an http:// or https:// URL"),
     (["--control-plane", "http:///nohost"], "--control-plane must name a host"),
-    (["--state-dir", "/tmp/x"], "--state-dir and --control-plane-token-file need --control-plane"),
+    (["--state-dir", "/tmp/x"], "--state-dir, --control-plane-token-file and --control-plane-report-token-file need --control-plane"),
     (["--control-plane", "http://127.0.0.1:1/", "--control-plane-max-backoff", "0.5"],
      "--control-plane-max-backoff must be --control-plane-backoff (1.0)...86400 seconds, got 0.5"),
 ])

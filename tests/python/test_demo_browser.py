@@ -74,7 +74,7 @@ def test_a_follow_up_question_from_the_panel_is_answered(browser, demo):  # noqa
 
     def answered(driver):
         text = driver.execute_script("return arguments[0].shadowRoot.querySelector('.body').textContent", panel)
-        return "Regarding: Question from a user of this page" in text and text
+        return "“Which account is largest?”" in text and text
 
     text = WebDriverWait(browser, WAIT).until(answered, "the panel never showed the answer to the question")
     assert panel.get_attribute("data-status") == "ready", text
