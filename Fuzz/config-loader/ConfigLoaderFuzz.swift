@@ -48,7 +48,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         oracleFailure("re-serialised YAML rejected: \(error)\n--- original:\n\(text)\n--- re-serialised:\n\(yaml)")
     }
     // Re-serialised as JSON (one document, or a list when there were several).
-    let documents = nodes.filter { !($0.scalar != nil && $0.tag.name == .null) }
+    let documents = nodes.filter { !($0.scalar != nil && $0.tag.rawValue == Tag.Name.null.rawValue) }
     guard documents.count == 1, let json = jsonText(documents[0]) else { return 0 }
     do {
         let reloaded = try ConfigLoader.load(text: json, source: "reserialised.json")
@@ -64,21 +64,21 @@ func same(_ a: OverlayConfig, _ b: OverlayConfig) -> Bool { a.overlays == b.over
 /// The node as JSON text, or nil when it has no JSON form (non-scalar keys, NaN, aliases …).
 func jsonText(_ node: Node) -> String? {
     if let scalar = node.scalar {
-        switch node.tag.name {
-        case .null: return "null"
-        case .bool: return node.bool.map { $0 ? "true" : "false" }
-        case .int: return node.int.map(String.init)
-        case .float:
+        switch node.tag.rawValue {
+        case Tag.Name.null.rawValue: return "null"
+        case Tag.Name.bool.rawValue: return node.bool.map { $0 ? "true" : "false" }
+        case Tag.Name.int.rawValue: return node.int.map(String.init)
+        case Tag.Name.float.rawValue:
             guard let f = node.float, f.isFinite else { return nil }
             return "\(f)"
-        case .str: return Array(scalar.string.unicodeScalars).jsonString
+        case Tag.Name.str.rawValue: return Array(scalar.string.unicodeScalars).jsonString
         default: return nil
         }
     }
     if let mapping = node.mapping {
         var members: [String] = []
         for (key, value) in mapping {
-            guard let k = key.scalar, key.tag.name == .str, let v = jsonText(value) else { return nil }
+            guard let k = key.scalar, key.tag.rawValue == Tag.Name.str.rawValue, let v = jsonText(value) else { return nil }
             members.append(Array(k.string.unicodeScalars).jsonString + ":" + v)
         }
         return "{" + members.joined(separator: ",") + "}"

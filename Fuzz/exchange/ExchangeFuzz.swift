@@ -48,7 +48,7 @@ let configText = """
         - name: "challenger"
       strategy: "Shadow"
     """
-nonisolated(unsafe) let config = try! ConfigLoader.load(text: configText, source: "fuzz")
+let config = try! ConfigLoader.load(text: configText, source: "fuzz")
 
 let authorities = ["shop.example.com", "tenant-1.apps.example.com", "elsewhere.example.org", "", "SHOP.example.com:443"]
 let overlaid: Set<String> = ["shop.example.com", "tenant-1.apps.example.com", "SHOP.example.com:443"]
