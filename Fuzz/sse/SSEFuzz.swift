@@ -49,14 +49,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
+/// The accumulator's outcome and text; the deltas `feed` returned must add up to its text.
 func run(_ acc: inout ChatStreamAccumulator, _ parts: [ArraySlice<UInt8>]) -> String {
-    var text = ""
+    var returned = ""
     do {
-        for part in parts { text += try acc.feed(part) }
+        for part in parts { returned += try acc.feed(part) }
         try acc.finish()
-        return "ok:" + text
+        check(returned == acc.text, "returned deltas \(returned.debugDescription) != text \(acc.text.debugDescription)")
+        return "ok:" + acc.text
     } catch {
-        return "error:" + text
+        return "error:" + acc.text
     }
 }
 
