@@ -14,6 +14,13 @@ let package = Package(
         .executable(name: "overlayd", targets: ["overlayd"]),
         // The pure injector, for bench/inject (a package of its own that depends on this one).
         .library(name: "OverlayInject", targets: ["OverlayInject"]),
+        // The other pure modules, for the fuzz targets under Fuzz/ (a package of its own, see its
+        // Package.swift): libraries nobody else links.
+        .library(name: "OverlayDecisions", targets: ["OverlayDecisions"]),
+        .library(name: "OverlayCore", targets: ["OverlayCore"]),
+        .library(name: "BackendCore", targets: ["BackendCore"]),
+        .library(name: "ExtProcCore", targets: ["ExtProcCore"]),
+        .library(name: "ExtProcProto", targets: ["ExtProcProto"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

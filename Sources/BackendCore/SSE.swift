@@ -147,9 +147,11 @@ public struct ChatStreamAccumulator: Sendable {
             let chunk = try ChatCompletionsCodec.decodeChunk(event.data)
             chunkCount += 1
             delta += chunk.delta
+            // Per chunk, with the count and the reason: a later bad event in the same feed must not
+            // drop it (the state would then depend on how the body was split).
+            text += chunk.delta
             if let reason = chunk.finishReason { finishReason = reason }
         }
-        text += delta
         return delta
     }
 }

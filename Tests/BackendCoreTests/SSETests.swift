@@ -117,4 +117,20 @@ private func accumulate(_ pieces: [ArraySlice<UInt8>]) throws -> ChatStreamAccum
         var parser = SSEParser(maxLineBytes: 16)
         #expect(throws: SSEParser.LineTooLong.self) { try parser.feed(Array(repeating: UInt8(ascii: "a"), count: 17)) }
     }
+
+    /// Found by Fuzz/sse (regression): the accumulator's state after a failed feed must not depend
+    /// on how the body was split. Fed at once, the chunks before a bad event set `finishReason` and
+    /// `chunkCount` but their text was dropped; fed event by event, it was kept.
+    @Test func aFailedFeedKeepsTheTextOfTheChunksBeforeIt() {
+        let events = ["data: \(chunk("Hi"))\n\n", "data: \(chunk(" there", finish: "stop"))\n\n", "data: [DONE].\n\n"]
+        var whole = ChatStreamAccumulator()
+        #expect(throws: MalformedPayload.self) { try whole.feed(Array(events.joined().utf8)) }
+        var split = ChatStreamAccumulator()
+        #expect(throws: MalformedPayload.self) {
+            for event in events { try split.feed(Array(event.utf8)) }
+        }
+        #expect(split.text == "Hi there")
+        #expect(whole.text == split.text)
+        #expect(whole.finishReason == "stop" && whole.chunkCount == 2)
+    }
 }

@@ -1,0 +1,1 @@
+../../Sources/OverlayProxy/HopByHop.swift

@@ -1,0 +1,1 @@
+../../Sources/OverlayProxy/RequestTarget.swift
