@@ -6,11 +6,11 @@
 // scripts/fuzz, so that every module a target links (ours and the dependencies') is instrumented,
 // not only the target itself. Build and run one with `scripts/fuzz TARGET SECONDS`.
 //
-// Three targets test files of the OverlayServer / OverlayProxy adapter modules (GRPCMessageReader,
+// Three targets test files of the OverlayExtProc / OverlayProxy front-end modules (GRPCMessageReader,
 // RequestTarget, HopByHop): linking those modules would build the whole server graph (Hummingbird,
 // async-http-client, BoringSSL) instrumented; their folders hold a symbolic link to the one source
 // file instead, compiled into the target with the file's own imports. (When issue 20 splits
-// OverlayServer into modules, they can depend on the module that holds the file.)
+// the front ends into smaller modules, they can depend on the module that holds the file.)
 import PackageDescription
 
 // SwiftPM identifies a path dependency by the last component of its directory (lower-cased), not by

@@ -113,17 +113,29 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             case .responseTrailers: expected = trailers(&response)
             }
         }
-        if input.bool() { _ = machine.wantsResult(for: message) }
+        // The result in already, or not (then the core may hold the response headers until the
+        // budget's end, measured from `now` at the request headers).
+        let ready = input.bool() ? fuzzResult(status: .ready) : nil
+        let now: UInt64 = input.bool() ? 0 : 1 << 40
 
-        let action: ExchangeAction
+        var action: ExchangeAction
         do {
-            action = try machine.receive(message)
+            action = try machine.receive(message, now: now, ready: ready)
         } catch {
             check(error.kind == expected, "refused with \(error.kind) (\(error.message)), model says \(String(describing: expected))")
             check(ExchangeError.Kind.all.contains(error.kind), "unknown error kind \(error.kind)")
             return 0  // the stream ends here, failing open
         }
         check(expected == nil, "accepted a message the model refuses (\(expected!)): \(message)")
+        if case .wait = action {
+            check(ExchangePhase(of: message) == .responseHeaders, "a wait at \(String(describing: ExchangePhase(of: message)))")
+            check(ready == nil, "a wait although the result was in")
+            guard let resumed = machine.resume(with: fuzzResult(status: .pending)) else {
+                oracleFailure("a waiting exchange did not resume")
+            }
+            check(machine.resume(with: fuzzResult(status: .ready)) == nil, "resumed twice")
+            action = resumed
+        }
         immediate = checkAnswer(action, to: message, passThrough: passThrough)
     }
     return 0
@@ -200,7 +212,14 @@ func checkAnswer(_ action: ExchangeAction, to message: ProcessingRequest, passTh
     case .answerAsk:
         check(phase == .requestBody, "a question answered at \(phase.label)")
         return true
+    case .wait:
+        oracleFailure("a wait left unresumed")
     }
+}
+
+/// A result for the overlay of the fuzz configuration.
+func fuzzResult(status: OverlayResultView.Status) -> OverlayResultView {
+    OverlayResultView(overlay: "fuzz", model: "m", token: String(repeating: "f", count: 32), status: status, text: "t")
 }
 
 func nextMessage(_ input: inout FuzzInput) -> ProcessingRequest {

@@ -1,1 +1,1 @@
-../../Sources/OverlayServer/GRPCMessageReader.swift
+../../Sources/OverlayExtProc/GRPCMessageReader.swift

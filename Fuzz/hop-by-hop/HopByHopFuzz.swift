@@ -1,5 +1,4 @@
 import FuzzSupport
-import HTTPTypes
 import NIOHTTP1
 
 // HopByHop.swift is compiled into this target (a symbolic link, see Package.swift).
@@ -53,18 +52,5 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     check(HopByHop.named(byConnection: pairs.filter { asciiLower($0.0) == "connection" }.map(\.1)) == named.subtracting(fixedNames),
           "named(byConnection:) differs")
 
-    // HTTPTypes (requests from the client): only valid field names exist there.
-    var fields = HTTPFields()
-    for (name, value) in pairs {
-        guard let fieldName = HTTPField.Name(name) else { continue }
-        fields.append(HTTPField(name: fieldName, value: value))
-    }
-    let fieldNamed = listed(fields[values: .connection])
-    let fieldWant = fields.map { ($0.name.canonicalName, $0.value) }.filter {
-        !fixedNames.contains($0.0) && !fieldNamed.contains($0.0)
-    }
-    let fieldGot = HopByHop.endToEnd(fields)
-    check(fieldGot.map(\.name) == fieldWant.map(\.0) && fieldGot.map(\.value) == fieldWant.map(\.1),
-          "HTTPTypes: \(fieldGot) != \(fieldWant)")
     return 0
 }
