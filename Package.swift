@@ -145,12 +145,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The demo (`overlayd demo`): a built-in legacy app, and the assembly of app, proxy,
-        // ext_proc and the mock models.
+        // The demo (`overlayd demo`): a built-in legacy app, and the assembly of the control plane
+        // (the console), app, proxy, ext_proc and the mock models.
         .target(
             name: "OverlayDemo",
             dependencies: [
-                "OverlayRuntime", "OverlayExtProc", "OverlayProxy", "OverlayCore",
+                "OverlayRuntime", "OverlayExtProc", "OverlayProxy", "OverlayCore", "OverlayControlPlane", "OverlayFleet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

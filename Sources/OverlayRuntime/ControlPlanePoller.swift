@@ -33,6 +33,11 @@ public struct ControlPlaneOptions: Sendable {
     public var reportTokenFile: String?
     /// Builds the report (version applied, seconds since the last report); set by the runtime.
     public var report: (@Sendable (_ version: String, _ intervalSeconds: Double) -> SidecarReport)?
+    /// When the URL is known only once something listens (`overlayd demo`'s own control plane on
+    /// a port picked at start): asked once before the first fetch, and it replaces `url`; nil
+    /// from it means the control plane stopped before it listened, and the poller ends with the
+    /// group's shutdown.
+    public var resolveURL: (@Sendable () async -> String?)?
 
     public init(url: String) {
         self.url = url
@@ -78,17 +83,56 @@ public final class ControlPlanePoller: Service, Sendable {
     private let options: ControlPlaneOptions
     private let store: ConfigStore
     private let health: HealthState
+    private let metricsFactory: any MetricsFactoryBox
     private let logger: Logger
-    private let counters: [String: Counter]
-    private let failureGauge: Gauge
-    private let initialETag: String?
-    private let reporter: ControlPlaneReporter
+    private let etag: String?
 
     /// - Parameter etag: the ETag of the document the store starts with (from `--state-dir`), if
     ///   it came from this URL: the first fetch may then be a 304.
     public init(
         options: ControlPlaneOptions, store: ConfigStore, health: HealthState, metricsFactory: any MetricsFactoryBox,
         logger: Logger, etag: String? = nil
+    ) {
+        self.options = options
+        self.store = store
+        self.health = health
+        self.metricsFactory = metricsFactory
+        self.logger = logger
+        self.etag = etag
+    }
+
+    public func run() async throws {
+        var options = self.options
+        if let resolve = options.resolveURL {
+            guard let url = await resolve() else {
+                // Nothing to follow; ending now, while the group shuts down in order, would
+                // cut that short: wait for the shutdown the control plane's failure started.
+                try? await gracefulShutdown()
+                return
+            }
+            options.url = url
+            options.resolveURL = nil
+        }
+        try await ControlPlaneFollower(
+            options: options, store: store, health: health, metricsFactory: metricsFactory, logger: logger, etag: etag
+        ).run()
+    }
+}
+
+/// The poller's loop, once its URL is known.
+final class ControlPlaneFollower: Sendable {
+    private let options: ControlPlaneOptions
+    private let store: ConfigStore
+    private let health: HealthState
+    private let logger: Logger
+    private let counters: [String: Counter]
+    private let failureGauge: Gauge
+    private let initialETag: String?
+    private let reporter: ControlPlaneReporter
+
+    init(
+        options: ControlPlaneOptions, store: ConfigStore, health: HealthState, metricsFactory: any MetricsFactoryBox,
+        logger: Logger, etag: String?
     ) {
         self.options = options
         self.store = store
@@ -106,7 +150,7 @@ public final class ControlPlanePoller: Service, Sendable {
         self.failureGauge = Gauge(label: "overlayd_control_plane_consecutive_failures", factory: metricsFactory.factory)
     }
 
-    public func run() async throws {
+    func run() async throws {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: options.timeout.timeAmount)
         configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import OverlayControlPlane
 import OverlayCore
 import OverlayProxy
 import OverlayDemo
@@ -241,10 +242,16 @@ struct Proxy: AsyncParsableCommand {
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "One-command demo: a built-in legacy CRM behind the overlay proxy, with the ext_proc server and the admin endpoint.")
+        abstract: "One-command demo: the console (control plane), a built-in legacy CRM behind the overlay proxy, the ext_proc server and the admin endpoint, following the console.")
 
     @Option(help: "The proxy's port on 127.0.0.1 (open http://127.0.0.1:PORT/).")
     var port = 8080
+
+    @Option(help: "The console and control plane: HOST:PORT (port 0 picks a free port).")
+    var console = "127.0.0.1:9900"
+
+    @Option(help: "The control plane's store and tokens, kept across runs. Default: a new temporary directory, removed when the demo stops.")
+    var data: String?
 
     @Option(help: "Admin HTTP address: HOST:PORT.")
     var admin = "127.0.0.1:9901"
@@ -255,11 +262,17 @@ struct Demo: AsyncParsableCommand {
     @Flag(help: "Mock models answer at once (no simulated latency): a load-test target for the whole path.")
     var instantModels = false
 
+    @Option(help: "Seconds the demo's sidecar holds its long poll to the console, and so between its reports: 1...60.")
+    var reportInterval = 10
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "notice"
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
+        guard (1...60).contains(reportInterval) else {
+            throw ValidationError("--report-interval must be 1...60 seconds, got \(reportInterval)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got \(logLevel)")
         }
@@ -270,28 +283,37 @@ struct Demo: AsyncParsableCommand {
         var options = OverlayDemo.Demo.Options()
         options.port = port
         options.instantModels = instantModels
+        options.longPollSeconds = reportInterval
+        options.dataDirectory = data
+        options.consoleAssets = ConsoleSeam.assets
         (options.adminHost, options.adminPort) = try hostPort(admin, flag: "--admin")
+        (options.consoleHost, options.consolePort) = try hostPort(console, flag: "--console")
         do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
-        let demo = OverlayDemo.Demo(options: options, logger: logger)
+        let demo = try OverlayDemo.Demo(options: options, logger: logger)
+        defer { demo.removeTemporaryData() }
         let group = signalledGroup(demo.services, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             tasks.addTask {
                 // Announced once everything listens. A nil: something stopped before it listened
                 // (a port in use, say); the group's error says what, and nothing is announced.
-                guard let proxyPort = await demo.proxy.listeningPort(), let appPort = await demo.appPort.port(),
+                guard let console = await demo.controlPlane.listeningAddress(),
+                    let proxyPort = await demo.proxy.listeningPort(), let appPort = await demo.appPort.port(),
                     let extProc = await demo.extProc.listeningAddress(),
                     let admin = await demo.runtime.admin.listeningAddress()
                 else { return }
                 let adminBase = "http://" + admin
                 let banner =
                     """
+                    console:                 http://\(console)/   Apps, Overlays, the traffic splitter, drift, history
                     overlayd demo is running (Ctrl-C to stop)
+                      operator token:        \(demo.operatorToken)   (for changes on the console; in \(demo.operatorTokenFile))
                       page (Canary 80/20):   http://127.0.0.1:\(proxyPort)/   also /accounts, /reports (gzip), /api/accounts (JSON)
-                      page (Shadow pair):    http://localhost:\(proxyPort)/   drift at \(adminBase)/drift
+                      page (Shadow pair):    http://localhost:\(proxyPort)/   drift on the console, or \(adminBase)/drift
                       admin:                 \(adminBase)/metrics  \(adminBase)/drift  \(adminBase)/config  \(adminBase)/readyz
                       ext_proc (gRPC h2c):   \(extProc)
                       legacy app (direct):   http://127.0.0.1:\(appPort)/
+                      the proxy and ext_proc follow the console: a change there reaches them within about a second
 
                     """
                 // Unbuffered: the banner shows at once even when stdout is a pipe or a file.

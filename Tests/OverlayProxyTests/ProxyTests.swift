@@ -668,10 +668,24 @@ extension DemoTests {
         options.port = 0
         options.adminPort = 0
         options.extProc = .tcp(host: "127.0.0.1", port: 0)
-        let demo = Demo(options: options, logger: quietLogger)
+        options.consolePort = 0
+        let demo = try Demo(options: options, logger: quietLogger)
+        defer { demo.removeTemporaryData() }
+        let data = try #require(demo.temporaryData)
+        #expect(FileManager.default.fileExists(atPath: data + "/overlayd.sqlite"))
         let group = ServiceGroup(configuration: .init(services: demo.services, logger: quietLogger))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
+            let console = try #require(await demo.controlPlane.listeningAddress())
+            let consolePort = try #require(Int(console.split(separator: ":").last ?? ""))
+            try await withRawConnection(port: consolePort) { connection in
+                // The control plane serves the demo's state as version 1, seeded by the demo.
+                try await connection.send("GET /v1/desired-state HTTP/1.1\r\nHost: \(console)\r\n\r\n")
+                let state = try await connection.response()
+                #expect(state.status == 200)
+                #expect(state.header("etag") == "\"1\"")
+                #expect(state.text.contains("crm-canary") && state.text.contains("crm-shadow"))
+            }
             let proxyPort = try #require(await demo.proxy.listeningPort())
             let appPort = try #require(await demo.appPort.port())
             #expect(await demo.extProc.listeningAddress() != nil)

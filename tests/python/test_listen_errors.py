@@ -38,7 +38,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 
 def demo_case(taken: str) -> tuple[list[str], str]:
     """`demo` with every listener on a free port but `taken`, which gets the taken one."""
-    free = {"--port": "0", "--admin": "127.0.0.1:0", "--ext-proc-listen": "127.0.0.1:0"}
+    free = {"--port": "0", "--admin": "127.0.0.1:0", "--ext-proc-listen": "127.0.0.1:0", "--console": "127.0.0.1:0"}
     free[taken] = "{port}" if taken == "--port" else "127.0.0.1:{port}"
     return ["demo", *(item for pair in free.items() for item in pair)], taken
 
@@ -50,7 +50,7 @@ CASES = {
         ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:{port}", "--admin", "127.0.0.1:0"],
         "--listen",
     ),
-    **{f"demo {option}": demo_case(option) for option in ("--port", "--ext-proc-listen", "--admin")},
+    **{f"demo {option}": demo_case(option) for option in ("--port", "--ext-proc-listen", "--admin", "--console")},
 }
 
 
