@@ -92,8 +92,11 @@ public struct OverlayRuntime: Sendable {
 
     /// The services in start order, with `frontEnd` last; they stop in reverse (the admin
     /// endpoint outlives the front end's drain, shadow work is cancelled after it).
-    public func services(frontEnd: (any Service)?) -> [ServiceGroupConfiguration.ServiceConfiguration] {
+    /// - Parameter tracing: the span exporter (``OverlayTracing/bootstrap(_:instance:logger:)``), first
+    ///   so that it stops last: it flushes the spans of the drained exchanges and shadow jobs.
+    public func services(frontEnd: (any Service)?, tracing: (any Service)? = nil) -> [ServiceGroupConfiguration.ServiceConfiguration] {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let tracing { services.append(.init(service: tracing, successTerminationBehavior: .ignore)) }
         // First in, last out: shadow work is cancelled only after the ext_proc drain.
         services.append(.init(service: engine, successTerminationBehavior: .ignore))
         services.append(.init(service: forecast, successTerminationBehavior: .ignore))

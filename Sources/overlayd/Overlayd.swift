@@ -26,6 +26,8 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var desiredState: DesiredStateOptions
 
+    @OptionGroup var tracing: TracingFlags
+
     @Option(help: "Shadow jobs (challenger calls) that may wait; when full, new ones are dropped and counted.")
     var shadowQueue = 256
 
@@ -130,7 +132,8 @@ struct Serve: AsyncParsableCommand {
         let server = ExtProcServer(
             options: extProc, configStore: runtime.configStore, health: runtime.health, metricsFactory: runtime.reporting,
             logger: logger, engine: runtime.engine)
-        try await signalledGroup(runtime.services(frontEnd: server), logger: logger).run()
+        let exporter = try tracing.bootstrap(instance: runtime.fleet.instance, logger: logger)
+        try await signalledGroup(runtime.services(frontEnd: server, tracing: exporter), logger: logger).run()
         logger.info("overlayd stopped")
     }
 }
@@ -180,6 +183,8 @@ struct Proxy: AsyncParsableCommand {
     var listen = "127.0.0.1:8080"
 
     @OptionGroup var desiredState: DesiredStateOptions
+
+    @OptionGroup var tracing: TracingFlags
 
     @Option(help: "Admin HTTP address (/metrics, /healthz, /readyz, /config, /drift): HOST:PORT.")
     var admin = "127.0.0.1:9901"
@@ -235,7 +240,8 @@ struct Proxy: AsyncParsableCommand {
         let proxy = ReverseProxy(
             options: proxyOptions, configStore: runtime.configStore, engine: runtime.engine, health: runtime.health,
             metricsFactory: runtime.reporting, logger: logger)
-        try await signalledGroup(runtime.services(frontEnd: proxy), logger: logger).run()
+        let exporter = try tracing.bootstrap(instance: runtime.fleet.instance, logger: logger)
+        try await signalledGroup(runtime.services(frontEnd: proxy, tracing: exporter), logger: logger).run()
         logger.info("overlayd proxy stopped")
     }
 }
@@ -258,6 +264,8 @@ struct Demo: AsyncParsableCommand {
 
     @Option(help: "ext_proc listen address (as serve --listen): HOST:PORT or unix:/path.")
     var extProcListen = "127.0.0.1:50051"
+
+    @OptionGroup var tracing: TracingFlags
 
     @Flag(help: "Mock models answer at once (no simulated latency): a load-test target for the whole path.")
     var instantModels = false
@@ -291,7 +299,11 @@ struct Demo: AsyncParsableCommand {
         do { options.extProc = try ListenAddress(parsing: extProcListen) } catch { throw ValidationError("\(error)") }
         let demo = try OverlayDemo.Demo(options: options, logger: logger)
         defer { demo.removeTemporaryData() }
-        let group = signalledGroup(demo.services, logger: logger)
+        let exporter = try tracing.bootstrap(instance: demo.runtime.fleet.instance, logger: logger)
+        // The exporter first: it stops last, after the front ends drained (it flushes their spans).
+        let traced: [ServiceGroupConfiguration.ServiceConfiguration] =
+            exporter.map { [.init(service: $0, successTerminationBehavior: .ignore)] } ?? []
+        let group = signalledGroup(traced + demo.services, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             tasks.addTask {
@@ -350,4 +362,32 @@ func hostPort(_ text: String, flag: String) throws -> (String, Int) {
 func signalledGroup(_ services: [ServiceGroupConfiguration.ServiceConfiguration], logger: Logger) -> ServiceGroup {
     ServiceGroup(
         configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+}
+
+/// `--otlp-endpoint` and `--trace-sample-ratio` (issue 17), on `serve`, `proxy` and `demo`.
+struct TracingFlags: ParsableArguments {
+    @Option(help: "OTLP/HTTP (protobuf) receiver for spans, e.g. http://127.0.0.1:4318 (/v1/traces is added when no path is given). Default: tracing off.")
+    var otlpEndpoint: String?
+
+    @Option(help: "Share of new traces recorded, 0...1 (a request's sampled traceparent is always followed).")
+    var traceSampleRatio: Double = TracingOptions.defaultSampleRatio
+
+    func validate() throws {
+        do {
+            try TracingOptions.validate(endpoint: otlpEndpoint, sampleRatio: traceSampleRatio)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    var options: TracingOptions { TracingOptions(endpoint: otlpEndpoint, sampleRatio: traceSampleRatio) }
+
+    /// Bootstraps the tracer when an endpoint is given; the exporter's service, or nil.
+    func bootstrap(instance: String, logger: Logger) throws -> (any Service)? {
+        do {
+            return try OverlayTracing.bootstrap(options, instance: instance, logger: logger)
+        } catch let error as TracingOptionsError {
+            throw ValidationError(error.description)
+        }
+    }
 }
