@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import BackendCore
 import Logging
 import OverlayCore
+import Tracing
 
 /// Calls a model by name; if it fails (any error but `cancelled`, including `circuitOpen` and `saturated`)
 /// and its spec names a `fallback`, calls that model ONCE. The fallback's own `fallback` is not followed
@@ -45,7 +46,7 @@ public struct ModelRouter: Sendable {
         }
         let primaryError: ModelCallError
         do {
-            return try await client.complete(request)
+            return try await call(client, request, fallbackFrom: nil)
         } catch {
             primaryError = error
         }
@@ -60,7 +61,7 @@ public struct ModelRouter: Sendable {
                     "error": "\(primaryError)",
                 ])
             do {
-                var completion = try await fallback.complete(request)
+                var completion = try await call(fallback, request, fallbackFrom: name)
                 completion.fallbackFrom = name
                 return completion
             } catch {
@@ -71,5 +72,45 @@ public struct ModelRouter: Sendable {
             }
         }
         throw primaryError
+    }
+
+    /// One client's call; in a traced task (a context is bound: tracing is on and the exchange
+    /// was given one) it is the span `overlayd.model_call`, child of the bound context.
+    private func call(
+        _ client: any ModelClient, _ request: CompletionRequest, fallbackFrom: String?
+    ) async throws(ModelCallError) -> Completion {
+        guard ServiceContext.current != nil else { return try await client.complete(request) }
+        let span = startSpan("overlayd.model_call", ofKind: .client)
+        defer { span.end() }
+        span.attributes["overlayd.model"] = client.modelName
+        span.attributes["overlayd.model.provider"] = client is OpenAIClient ? "openai" : "mock"
+        if let fallbackFrom { span.attributes["overlayd.model.fallback_from"] = fallbackFrom }
+        let result: Result<Completion, ModelCallError> = await ServiceContext.withValue(span.context) {
+            do throws(ModelCallError) {
+                return .success(try await client.complete(request))
+            } catch {
+                return .failure(error)
+            }
+        }
+        if let breaker = (client as? OpenAIClient)?.breaker.phase {
+            switch breaker {
+            case .closed: span.attributes["overlayd.model.breaker"] = "closed"
+            case .open: span.attributes["overlayd.model.breaker"] = "open"
+            case .halfOpen: span.attributes["overlayd.model.breaker"] = "half_open"
+            }
+        }
+        switch result {
+        case .success(let completion):
+            span.attributes["overlayd.model.attempts"] = completion.attempts
+            span.attributes["overlayd.model.retries"] = max(0, completion.attempts - 1)
+            span.attributes["overlayd.model.status"] = "ok"
+            return completion
+        case .failure(let error):
+            span.attributes["overlayd.model.status"] = "error"
+            span.attributes["overlayd.model.error_kind"] = error.kind
+            if case .http(_, let status, _) = error { span.attributes["http.response.status_code"] = status }
+            span.setStatus(SpanStatus(code: .error, message: error.kind))
+            throw error
+        }
     }
 }

@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import OverlayCore
+import Tracing
 
 /// `ModelClient` for any OpenAI-compatible chat-completions API, on a shared `HTTPClient`.
 ///
@@ -161,12 +162,23 @@ public final class OpenAIClient: ModelClient {
             attemptLogger.debug(
                 "model request",
                 metadata: ["stream": "\(request.stream)", "prompt_chars": "\(request.messages.reduce(0) { $0 + $1.content.count })"])
+            // Traced (a context is bound): each HTTP attempt is a span, and its context travels
+            // to the backend as `traceparent`.
+            let span = ServiceContext.current.map { startSpan("overlayd.model_attempt", context: $0, ofKind: .client) }
+            span?.attributes["overlayd.model.attempt"] = attempt
+            span?.attributes["url.full"] = endpoint
+            defer { span?.end() }
             do {
                 let (text, finish) = try await attemptOnce(
-                    body: body, stream: request.stream, endpoint: endpoint, key: key, deadline: deadline)
+                    body: body, stream: request.stream, endpoint: endpoint, key: key, deadline: deadline,
+                    trace: span?.context)
                 attemptLogger.debug("model response", metadata: ["status": "200", "finish_reason": "\(finish ?? "")"])
+                span?.attributes["http.response.status_code"] = 200
                 return Completion(text: text, model: spec.name, finishReason: finish, attempts: attempt)
             } catch {
+                span?.attributes["overlayd.model.error_kind"] = error.error.kind
+                if case .http(_, let status, _) = error.error { span?.attributes["http.response.status_code"] = status }
+                span?.setStatus(SpanStatus(code: .error, message: error.error.kind))
                 let remaining = ContinuousClock.now.duration(to: deadline)
                 let decision = retryPolicy.decide(
                     after: error.failure, attempt: attempt, remaining: remaining, budget: retryBudget, jitter: jitter())
@@ -177,6 +189,7 @@ public final class OpenAIClient: ModelClient {
                 switch decision {
                 case .retry(let delay):
                     meta["delay_ms"] = "\(delay.milliseconds)"
+                    span?.attributes["overlayd.model.retry_delay_ms"] = Int(delay.milliseconds)
                     throttled.log(level: .notice, "model attempt failed, retrying", metadata: meta)
                     do {
                         try await Task.sleep(until: ContinuousClock.now.advanced(by: delay), clock: .continuous)
@@ -185,6 +198,7 @@ public final class OpenAIClient: ModelClient {
                     }
                 case .giveUp(let reason):
                     meta["give_up"] = "\(reason)"
+                    span?.attributes["overlayd.model.give_up"] = "\(reason)"
                     throttled.log(level: .warning, "model call failed", metadata: meta)
                     throw error.error
                 }
@@ -193,7 +207,8 @@ public final class OpenAIClient: ModelClient {
     }
 
     private func attemptOnce(
-        body: [UInt8], stream: Bool, endpoint: String, key: String?, deadline: ContinuousClock.Instant
+        body: [UInt8], stream: Bool, endpoint: String, key: String?, deadline: ContinuousClock.Instant,
+        trace: ServiceContext?
     ) async throws(AttemptError) -> (String, String?) {
         let name = spec.name
         let remaining = ContinuousClock.now.duration(to: deadline)
@@ -205,6 +220,7 @@ public final class OpenAIClient: ModelClient {
         http.headers.add(name: "Content-Type", value: "application/json")
         http.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
         if let key { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        if let trace { InstrumentationSystem.instrument.inject(trace, into: &http.headers, using: HTTPHeadersInjector()) }
         http.body = .bytes(ByteBuffer(bytes: body))
         let request = http
 
@@ -356,5 +372,12 @@ extension Duration {
     var milliseconds: Int64 {
         let (s, a) = components
         return s * 1000 + a / 1_000_000_000_000_000
+    }
+}
+
+/// Writes `traceparent` / `tracestate` into a request's headers (replacing any).
+struct HTTPHeadersInjector: Injector {
+    func inject(_ value: String, forKey key: String, into carrier: inout HTTPHeaders) {
+        carrier.replaceOrAdd(name: key, value: value)
     }
 }

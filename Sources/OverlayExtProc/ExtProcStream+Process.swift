@@ -6,6 +6,7 @@ import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
 import SwiftProtobuf
+import Tracing
 
 /// The `Process` call: each gRPC message is decoded, handed to the core (``ExchangeStateMachine``,
 /// over the transport-neutral ``OverlayExchange``) and its answer encoded and written; the model
@@ -34,6 +35,7 @@ extension ExtProcStream {
     func pause(context: ChannelHandlerContext, until deadline: UInt64) {
         guard let call else { return }
         paused = true
+        trace?.waitBegan(.now())
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         wait = call.whenReady(on: context.eventLoop, deadline: .uptimeNanoseconds(deadline)) { view in
             let (stream, context) = bound.value
@@ -46,6 +48,7 @@ extension ExtProcStream {
         guard paused else { return }
         paused = false
         wait = nil
+        trace?.waitEnded(.now())
         guard let action = machine?.resume(with: view) else { return }
         countInjection()
         guard write(context: context, action) else {
@@ -71,6 +74,16 @@ extension ExtProcStream {
         // The loop's clock: the exchange's budget is measured on it (a test's embedded loop
         // advances it by hand).
         let started = context.eventLoop.now
+        // Traced: the exchange's span opens at the request head, joined to the host app's trace.
+        var traceStarted: DefaultTracerClock.Instant?
+        if OverlayTracing.isOn, trace == nil, case .requestHeaders(let head)? = request.request {
+            var headers: [String: String] = [:]
+            for header in head.headers.headers where ExchangeTrace.wanted.contains(header.key) {
+                headers[header.key] = header.textValue
+            }
+            trace = ExchangeTrace(frontend: "extproc", headers: headers)
+            traceStarted = DefaultTracerClock.now
+        }
         let action: ExchangeAction
         do throws(ExchangeError) {
             action = try machine!.receive(request, now: started.uptimeNanoseconds, ready: call?.result)
@@ -79,7 +92,9 @@ extension ExtProcStream {
             return false
         }
         switch request.request {
-        case .requestHeaders: shared.services.metrics.record(machine?.exchange.decision)
+        case .requestHeaders:
+            shared.services.metrics.record(machine?.exchange.decision)
+            if let traceStarted, let exchange = machine?.exchange { trace?.recordDecision(exchange, started: traceStarted) }
         case .responseHeaders, .responseBody: countInjection()
         default: break
         }
@@ -119,12 +134,16 @@ extension ExtProcStream {
     }
 
     func countInjection() {
-        if let injection = machine?.takeInjection() { shared.services.metrics.record(injection) }
+        if let injection = machine?.takeInjection() {
+            shared.services.metrics.record(injection)
+            trace?.recordInjection(
+                injection, bytes: machine?.exchange.rewrite?.bytesSeen, status: call?.result?.status.rawValue)
+        }
     }
 
     /// Starts the served model's call (it overlaps the upstream's work).
     func startCall(context: ChannelHandlerContext, plan: OverlayPlan) {
         guard let config = machine?.exchange.configuration else { return }
-        call = shared.services.startCall(plan: plan, config: config)
+        call = shared.services.startCall(plan: plan, config: config, trace: trace?.span.context)
     }
 }

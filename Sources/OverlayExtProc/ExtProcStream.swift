@@ -79,6 +79,8 @@ final class ExtProcStream {
     var paused = false
     var wait: ResultWait?
     var queued: [ByteBuffer] = []
+    /// The exchange's spans when tracing is on (opened at request headers).
+    var trace: ExchangeTrace?
 
     init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
         self.streamID = id
@@ -119,6 +121,8 @@ final class ExtProcStream {
         }
         mode = .closed
         machine = nil
+        trace?.end()
+        trace = nil
     }
 
     /// A frame for this stream from the peer.
@@ -282,6 +286,8 @@ final class ExtProcStream {
     /// exchange unprocessed (fail open, envoy-ext-proc.md §13); the message says what went wrong.
     func protocolFailure(context: ChannelHandlerContext, _ error: ExchangeError) {
         shared.metrics.error(error.kind.name)
+        trace?.end(error: error.kind.name)
+        trace = nil
         shared.services.throttled.log(
             level: .notice, "ext_proc stream ended by a protocol error; Envoy continues unprocessed",
             key: error.kind.name, metadata: ["kind": "\(error.kind)", "error": "\(error.message)"])

@@ -6,6 +6,7 @@ import NIOHTTP1
 import OverlayCore
 import OverlayDecisions
 import OverlayRuntime
+import Tracing
 
 /// What every client connection's handler shares: the desired state, the engine, the upstream
 /// pools (one per event loop) and the metrics.
@@ -76,6 +77,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// Picks without a user key and shadow sampling: seeded once per connection from the system
     /// generator (a system call per request would cost more than the pick).
     private var random = SplitMix64.seededBySystem()
+    /// The span of an exchange that posts a question (`/__overlay/ask`) while its body is read.
+    private var askTrace: ExchangeTrace?
     /// After the current response: close the connection (the client asked, or the request was
     /// not read to its end).
     private var closeAfterResponse = false
@@ -113,11 +116,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 case .answer(let local):
                     writeLocal(local)
                 case .ask(let plan):
-                    let call = shared.services.startCall(plan: plan, config: question.core.configuration)
+                    let call = shared.services.startCall(
+                        plan: plan, config: question.core.configuration, trace: askTrace?.span.context)
                     writeLocal(LocalResponse.askAnswer(call.pendingView))
                 case .more:
                     break
                 }
+                askTrace?.end()
+                askTrace = nil
                 requestFinished()
             case .discarding:
                 requestFinished()
@@ -200,11 +206,23 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 version: head.version, close: true)
             return
         }
+        // Traced: the exchange's span opens at the request head, joined to the client's trace.
+        var trace: ExchangeTrace?
+        var traceStarted: DefaultTracerClock.Instant?
+        if OverlayTracing.isOn {
+            var headers = [":method": head.method.rawValue, ":path": target, ":authority": authority]
+            for name in ["traceparent", "tracestate", "x-request-id"] {
+                if let value = head.headers.first(name: name) { headers[name] = value }
+            }
+            trace = ExchangeTrace(frontend: "proxy", headers: headers)
+            traceStarted = DefaultTracerClock.now
+        }
         var core = shared.services.makeExchange(seed: random.next())
         let action = core.requestHead(
             ProxyRequestHead(head: head, authority: authority, target: target), endOfStream: false,
             now: context.eventLoop.now.uptimeNanoseconds)
         shared.services.metrics.record(core.decision)
+        if let traceStarted { trace?.recordDecision(core, started: traceStarted) }
         var call: ModelCall?
         var extra: (name: String, value: String)?
         switch action {
@@ -213,14 +231,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         case .answer(let local):
             mode = .discarding
             writeLocal(local, version: head.version)
+            trace?.span.attributes["http.response.status_code"] = local.status
+            trace?.end()
             return
         case .readBody:
+            askTrace = trace
             mode = .asking(Question(core))
             if expectsContinue(head) { writeContinue(head) }
             return
         case .forward(let header, let plan):
             extra = header
-            call = shared.services.startCall(plan: plan, config: core.configuration)
+            call = shared.services.startCall(plan: plan, config: core.configuration, trace: trace?.span.context)
         }
 
         // The body is read (and streamed upstream) at once: the client is told to send it now.
@@ -228,7 +249,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         let continues = expectsContinue(head)
         if continues { writeContinue(head) }
         let upgrade = decoder != nil && Self.isUpgrade(head)
-        let exchange = Exchange(handler: self, request: head, target: target, core: core, call: call, upgrade: upgrade)
+        let exchange = Exchange(
+            handler: self, request: head, target: target, core: core, call: call, upgrade: upgrade, trace: trace)
         mode = .proxying(exchange)
         exchange.start(
             upstreamHead: makeUpstreamHead(
@@ -241,6 +263,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     /// The exchange is over (whoever wrote its end also closes the connection if it must go).
     fileprivate func exchangeEnded(_ exchange: Exchange) {
+        exchange.endTrace()
         guard case .proxying(let current) = mode, current === exchange else { return }
         mode = .idle
         resumeClientReads()
@@ -473,7 +496,14 @@ final class Exchange {
     private var resultWait: ResultWait?
     private var waitingHead: HTTPResponseHead?
 
-    init(handler: ProxyHandler, request: HTTPRequestHead, target: String, core: OverlayExchange, call: ModelCall?, upgrade: Bool) {
+    /// The exchange's spans when tracing is on.
+    private var trace: ExchangeTrace?
+
+    init(
+        handler: ProxyHandler, request: HTTPRequestHead, target: String, core: OverlayExchange, call: ModelCall?, upgrade: Bool,
+        trace: ExchangeTrace? = nil
+    ) {
+        self.trace = trace
         self.handler = handler
         self.request = request
         self.target = target
@@ -607,7 +637,7 @@ final class Exchange {
         let action = core.responseHead(
             status: Int(head.status.code), fields: fields, endOfStream: false, ready: call?.result,
             now: handler.eventLoop.now.uptimeNanoseconds)
-        shared.services.metrics.recordInjection(of: &core)
+        recordInjection()
         switch action {
         case .forward, .forwardSkippingBody:
             break
@@ -623,6 +653,7 @@ final class Exchange {
             // Hold the response until the result is in or the budget is spent.
             holdingResponse = true
             waitingHead = out
+            trace?.waitBegan(.now())
             resultWait = call.whenReady(on: handler.eventLoop, deadline: .uptimeNanoseconds(deadline)) { [weak self] view in
                 self?.resultArrived(view)
             }
@@ -633,6 +664,7 @@ final class Exchange {
 
     private func startResponse(_ head: HTTPResponseHead) {
         responseStarted = true
+        trace?.span.attributes["http.response.status_code"] = Int(head.status.code)
         if request.version.major == 1 && request.version.minor == 0 && !head.headers.contains(name: "content-length") {
             // An HTTP/1.0 client learns where the body ends from the close.
             upstreamKeepAliveForClient = false
@@ -648,6 +680,7 @@ final class Exchange {
         resultWait = nil
         holdingResponse = false
         waitingHead = nil
+        trace?.waitEnded(.now())
         _ = core.resume(with: view)
         startResponse(head)
         let parts = held
@@ -683,7 +716,7 @@ final class Exchange {
                 handler.writeBody(tail)
             }
         }
-        shared.services.metrics.recordInjection(of: &core)
+        recordInjection()
         responseFinished = true
         // A request not read to its end leaves the client connection unusable: it is closed.
         let close = !requestFinished || !upstreamKeepAliveForClient || handler.closesAfterResponse
@@ -746,6 +779,18 @@ final class Exchange {
         }
     }
 
+    /// Counts the injection once known, and records it in the trace.
+    private func recordInjection() {
+        guard let injection = shared.services.metrics.recordInjection(of: &core) else { return }
+        trace?.recordInjection(injection, bytes: core.rewrite?.bytesSeen, status: call?.result?.status.rawValue)
+    }
+
+    /// The exchange is over: its span ends (once).
+    func endTrace() {
+        trace?.end()
+        trace = nil
+    }
+
     private func headTimedOut() {
         guard !ended, !responseStarted, !holdingResponse else { return }
         failBeforeHead(UpstreamTimedOut(), connecting: false)
@@ -757,6 +802,9 @@ final class Exchange {
         stopWaitingAndDropUpstream()
         let failed = ReverseProxy.classify(error, connecting: connecting)
         shared.metrics.upstreamError(failed.kind)
+        trace?.span.attributes["http.response.status_code"] = failed.status
+        trace?.end(error: "upstream_\(failed.kind)")
+        trace = nil
         shared.services.throttled.log(
             level: .notice, "upstream request failed", key: "\(failed.kind)",
             metadata: ["kind": "\(failed.kind)", "error": "\(failed.detail)", "target": "\(target)"])
@@ -772,6 +820,7 @@ final class Exchange {
 
     /// The client went away: the upstream connection is closed (its exchange cannot finish).
     func abort() {
+        endTrace()
         guard !ended else { return }
         ended = true
         stopWaitingAndDropUpstream()

@@ -1,6 +1,7 @@
 import Backends
 import Logging
 import OverlayCore
+import Tracing
 
 /// What a front end serves every exchange from, the same for ext_proc and the proxy: the
 /// configuration, the model-call engine, the body codec and the metrics vocabulary. Read-only
@@ -32,7 +33,8 @@ public final class ExchangeServices: Sendable {
     }
 
     /// Starts the model call(s) of `plan` (see `Optional<OverlayEngine>.startCall`).
-    package func startCall(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
-        engine.startCall(plan: plan, config: config)
+    /// - Parameter trace: the exchange's span context when it is traced.
+    package func startCall(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
+        engine.startCall(plan: plan, config: config, trace: trace)
     }
 }

@@ -9,6 +9,7 @@ import OverlayCore
 import OverlayDecisions
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// One model call started at request headers; the response phase picks its result up.
 ///
@@ -105,8 +106,8 @@ package struct ResultWait {
 extension Optional where Wrapped == OverlayEngine {
     /// Starts the model call(s) of `plan`. Without an engine (protocol-only tests) the call has
     /// already failed with "no engine", so the page gets a failed result rather than a wait.
-    package func startCall(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
-        if let engine = self { return engine.start(plan: plan, config: config) }
+    package func startCall(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
+        if let engine = self { return engine.start(plan: plan, config: config, trace: trace) }
         let call = ModelCall(token: "", plan: plan, started: .now())
         call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
         return call
@@ -152,6 +153,8 @@ public final class OverlayEngine: Service, Sendable {
         let challenger: String
         let champion: Task<OverlayResultView, Never>
         let router: ModelRouter
+        /// The exchange's span context (traced exchanges): the challenger's span links to it.
+        let trace: ServiceContext?
         let window: Int
         let threshold: Double
     }
@@ -231,7 +234,9 @@ public final class OverlayEngine: Service, Sendable {
     }
 
     /// Starts the served model's call (and queues the shadow job); returns at once.
-    package func start(plan: OverlayPlan, config: OverlayConfig) -> ModelCall {
+    /// - Parameter trace: the exchange's span context when it is traced: the model call's spans
+    ///   are its children, the challenger's span links to it.
+    package func start(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
         let token = Self.newToken()
         let started = NIODeadline.now()
         let call = ModelCall(token: token, plan: plan, started: started)
@@ -247,16 +252,27 @@ public final class OverlayEngine: Service, Sendable {
                 text: MockClient.text(model: spec.model, request: request))
             calls.ok.increment()
             calls.duration.recordNanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
+            if let trace {
+                let span = startSpan("overlayd.model_call", context: trace, ofKind: .client)
+                span.attributes["overlayd.model"] = plan.model
+                span.attributes["overlayd.model.provider"] = "mock"
+                span.attributes["overlayd.model.status"] = "ok"
+                span.end()
+            }
             results.put(view)
             call.complete(view)
-            if plan.challenger != nil { enqueueShadow(plan: plan, config: config, router: router, champion: Task { view }) }
+            if plan.challenger != nil {
+                enqueueShadow(plan: plan, config: config, router: router, champion: Task { view }, trace: trace)
+            }
             return call
         }
         results.put(OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending))
         let champion = Task {
             let view: OverlayResultView
             do throws(ModelCallError) {
-                let completion = try await router.complete(model: plan.model, request)
+                let completion = try await Self.traced(trace) { () async throws(ModelCallError) -> Completion in
+                    try await router.complete(model: plan.model, request)
+                }
                 view = OverlayResultView(
                     overlay: plan.overlay, model: completion.model, token: token, status: .ready, text: completion.text)
                 calls.ok.increment()
@@ -270,19 +286,36 @@ public final class OverlayEngine: Service, Sendable {
             call.complete(view)
             return view
         }
-        if plan.challenger != nil { enqueueShadow(plan: plan, config: config, router: router, champion: champion) }
+        if plan.challenger != nil { enqueueShadow(plan: plan, config: config, router: router, champion: champion, trace: trace) }
         return call
+    }
+
+    /// Runs `operation` with `trace` bound as the task's context (the router opens its spans under
+    /// it); untraced, it just runs it.
+    static func traced<T: Sendable>(
+        _ trace: ServiceContext?, _ operation: () async throws(ModelCallError) -> T
+    ) async throws(ModelCallError) -> T {
+        guard let trace else { return try await operation() }
+        let result: Result<T, ModelCallError> = await ServiceContext.withValue(trace) {
+            do throws(ModelCallError) {
+                return .success(try await operation())
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
     }
 
     /// Queues the challenger's call of a sampled Shadow request (dropped and counted when full).
     private func enqueueShadow(
-        plan: OverlayPlan, config: OverlayConfig, router: ModelRouter, champion: Task<OverlayResultView, Never>
+        plan: OverlayPlan, config: OverlayConfig, router: ModelRouter, champion: Task<OverlayResultView, Never>,
+        trace: ServiceContext?
     ) {
         guard let challenger = plan.challenger, let overlay = config.overlays.first(where: { $0.name == plan.overlay })
         else { return }
         let job = Job(
             plan: plan, challenger: challenger, champion: champion, router: router,
-            window: overlay.settings.driftWindow, threshold: overlay.settings.driftThreshold)
+            window: overlay.settings.driftWindow, threshold: overlay.settings.driftThreshold, trace: trace)
         if stopping.load(ordering: .relaxed) {
             shadowCounters["dropped"]?.increment()
             return
@@ -379,11 +412,30 @@ public final class OverlayEngine: Service, Sendable {
     }
 
     func runShadow(_ job: Job) async {
+        // Traced: the challenger's call is a trace of its own (it never delays the exchange),
+        // linked to the exchange's span rather than its child.
+        var span: (any Span)?
+        if let exchange = job.trace {
+            let made = startSpan("overlayd.challenger_call", context: .topLevel, ofKind: .internal)
+            made.addLink(SpanLink(context: exchange, attributes: ["overlayd.link": "exchange"]))
+            made.attributes[TraceAttribute.overlay] = job.plan.overlay
+            made.attributes[TraceAttribute.model] = job.challenger
+            made.attributes["overlayd.champion"] = job.plan.model
+            span = made
+        }
+        defer { span?.end() }
         let started = NIODeadline.now()
         let challenger: String?
         do throws(ModelCallError) {
-            challenger = try await job.router.complete(model: job.challenger, CompletionRequest(prompt: job.plan.prompt, maxTokens: 512)).text
+            let router = job.router
+            let request = CompletionRequest(prompt: job.plan.prompt, maxTokens: 512)
+            let challengerModel = job.challenger
+            challenger = try await Self.traced(span?.context) { () async throws(ModelCallError) -> Completion in
+                try await router.complete(model: challengerModel, request)
+            }.text
         } catch {
+            span?.attributes["overlayd.model.error_kind"] = error.kind
+            span?.setStatus(SpanStatus(code: .error, message: error.kind))
             if case .cancelled = error {
                 shadowCounters["cancelled"]?.increment()
                 return
@@ -402,6 +454,7 @@ public final class OverlayEngine: Service, Sendable {
         drift.record(
             overlay: job.plan.overlay, comparison, champion: job.plan.model, challenger: job.challenger,
             window: job.window, threshold: job.threshold)
+        span?.attributes["overlayd.drift.similarity"] = comparison.similarity
         shadowCounters["done"]?.increment()
     }
 }

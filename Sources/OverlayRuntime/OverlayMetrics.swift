@@ -46,7 +46,11 @@ public final class OverlayMetrics: Sendable {
     }
 
     /// Records whatever the exchange has learnt about its response body and not reported yet.
-    public func recordInjection(of exchange: inout OverlayExchange) {
-        if let injection = exchange.takeInjection() { record(injection) }
+    /// Counts the exchange's injection once it is known; returns it (for the trace).
+    @discardableResult
+    public func recordInjection(of exchange: inout OverlayExchange) -> OverlayExchange.Injection? {
+        guard let injection = exchange.takeInjection() else { return nil }
+        record(injection)
+        return injection
     }
 }
