@@ -162,18 +162,18 @@ public final class OpenAIClient: ModelClient {
             attemptLogger.debug(
                 "model request",
                 metadata: ["stream": "\(request.stream)", "prompt_chars": "\(request.messages.reduce(0) { $0 + $1.content.count })"])
-            // Traced (a context is bound): each HTTP attempt is a span, and its context travels
-            // to the backend as `traceparent`.
+            // Traced (a context is bound): each HTTP attempt is a span (ended before any backoff),
+            // and its context travels to the backend as `traceparent`.
             let span = ServiceContext.current.map { startSpan("overlayd.model_attempt", context: $0, ofKind: .client) }
             span?.attributes["overlayd.model.attempt"] = attempt
             span?.attributes["url.full"] = endpoint
-            defer { span?.end() }
             do {
                 let (text, finish) = try await attemptOnce(
                     body: body, stream: request.stream, endpoint: endpoint, key: key, deadline: deadline,
                     trace: span?.context)
                 attemptLogger.debug("model response", metadata: ["status": "200", "finish_reason": "\(finish ?? "")"])
                 span?.attributes["http.response.status_code"] = 200
+                span?.end()
                 return Completion(text: text, model: spec.name, finishReason: finish, attempts: attempt)
             } catch {
                 span?.attributes["overlayd.model.error_kind"] = error.error.kind
@@ -190,6 +190,7 @@ public final class OpenAIClient: ModelClient {
                 case .retry(let delay):
                     meta["delay_ms"] = "\(delay.milliseconds)"
                     span?.attributes["overlayd.model.retry_delay_ms"] = Int(delay.milliseconds)
+                    span?.end()
                     throttled.log(level: .notice, "model attempt failed, retrying", metadata: meta)
                     do {
                         try await Task.sleep(until: ContinuousClock.now.advanced(by: delay), clock: .continuous)
@@ -199,6 +200,7 @@ public final class OpenAIClient: ModelClient {
                 case .giveUp(let reason):
                     meta["give_up"] = "\(reason)"
                     span?.attributes["overlayd.model.give_up"] = "\(reason)"
+                    span?.end()
                     throttled.log(level: .warning, "model call failed", metadata: meta)
                     throw error.error
                 }

@@ -417,7 +417,7 @@ public final class OverlayEngine: Service, Sendable {
         var span: (any Span)?
         if let exchange = job.trace {
             let made = startSpan("overlayd.challenger_call", context: .topLevel, ofKind: .internal)
-            made.addLink(SpanLink(context: exchange, attributes: ["overlayd.link": "exchange"]))
+            made.addLink(SpanLink(context: exchange, attributes: [:]))
             made.attributes[TraceAttribute.overlay] = job.plan.overlay
             made.attributes[TraceAttribute.model] = job.challenger
             made.attributes["overlayd.champion"] = job.plan.model

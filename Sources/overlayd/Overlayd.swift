@@ -301,9 +301,9 @@ struct Demo: AsyncParsableCommand {
         defer { demo.removeTemporaryData() }
         let exporter = try tracing.bootstrap(instance: demo.runtime.fleet.instance, logger: logger)
         // The exporter first: it stops last, after the front ends drained (it flushes their spans).
-        let traced: [ServiceGroupConfiguration.ServiceConfiguration] =
-            exporter.map { [.init(service: $0, successTerminationBehavior: .ignore)] } ?? []
-        let group = signalledGroup(traced + demo.services, logger: logger)
+        var services = demo.services
+        if let exporter { services.insert(.init(service: exporter, successTerminationBehavior: .ignore), at: 0) }
+        let group = signalledGroup(services, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             tasks.addTask {
