@@ -22,7 +22,8 @@ ISLAND = re.compile(rb'id="overlayd-result">(.*?)</script>')
 
 
 class FakeOpenAI:
-    """POST /v1/chat/completions: 200 with a fixed answer, or the scripted failure status."""
+    """POST /v1/chat/completions: 200 with a fixed answer, or the scripted failure status. Each
+    request is kept (path, authorization, body, traceparent)."""
 
     def __init__(self):
         self.requests: list[dict] = []
@@ -38,7 +39,8 @@ class FakeOpenAI:
             def do_POST(self):
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
+                outer.requests.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body,
+                                       "traceparent": self.headers.get("traceparent")})
                 if outer.status != 200:
                     payload = json.dumps({"error": {"message": "upstream broke", "type": "server_error"}}).encode()
                     code = outer.status

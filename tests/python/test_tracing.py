@@ -29,6 +29,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from extproc_helpers import CHANNEL_OPTIONS, PM, Stream, protocol_config, request_headers, response_body, response_headers
 from overlayd_proc import OverlaydProcess, overlayd_bin, poll_metric, running_proxy
+from test_openai_backend import FakeOpenAI
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -36,6 +37,14 @@ SHADOW_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SHADOW_PARENT_ID = "b7ad6b7169203331"
 PAGE = b"<!doctype html><html><head><title>t</title></head><body>x</body></html>"
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def serve(handler) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on a free port of 127.0.0.1, serving in a thread until shut down."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class OTLPReceiver:
@@ -73,52 +82,12 @@ class OTLPReceiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def named(self, name: str) -> list[trace_pb2.Span]:
         with self.lock:
             return [span for _, span in self.spans if span.name == name]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class FakeOpenAI:
-    """POST /v1/chat/completions: 200 with a fixed answer; keeps each request's traceparent."""
-
-    def __init__(self):
-        self.traceparents: list[str | None] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length))
-                outer.traceparents.append(self.headers.get("traceparent"))
-                payload = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "From the fake"}}],
-                }).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def close(self):
         self.server.shutdown()
@@ -259,8 +228,9 @@ def test_extproc_spans_join_the_host_apps_trace(tmp_path, receiver, fake):
     assert i["overlayd.injection.wait_ms"] >= 0
 
     # The backend got the model attempt's context: the host app's trace, the attempt's span.
-    sent = [TRACEPARENT_RE.match(tp or "") for tp in fake.traceparents]
-    assert all(sent), fake.traceparents
+    traceparents = [r["traceparent"] for r in fake.requests]
+    sent = [TRACEPARENT_RE.match(tp or "") for tp in traceparents]
+    assert all(sent), traceparents
     ours = [m for m in sent if m.group(1) == TRACE_ID]
     assert len(ours) == 1 and ours[0].group(2) == attempt.span_id.hex() and ours[0].group(3) == "01"
 
@@ -295,9 +265,7 @@ def test_proxy_spans_join_the_clients_trace(tmp_path, receiver, fake):
             self.end_headers()
             self.wfile.write(PAGE)
 
-    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), App)
-    app.daemon_threads = True
-    threading.Thread(target=app.serve_forever, daemon=True).start()
+    app = serve(App)
     path = tmp_path / "overlays.yaml"
     path.write_text(config(fake.base))
     try:
@@ -325,7 +293,7 @@ def test_proxy_spans_join_the_clients_trace(tmp_path, receiver, fake):
     names = {s.name for s in receiver.named("overlayd.decision") + receiver.named("overlayd.model_call")
              + receiver.named("overlayd.injection") if s.parent_span_id == exchange.span_id}
     assert names == {"overlayd.decision", "overlayd.model_call", "overlayd.injection"}
-    (tp,) = fake.traceparents
+    (tp,) = [r["traceparent"] for r in fake.requests]
     assert TRACEPARENT_RE.match(tp).group(1) == TRACE_ID
 
 
@@ -341,7 +309,7 @@ def test_unsampled_exchanges_send_nothing(tmp_path, receiver, fake, args, tracep
     finally:
         assert proc.stop() == 0, proc.describe()
     assert receiver.spans == []
-    (sent,) = fake.traceparents
+    (sent,) = [r["traceparent"] for r in fake.requests]
     if traceparent:  # the unsampled context still travels on
         assert TRACEPARENT_RE.match(sent).group(1) == TRACE_ID and sent.endswith("-00")
 
@@ -352,7 +320,7 @@ def test_without_an_endpoint_nothing_is_traced(tmp_path, fake):
         drive_page(proc, "crm.example.com", [("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01")])
     finally:
         assert proc.stop() == 0, proc.describe()
-    assert fake.traceparents == [None]  # no tracer: nothing is propagated to the backend
+    assert [r["traceparent"] for r in fake.requests] == [None]  # no tracer: nothing is propagated to the backend
     assert "tracing on" not in proc.output()
 
 
