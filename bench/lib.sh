@@ -31,3 +31,18 @@ start_bench_proxy() {
   grep -q 'id="overlayd-result"' <<< "$page" || { echo "FAIL: overlayd's page carries no overlay" >&2; cat "$log" >&2; return 1; }
   echo "check: overlayd injects its snippet ($(wc -c <<< "$page") bytes)"
 }
+
+# Returns once something accepts connections on 127.0.0.1:$1 (at most 20 s; fails after).
+wait_listening() {
+  python3 - "$1" <<'PY'
+import socket, sys, time
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(f"nothing listens on 127.0.0.1:{sys.argv[1]}")
+PY
+}

@@ -28,17 +28,7 @@ log=$(mktemp)
   --log-level warning 2> "$log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; "$B/stop-peers.sh" go >&2 || true; rm -f "$log"' EXIT
-python3 - "$PORT" <<'PY'
-import socket, sys, time
-deadline = time.time() + 20
-while time.time() < deadline:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("overlayd did not listen")
-PY
+wait_listening "$PORT"
 
 tsv="$(mktemp -d)/rows.tsv"
 for round in $(seq "$ROUNDS"); do

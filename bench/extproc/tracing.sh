@@ -43,19 +43,6 @@ trap cleanup EXIT
 python3 "$ROOT/bench/extproc/otlp_sink.py" "$SINK_PORT" "$work/sink.count" &
 sink_pid=$!
 
-wait_listening() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-deadline = time.time() + 20
-while time.time() < deadline:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit(f"nothing listens on 127.0.0.1:{sys.argv[1]}")
-PY
-}
 wait_listening "$SINK_PORT"
 
 # label -> overlayd's tracing flags.
@@ -79,6 +66,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 echo
-echo "spans exported to the sink in all rounds: $(cat "$work/sink.count" 2>/dev/null || echo 0) requests"
+echo "OTLP export requests the sink received in all rounds: $(cat "$work/sink.count" 2>/dev/null || echo 0)"
 echo "medians over $ROUNDS rounds (same run):"
 python3 "$ROOT/bench/medians.py" "$tsv"
