@@ -39,6 +39,12 @@ PAGE = b"<!doctype html><html><head><title>t</title></head><body>x</body></html>
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
+# xds-protos ships an old copy of these modules in the same package; scripts/test installs
+# opentelemetry-proto's last (an old copy lacks `scope_spans`).
+assert "scope_spans" in trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name, (
+    f"{trace_pb2.__file__} is not opentelemetry-proto's (xds-protos' old copy?): rerun scripts/test --setup-only")
+
+
 def serve(handler) -> http.server.ThreadingHTTPServer:
     """An HTTP server on a free port of 127.0.0.1, serving in a thread until shut down."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
