@@ -153,10 +153,10 @@ public final class OverlayEngine: Service, Sendable {
         let challenger: String
         let champion: Task<OverlayResultView, Never>
         let router: ModelRouter
-        /// The exchange's span context (traced exchanges): the challenger's span links to it.
-        let trace: ServiceContext?
         let window: Int
         let threshold: Double
+        /// The exchange's span context (traced exchanges): the challenger's span links to it.
+        let trace: ServiceContext?
     }
 
     public let results: ResultStore
