@@ -15,6 +15,7 @@ the flag and the value named.
 """
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
 import os
@@ -128,6 +129,11 @@ apiVersion: orchestrator.io/v1
 kind: AIModel
 metadata: {{name: gpt}}
 spec: {{provider: openai, baseURL: {base}, model: gpt-4o-mini}}
+---
+apiVersion: orchestrator.io/v1
+kind: AIModel
+metadata: {{name: challenger}}
+spec: {{provider: mock}}
 ---
 apiVersion: orchestrator.io/v1
 kind: AIOverlay
@@ -278,7 +284,6 @@ def test_proxy_spans_join_the_clients_trace(tmp_path, receiver, fake):
         with running_proxy(f"http://127.0.0.1:{app.server_address[1]}", path,
                            extra_args=("--otlp-endpoint", receiver.endpoint + "/v1/traces",
                                        "--trace-sample-ratio", "1")) as port:
-            import http.client
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", "/accounts", headers={
                 "host": "crm.example.com", "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01",
