@@ -268,7 +268,7 @@ let package = Package(
             name: "OverlayProxyTests",
             dependencies: [
                 // OverlayDemo and OverlayExtProc for the demo's tests (the demo runs both front ends).
-                "OverlayProxy", "OverlayRuntime", "OverlayDemo", "OverlayExtProc", "OverlayCore",
+                "OverlayProxy", "OverlayRuntime", "OverlayDemo", "OverlayExtProc", "OverlayCore", "OverlayControlPlane",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -5,6 +5,7 @@ import Hummingbird
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import OverlayControlPlane
 import OverlayCore
 @testable import OverlayProxy
 @testable import OverlayDemo
