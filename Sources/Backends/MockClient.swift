@@ -2,6 +2,7 @@ import BackendCore
 import Logging
 import OverlayCore
 import OverlayDecisions
+import Synchronization
 
 /// `ModelClient` for provider `mock`: deterministic text, simulated latency, deterministic errors.
 ///
@@ -43,7 +44,25 @@ public final class MockClient: ModelClient {
     }
 
     public static func text(model: String, request: CompletionRequest) -> String {
-        MockModel.reply(model: model, prompt: request.messages.last?.content ?? "")
+        let prompt = request.messages.last?.content ?? ""
+        let key = ReplyKey(model: model, prompt: prompt)
+        if let known = replies.withLock({ $0[key] }) { return known }
+        let text = MockModel.reply(model: model, prompt: prompt)
+        replies.withLock { memo in
+            if memo.count >= maxMemoized { memo.removeAll(keepingCapacity: true) }
+            memo[key] = text
+        }
+        return text
+    }
+
+    /// Replies already made: a load test asks for the same few pages over and over, and a reply
+    /// costs tens of microseconds to write, a lookup well under one. Bounded: emptied when full.
+    static let maxMemoized = 1024
+    private static let replies = Mutex<[ReplyKey: String]>([:])
+
+    struct ReplyKey: Hashable, Sendable {
+        var model: String
+        var prompt: String
     }
 
     public func complete(_ request: CompletionRequest) async throws(ModelCallError) -> Completion {

@@ -227,8 +227,8 @@ public final class ControlPlaneServer: Service, Sendable {
         router.get("/v1/split-preview") { request, _ in
             await self.handle { try self.splitPreview(request) }
         }
-        router.get("/") { _, _ in self.asset("/index.html") }
-        router.get("/:file") { request, _ in self.asset(request.uri.path) }
+        router.get("/") { request, _ in self.asset("/index.html", ifNoneMatch: request.headers[.ifNoneMatch]) }
+        router.get("/:file") { request, _ in self.asset(request.uri.path, ifNoneMatch: request.headers[.ifNoneMatch]) }
     }
 
     // MARK: - Sidecars
@@ -446,21 +446,22 @@ public final class ControlPlaneServer: Service, Sendable {
             + "\"summary\":\(JSONText.quote(version.summary)),\"rollbackOf\":\(version.rollbackOf.map(String.init) ?? "null")\(extra)}"
     }
 
-    func asset(_ path: String) -> Response {
+    func asset(_ path: String, ifNoneMatch: String?) -> Response {
         guard let assets else {
             return Response(
                 status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: "the console page is not built into this binary; the JSON API is under /v1/\n")))
         }
         guard let asset = assets(path) else { return Self.problem(.notFound("no such page: \(path)")) }
-        return Response(
-            status: .ok,
-            headers: [
-                .contentType: asset.contentType, .cacheControl: "no-cache",
-                .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-                HTTPField.Name("X-Content-Type-Options")!: "nosniff",
-            ],
-            body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+        var headers: HTTPFields = [
+            .contentType: asset.contentType, .cacheControl: "no-cache",
+            .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+        ]
+        if let etag = asset.etag { headers[.eTag] = etag }
+        // no-cache: the browser revalidates every load; an unchanged file costs a 304.
+        if asset.isMatched(byIfNoneMatch: ifNoneMatch) { return Response(status: .notModified, headers: headers) }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
     }
 
     static func json(_ text: String, version: Int) -> Response {

@@ -75,7 +75,7 @@ public enum MockModel {
         public var selection: String?
 
         public init(prompt: String) {
-            for rawLine in prompt.split(separator: "\n", omittingEmptySubsequences: true) {
+            for rawLine in prompt.utf8.split(separator: 0x0A, omittingEmptySubsequences: true).map({ Substring($0) }) {
                 let line = rawLine.drop(while: { $0 == " " || $0 == "\t" })
                 if let rest = Self.value(line, after: "Question from a user of this page:") {
                     question = rest
@@ -89,7 +89,9 @@ public enum MockModel {
                     selection = rest
                 }
             }
-            let words = prompt.split(whereSeparator: { $0.isWhitespace })
+            // Words split on ASCII whitespace, over UTF-8 (Character's Unicode properties cost
+            // more than the whole rest of a reply: this runs for every mock call of a load test).
+            let words = prompt.utf8.split(whereSeparator: { $0 == 0x20 || ($0 >= 0x09 && $0 <= 0x0D) }).map { Substring($0) }
             if path == nil, let index = words.firstIndex(where: { $0.first == "/" }) {
                 path = Self.stripPunctuation(words[index])
                 // "... opened /orders/42 on shop.example.com."
@@ -142,24 +144,44 @@ public enum MockModel {
 
     /// A next step that fits the kind of page (by the words in its path, title and question).
     static func nextStep(for page: PageContext) -> String {
-        let words = [page.path ?? "", page.title ?? "", page.question ?? ""].joined(separator: " ").lowercased()
-        let steps: [(keys: [String], step: String)] = [
-            (["order", "shipment", "delivery"], "check its status and delivery date, and contact support if it is late"),
-            (["invoice", "billing", "payment"], "compare the amounts with the last invoice and download a copy"),
-            (["cart", "checkout", "basket"], "review the items and the total before paying"),
-            (["product", "item", "catalog", "shop"], "compare it with similar products and read the reviews"),
-            (["account", "profile", "setting", "customer", "contact"], "review the saved details and update what changed"),
-            (["search", "query", "find"], "narrow the results with a filter"),
-            (["report", "dashboard", "stats", "analytics"], "look at the largest change since last week"),
-            (["pricing", "plan", "price"], "compare the plans by what your team uses every day"),
-            (["help", "faq", "support", "doc"], "search the answers for your exact error message"),
-        ]
-        for entry in steps where entry.keys.contains(where: { words.contains($0) }) {
+        let words = Array([page.path ?? "", page.title ?? "", page.question ?? ""].joined(separator: " ").lowercased().utf8)
+        for entry in steps where entry.keys.contains(where: { contains(words, $0) }) {
             return entry.step
         }
         if !page.headings.isEmpty { return "jump to the section that matches what you came for" }
         return "follow the page's main link to what you came for"
     }
+
+    /// Whether `key` (ASCII) occurs in `text`: a plain byte search (`String.contains` builds a
+    /// search table for every call).
+    static func contains(_ text: [UInt8], _ key: [UInt8]) -> Bool {
+        guard !key.isEmpty, text.count >= key.count else { return key.isEmpty }
+        let first = key[0]
+        var index = 0
+        let last = text.count - key.count
+        while index <= last {
+            if text[index] == first {
+                var matched = 1
+                while matched < key.count, text[index + matched] == key[matched] { matched += 1 }
+                if matched == key.count { return true }
+            }
+            index += 1
+        }
+        return false
+    }
+
+    /// Kinds of page by the words in their path, title or question, with a next step for each.
+    static let steps: [(keys: [[UInt8]], step: String)] = [
+        (["order", "shipment", "delivery"], "check its status and delivery date, and contact support if it is late"),
+        (["invoice", "billing", "payment"], "compare the amounts with the last invoice and download a copy"),
+        (["cart", "checkout", "basket"], "review the items and the total before paying"),
+        (["product", "item", "catalog", "shop"], "compare it with similar products and read the reviews"),
+        (["account", "profile", "setting", "customer", "contact"], "review the saved details and update what changed"),
+        (["search", "query", "find"], "narrow the results with a filter"),
+        (["report", "dashboard", "stats", "analytics"], "look at the largest change since last week"),
+        (["pricing", "plan", "price"], "compare the plans by what your team uses every day"),
+        (["help", "faq", "support", "doc"], "search the answers for your exact error message"),
+    ].map { (keys: $0.0.map { Array($0.utf8) }, step: $0.1) }
 
     static func pick(_ rng: inout SplitMix64, _ options: [String]) -> String {
         options[StableHash.scale(rng.next(), into: options.count)]

@@ -6,8 +6,23 @@ public struct StaticAsset: Sendable {
 
     public var contentType: String
     public var bytes: [UInt8]
-    public init(contentType: String, bytes: [UInt8]) {
+    /// A strong ETag, quoted (the generator's hash of the bytes), or nil.
+    public var etag: String?
+
+    public init(contentType: String, bytes: [UInt8], etag: String? = nil) {
         self.contentType = contentType
         self.bytes = bytes
+        self.etag = etag
+    }
+
+    /// Whether an `If-None-Match` value names this asset's ETag (or is `*`): then 304 fits.
+    public func isMatched(byIfNoneMatch header: String?) -> Bool {
+        guard let etag, let header else { return false }
+        return header.split(separator: ",").contains { item in
+            var tag = item.trimmingPrefix(while: { $0 == " " || $0 == "\t" })
+            while let last = tag.last, last == " " || last == "\t" { tag = tag.dropLast() }
+            if tag.hasPrefix("W/") { tag = tag.dropFirst(2) }  // weak comparison, as for GET
+            return tag == "*" || tag == etag
+        }
     }
 }

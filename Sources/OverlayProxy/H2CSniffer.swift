@@ -14,10 +14,36 @@ final class H2CSniffer: ChannelInboundHandler, RemovableChannelHandler {
     private var buffered: ByteBuffer?
     private let http1: (any Channel) throws -> Void
     private let http2: (any Channel) throws -> Void
+    /// Until the protocol is known (`--client-header-timeout`): then the connection is closed.
+    private let timeout: TimeAmount?
+    private let onTimeout: () -> Void
+    private var timer: Scheduled<Void>?
 
-    init(http1: @escaping (any Channel) throws -> Void, http2: @escaping (any Channel) throws -> Void) {
+    init(
+        timeout: TimeAmount? = nil, onTimeout: @escaping () -> Void = {},
+        http1: @escaping (any Channel) throws -> Void, http2: @escaping (any Channel) throws -> Void
+    ) {
+        self.timeout = timeout
+        self.onTimeout = onTimeout
         self.http1 = http1
         self.http2 = http2
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard let timeout else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            // A connection that has not told its protocol (it sent nothing, or a few bytes).
+            let (sniffer, context) = loopBound.value
+            sniffer.timer = nil
+            sniffer.onTimeout()
+            context.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
     }
 
     /// Whether `bytes` begin the preface (true), cannot (false), or are too few to tell (nil).

@@ -64,6 +64,22 @@ public struct ProxyOptions: Sendable {
     /// On SIGTERM/SIGINT: how long the connections with a response in flight may take to finish
     /// after the listener closes (idle connections close at once).
     public var drainTimeout: Duration = .seconds(10)
+    /// `--client-header-timeout`: a new connection's first request head must arrive within this
+    /// (408 and close; a connection that sends nothing is closed).
+    public var clientHeaderTimeout: Duration = .seconds(60)
+    /// `--client-body-timeout`: longest pause between two reads of a request body (408 when no
+    /// response has begun, then close).
+    public var clientBodyTimeout: Duration = .seconds(60)
+    /// `--keepalive-timeout`: an idle client connection (HTTP/1.1 between requests, h2c without
+    /// streams) is closed after this.
+    public var keepaliveTimeout: Duration = .seconds(75)
+    /// `--max-connections`: client connections open at once; more are closed at accept.
+    public var maxConnections = 10_000
+    /// `--max-connections-per-client`: client connections open at once from one address.
+    public var maxConnectionsPerClient = 256
+    /// `--max-request-body-bytes`: a larger declared body gets 413; a chunked one that grows past
+    /// it ends the exchange and the connection.
+    public var maxRequestBodyBytes: Int64 = 100 * 1024 * 1024
 
     public init(upstream: Upstream) {
         self.upstream = upstream

@@ -28,6 +28,7 @@ public final class ReverseProxy: Service, Sendable {
     private let health: HealthState?
     private let logger: Logger
     private let metrics: ProxyMetrics
+    private let limits: ClientLimits
     private let services: ExchangeServices
     private let bound = BoundAddress()
     private let resolveUpstream: (@Sendable () async throws -> Upstream)?
@@ -48,6 +49,7 @@ public final class ReverseProxy: Service, Sendable {
         self.health = health
         self.logger = logger
         self.metrics = ProxyMetrics(factory: metricsFactory.factory)
+        self.limits = ClientLimits(options: options, factory: metricsFactory.factory)
         self.services = ExchangeServices(
             frontend: "proxy", configStore: configStore, engine: engine, metricsFactory: metricsFactory, logger: logger)
     }
@@ -80,11 +82,16 @@ public final class ReverseProxy: Service, Sendable {
                 }.get())
         }
         let shared = ProxyShared(options: options, upstream: upstream, services: services, metrics: metrics, pools: pools)
+        let limits = self.limits
         let quiesce = ServerQuiescingHelper(group: group)
         let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try Self.configureClient(channel, shared: shared) }
+                channel.eventLoop.makeCompletedFuture {
+                    // Over a connection cap: closed at accept (counted by the limits).
+                    guard limits.admit(channel) else { return }
+                    try Self.configureClient(channel, shared: shared, limits: limits)
+                }
             }
         let (host, port) = (options.listenHost, options.listenPort)
         let server = try await ListenFailure.opening(
@@ -131,10 +138,13 @@ public final class ReverseProxy: Service, Sendable {
 
     /// A client connection's pipeline: HTTP/1.1, or HTTP/2 by prior knowledge (h2c), told apart by
     /// the first bytes (``H2CSniffer``).
-    private static func configureClient(_ channel: any Channel, shared: ProxyShared) throws {
+    private static func configureClient(_ channel: any Channel, shared: ProxyShared, limits: ClientLimits) throws {
+        let accepted = channel.eventLoop.now
         try channel.pipeline.syncOperations.addHandler(
             H2CSniffer(
-                http1: { channel in try configureHTTP1(channel, shared: shared) },
+                timeout: shared.options.clientHeaderTimeout.timeAmount,
+                onTimeout: { limits.count("header_timeout") },
+                http1: { channel in try configureHTTP1(channel, shared: shared, guard: ClientGuard(limits: limits, now: accepted)) },
                 http2: { channel in try configureHTTP2(channel, shared: shared) }))
     }
 
@@ -153,7 +163,7 @@ public final class ReverseProxy: Service, Sendable {
         let manager = NIOHTTP2ServerConnectionManagementHandler(
             eventLoop: channel.eventLoop,
             configuration: .init(
-                maxIdleTime: .minutes(5), maxAge: nil, maxGraceTime: shared.options.drainTimeout.timeAmount, keepalive: nil))
+                maxIdleTime: shared.options.keepaliveTimeout.timeAmount, maxAge: nil, maxGraceTime: shared.options.drainTimeout.timeAmount, keepalive: nil))
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: .init(),
             streamDelegate: manager.http2StreamDelegate
@@ -169,7 +179,7 @@ public final class ReverseProxy: Service, Sendable {
 
     /// HTTP/1.1: NIO's server codec with pipelining assistance and protocol error handling, then
     /// ``ProxyHandler``.
-    private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared) throws {
+    private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared, guard clientGuard: ClientGuard) throws {
         let sync = channel.pipeline.syncOperations
         // An upgrade configuration with no upgraders: the request decoder then keeps the bytes
         // after an `Upgrade` request for the tunnel (the proxy does the upgrade itself).
@@ -179,7 +189,9 @@ public final class ReverseProxy: Service, Sendable {
             withErrorHandling: true,
             withOutboundHeaderValidation: false)
         let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        try sync.addHandler(clientGuard, position: .after(decoder))
         var codecHandlers: [any RemovableChannelHandler] = [
+            clientGuard,
             try sync.handler(type: HTTPResponseEncoder.self),
             try sync.handler(type: HTTPServerPipelineHandler.self),
             try sync.handler(type: HTTPServerProtocolErrorHandler.self),

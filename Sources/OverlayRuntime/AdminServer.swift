@@ -64,8 +64,12 @@ public final class AdminServer: Service, Sendable {
             Self.json(fleet?.fleetJSON(version: Self.appliedVersion(configStore.status)) ?? "{\"instances\":[],\"overlays\":[],\"models\":[],\"drift\":[]}\n")
         }
         if let assets {
-            router.get("/") { _, _ -> Response in Self.asset(assets, "/index.html") }
-            router.get("/:file") { request, _ -> Response in Self.asset(assets, request.uri.path) }
+            router.get("/") { request, _ -> Response in
+                Self.asset(assets, "/index.html", ifNoneMatch: request.headers[.ifNoneMatch])
+            }
+            router.get("/:file") { request, _ -> Response in
+                Self.asset(assets, request.uri.path, ifNoneMatch: request.headers[.ifNoneMatch])
+            }
         }
         router.get("/metrics") { _, _ -> Response in
             let bytes = metrics.render()
@@ -108,15 +112,15 @@ public final class AdminServer: Service, Sendable {
             body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    static func asset(_ assets: StaticAsset.Lookup, _ path: String) -> Response {
+    static func asset(_ assets: StaticAsset.Lookup, _ path: String, ifNoneMatch: String?) -> Response {
         guard let asset = assets(path) else { return Response(status: .notFound) }
-        return Response(
-            status: .ok,
-            headers: [
-                .contentType: asset.contentType, .cacheControl: "no-cache",
-                .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            ],
-            body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+        var headers: HTTPFields = [
+            .contentType: asset.contentType, .cacheControl: "no-cache",
+            .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ]
+        if let etag = asset.etag { headers[.eTag] = etag }
+        if asset.isMatched(byIfNoneMatch: ifNoneMatch) { return Response(status: .notModified, headers: headers) }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
     }
 
     /// The control plane's version this instance serves (its ETag), else the document's content hash.

@@ -5,6 +5,6 @@ import OverlayFleet
 /// scripts/gen-console) reach the control plane's `/` and the admin port's read-only `/`.
 enum ConsoleSeam {
     static let assets: StaticAsset.Lookup = { path in
-        ConsoleAssets.asset(for: path).map { StaticAsset(contentType: $0.contentType, bytes: $0.bytes) }
+        ConsoleAssets.asset(for: path).map { StaticAsset(contentType: $0.contentType, bytes: $0.bytes, etag: $0.etag) }
     }
 }

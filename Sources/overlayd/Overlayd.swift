@@ -201,11 +201,44 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Seconds responses in flight may take to finish after SIGTERM/SIGINT (the listener closes at once, idle connections too); then the rest are closed.")
     var drainTimeout: Double = 10
 
+    @Option(help: "Seconds a new client connection may take to send its first request head; then 408 and close (a silent connection is closed).")
+    var clientHeaderTimeout: Double = 60
+
+    @Option(help: "Longest pause, in seconds, between two reads of a request body; then 408 (when no response has begun) and close.")
+    var clientBodyTimeout: Double = 60
+
+    @Option(help: "Seconds an idle client connection is kept (HTTP/1.1 between requests, h2c without streams).")
+    var keepaliveTimeout: Double = 75
+
+    @Option(help: "Client connections open at once; more are closed at accept.")
+    var maxConnections = 10_000
+
+    @Option(help: "Client connections open at once from one client address; more are closed at accept.")
+    var maxConnectionsPerClient = 256
+
+    @Option(help: "Largest request body in bytes: a larger Content-Length gets 413; a chunked body past it ends the exchange and the connection.")
+    var maxRequestBodyBytes: Int64 = 100 * 1024 * 1024
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
     func validate() throws {
         do { _ = try Upstream(parsing: upstream) } catch { throw ValidationError(error.description) }
+        for (flag, value) in [
+            ("--client-header-timeout", clientHeaderTimeout), ("--client-body-timeout", clientBodyTimeout),
+            ("--keepalive-timeout", keepaliveTimeout),
+        ] where !(value > 0 && value <= 3600) {
+            throw ValidationError("\(flag) must be 0...3600 seconds (exclusive of 0), got \(value)")
+        }
+        guard (1...1_000_000).contains(maxConnections) else {
+            throw ValidationError("--max-connections must be 1...1000000, got \(maxConnections)")
+        }
+        guard (1...1_000_000).contains(maxConnectionsPerClient) else {
+            throw ValidationError("--max-connections-per-client must be 1...1000000, got \(maxConnectionsPerClient)")
+        }
+        guard (0...(Int64(1) << 40)).contains(maxRequestBodyBytes) else {
+            throw ValidationError("--max-request-body-bytes must be 0...1099511627776, got \(maxRequestBodyBytes)")
+        }
         guard upstreamTimeout > 0, upstreamTimeout <= 3600 else {
             throw ValidationError("--upstream-timeout must be 0...3600 seconds (exclusive of 0), got \(upstreamTimeout)")
         }
@@ -233,6 +266,12 @@ struct Proxy: AsyncParsableCommand {
         proxyOptions.connectTimeout = .milliseconds(Int64(upstreamConnectTimeout * 1000))
         if let threads { proxyOptions.threads = threads }
         proxyOptions.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
+        proxyOptions.clientHeaderTimeout = .milliseconds(Int64(clientHeaderTimeout * 1000))
+        proxyOptions.clientBodyTimeout = .milliseconds(Int64(clientBodyTimeout * 1000))
+        proxyOptions.keepaliveTimeout = .milliseconds(Int64(keepaliveTimeout * 1000))
+        proxyOptions.maxConnections = maxConnections
+        proxyOptions.maxConnectionsPerClient = maxConnectionsPerClient
+        proxyOptions.maxRequestBodyBytes = maxRequestBodyBytes
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         let runtime = OverlayRuntime(

@@ -11,7 +11,10 @@ of `/v1/reports` and of an unheld `/v1/desired-state` (a sidecar's first fetch, 
 probe client), and the propagation time of every change (p50/max over changes). A benchmark, not
 a test: nothing is asserted beyond the answers being right.
 
-    python3 bench/controlplane/scale.py [--sidecars 1000] [--seconds 60] [--bin PATH]
+    python3 bench/controlplane/scale.py [--sidecars 1000] [--seconds 60] [--bin PATH] [--pin]
+
+--pin: the control plane on CPU 0 (taskset) and this client on CPU 1, so the client's own work
+does not queue behind the server's (nor the server's behind the client's).
 """
 from __future__ import annotations
 
@@ -119,13 +122,17 @@ async def main():
     parser.add_argument("--sidecars", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--bin", default=os.environ.get("OVERLAYD_BIN", str(ROOT / ".build/release/overlayd")))
+    parser.add_argument("--pin", action="store_true", help="control plane on CPU 0, this client on CPU 1")
     args = parser.parse_args()
+    pin = ["taskset", "-c", "0"] if args.pin else []
+    if args.pin:
+        os.sched_setaffinity(0, {1})
     work = Path(tempfile.mkdtemp(prefix="overlayd-cp-bench-"))
     (work / "operator.token").write_text(TOKEN + "\n")
     (work / "report.token").write_text(REPORT_TOKEN + "\n")
     (work / "seed.yaml").write_text(SEED)
     proc = subprocess.Popen(
-        [args.bin, "control-plane", "--listen", "127.0.0.1:0", "--data", str(work / "data"), "--seed",
+        [*pin, args.bin, "control-plane", "--listen", "127.0.0.1:0", "--data", str(work / "data"), "--seed",
          str(work / "seed.yaml"), "--token-file", str(work / "operator.token"), "--report-token-file",
          str(work / "report.token"), "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
     # --log-level warning hides the notice line; ask the OS which port it took.

@@ -13,6 +13,7 @@ Explicit waits only (WebDriverWait on a condition); no sleeps. Needs chromium + 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -313,11 +314,32 @@ def models_of(channel, host: str, users: list[str]) -> dict[str, str | None]:
 
 # ------------------------------------------------------------------ tests (in order)
 
-def test_the_console_is_served_from_the_binary_byte_for_byte(plane):
+def _revalidate(address: str, path: str, etag: str) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(f"http://{address}{path}", headers={"If-None-Match": etag})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5) as reply:
+            return reply.status, reply.read(), {k.lower(): v for k, v in reply.headers.items()}
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), {k.lower(): v for k, v in error.headers.items()}
+
+
+def assert_served_byte_for_byte_with_etags(address: str) -> None:
     for path, name in (("/", "index.html"), ("/console.css", "console.css"), ("/console.js", "console.js")):
-        reply = http_get(plane.address, path)
+        reply = http_get(address, path)
         assert reply.status == 200, (path, reply.status)
-        assert reply.body == (REPO_ROOT / "console" / name).read_bytes(), f"{path} differs from console/{name}"
+        data = (REPO_ROOT / "console" / name).read_bytes()
+        assert reply.body == data, f"{path} differs from console/{name}"
+        # A strong ETag (the file's SHA-256, 16 hex digits); revalidation with it costs a 304.
+        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        assert reply.headers.get("etag") == etag and reply.headers.get("cache-control") == "no-cache", reply.headers
+        status, body, headers = _revalidate(address, path, etag)
+        assert (status, body, headers.get("etag")) == (304, b"", etag), (path, status, headers)
+        status, body, _ = _revalidate(address, path, '"0000000000000000"')
+        assert status == 200 and body == data, (path, status)
+
+
+def test_the_console_is_served_from_the_binary_byte_for_byte(plane):
+    assert_served_byte_for_byte_with_etags(plane.address)
 
 
 def test_the_sliders_always_sum_to_100(browser, plane):
@@ -569,6 +591,7 @@ def test_the_token_stays_in_session_storage_and_a_wrong_one_is_asked_again(brows
 
 
 def test_the_sidecar_admin_port_serves_the_console_read_only(browser, sidecar):
+    assert_served_byte_for_byte_with_etags(sidecar.admin_addr)
     browser.get(f"http://{sidecar.admin_addr}/#/overlay/split")
     WebDriverWait(browser, WAIT).until(lambda d: "read-only" in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
     banner = browser.find_element(By.ID, "banner")

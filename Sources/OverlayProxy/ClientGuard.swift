@@ -1,0 +1,205 @@
+import CoreMetrics
+import NIOCore
+import NIOHTTP1
+import OverlayCore
+import OverlayRuntime
+import Synchronization
+
+/// The proxy's limits against clients that hold connections without using them (README "Proxy
+/// mode: limits"): what each refusal is counted as, `overlayd_proxy_client_limits_total{reason}`.
+final class ClientLimits: Sendable {
+    let deadlines: ClientDeadlines.Limits
+    let maxRequestBodyBytes: Int64
+    private let counts: Mutex<ConnectionCounts>
+    private let counters: [String: Counter]
+    private let open: Gauge
+
+    static let reasons = [
+        "header_timeout", "body_timeout", "keepalive_timeout", "body_too_large", ConnectionCounts.Refusal.maxConnections.rawValue,
+        ConnectionCounts.Refusal.perClient.rawValue,
+    ]
+
+    init(options: ProxyOptions, factory: any MetricsFactory) {
+        deadlines = .init(
+            header: options.clientHeaderTimeout.timeAmount.nanoseconds, body: options.clientBodyTimeout.timeAmount.nanoseconds,
+            keepalive: options.keepaliveTimeout.timeAmount.nanoseconds)
+        maxRequestBodyBytes = options.maxRequestBodyBytes
+        counts = Mutex(ConnectionCounts(maxTotal: options.maxConnections, maxPerClient: options.maxConnectionsPerClient))
+        var counters: [String: Counter] = [:]
+        for reason in Self.reasons {
+            counters[reason] = Counter(label: "overlayd_proxy_client_limits_total", dimensions: [("reason", reason)], factory: factory)
+        }
+        self.counters = counters
+        open = Gauge(label: "overlayd_proxy_client_connections", factory: factory)
+    }
+
+    func count(_ reason: String) { counters[reason]?.increment() }
+
+    /// Admits a new connection (counted until it closes), or closes it at once and counts why.
+    /// Returns whether it was admitted.
+    func admit(_ channel: any Channel) -> Bool {
+        let client = channel.remoteAddress?.ipAddress ?? "unknown"
+        let (refusal, total) = counts.withLock { counts in (counts.admit(client), counts.total) }
+        if let refusal {
+            count(refusal.rawValue)
+            channel.close(promise: nil)
+            return false
+        }
+        open.record(total)
+        channel.closeFuture.whenComplete { [self] _ in
+            let total = counts.withLock { counts in
+                counts.release(client)
+                return counts.total
+            }
+            open.record(total)
+        }
+        return true
+    }
+}
+
+/// Enforces ``ClientDeadlines`` and the request body limit on an HTTP/1.1 client connection.
+/// Sits right after NIO's request decoder: it sees every request part as decoded and every
+/// response part before the encoder. One timer per connection, moved only when a deadline comes
+/// earlier than the one it waits for. A 408 is written here (straight to the encoder) only when no
+/// response is owed; otherwise the connection is just closed. Removed with the HTTP handlers when
+/// the connection becomes a tunnel.
+final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let limits: ClientLimits
+    private var deadlines: ClientDeadlines
+    private var timer: Scheduled<Void>?
+    private var timerAt: Int64 = .max
+    /// Bytes of the current request body so far.
+    private var bodyBytes: Int64 = 0
+    /// A refused request: everything the client sends after it is dropped.
+    private var refusing = false
+
+    init(limits: ClientLimits, now: NIODeadline) {
+        self.limits = limits
+        self.deadlines = ClientDeadlines(limits: limits.deadlines, now: Int64(truncatingIfNeeded: now.uptimeNanoseconds))
+    }
+
+    private func now(_ context: ChannelHandlerContext) -> Int64 {
+        Int64(truncatingIfNeeded: context.eventLoop.now.uptimeNanoseconds)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { arm(context) }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if refusing { return }
+        let part = unwrapInboundIn(data)
+        switch part {
+        case .head(let head):
+            let length = head.headers.first(name: "content-length").flatMap { Int64($0) }
+            if let length, length > limits.maxRequestBodyBytes {
+                refuse(context, status: .payloadTooLarge, reason: "body_too_large")
+                return
+            }
+            let chunked = head.headers.contains(name: "transfer-encoding")
+            bodyBytes = 0
+            deadlines.head(hasBody: chunked || (length ?? 0) > 0, now: now(context))
+        case .body(let chunk):
+            bodyBytes += Int64(chunk.readableBytes)
+            if bodyBytes > limits.maxRequestBodyBytes {
+                // A chunked body past the limit: its head has gone on; the exchange is ended.
+                limits.count("body_too_large")
+                refusing = true
+                context.fireErrorCaught(RequestBodyTooLarge(limit: limits.maxRequestBodyBytes))
+                context.close(promise: nil)
+                return
+            }
+            deadlines.bodyPart(now: now(context))
+        case .end:
+            deadlines.requestEnd(now: now(context))
+        }
+        arm(context)
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            deadlines.responseHead(status: Int(head.status.code))
+        case .end:
+            deadlines.responseEnd(now: now(context))
+            arm(context)
+        case .body:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+
+    /// Keeps one timer at the deadline (moved only when the deadline comes earlier).
+    private func arm(_ context: ChannelHandlerContext) {
+        guard let deadline = deadlines.deadline, deadline < timerAt else { return }
+        timer?.cancel()
+        timerAt = deadline
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(UInt64(max(0, deadline)))) {
+            let (handler, context) = loopBound.value
+            handler.fired(context)
+        }
+    }
+
+    private func fired(_ context: ChannelHandlerContext) {
+        timer = nil
+        timerAt = .max
+        guard let expiry = deadlines.expired(now: now(context)) else {
+            arm(context)
+            return
+        }
+        switch expiry {
+        case .keepaliveTimeout:
+            limits.count("keepalive_timeout")
+            context.close(promise: nil)
+        case .headerTimeout:
+            refuse(context, status: .requestTimeout, reason: "header_timeout")
+        case .bodyTimeout:
+            if deadlines.mayAnswer {
+                refuse(context, status: .requestTimeout, reason: "body_timeout")
+            } else {
+                limits.count("body_timeout")
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    /// Answers `status` with `Connection: close` (straight to the encoder: the request is not
+    /// passed on) and closes; everything read after it is dropped.
+    private func refuse(_ context: ChannelHandlerContext, status: HTTPResponseStatus, reason: String) {
+        limits.count(reason)
+        refusing = true
+        timer?.cancel()
+        timer = nil
+        if deadlines.outstanding > (deadlines.phase == .readingBody ? 1 : 0) || deadlines.responseStarted {
+            // A response is owed or under way before this one: the connection just closes.
+            context.close(promise: nil)
+            return
+        }
+        let headers = HTTPHeaders([("content-length", "0"), ("connection", "close")])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// A request body passed `--max-request-body-bytes` after its head had been forwarded.
+struct RequestBodyTooLarge: Error, CustomStringConvertible {
+    var limit: Int64
+    var description: String { "the request body exceeds --max-request-body-bytes (\(limit))" }
+}
