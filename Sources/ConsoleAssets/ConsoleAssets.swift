@@ -20,7 +20,7 @@ public enum ConsoleAssets {
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
         ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""0c80e1a695f26b2a""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""3a912b0b44a22285""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""90558feb3e9d6baf""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -800,6 +800,11 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
   function strategyBadge(spec) {
     var s = spec.strategy || "Canary";
     return badge(s, s === "Shadow" ? "shadow" : "canary");
+  }
+
+  function fmtPerMinute(value) {
+    if (value == null) return "–";
+    return value >= 100 ? String(Math.round(value)) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
   }
 
   function breakerBadge(state) {
@@ -1601,7 +1606,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         return;
       }
       var table = h("table", { class: "table" }, [h("thead", null, h("tr", null,
-        headerCells(["Model", "Provider", "Endpoint", "API key", "Fallback", "#Calls", "#Errors", "#p50", "#p99", "Breaker", ""])))]);
+        headerCells(["Model", "Provider", "Endpoint", "API key", "Fallback", "#Calls", "#Errors", "#p50", "#p99", "Breaker", "#Forecast 5 / 15 min", ""])))]);
       var body = h("tbody");
       table.appendChild(body);
       var cells = [];
@@ -1609,14 +1614,14 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         var name = nameOf(m), spec = specOf(m);
         var key = spec.apiKey ? (spec.apiKey.env ? "env " + spec.apiKey.env : spec.apiKey.file ? "file " + spec.apiKey.file : "–") : "–";
         var endpoint = spec.provider === "mock" ? "built-in mock" + (spec.mock && spec.mock.errorRate ? " (fails " + fmtPct(spec.mock.errorRate, 0) + ")" : "") : (spec.baseURL || "") + (spec.model ? " · " + spec.model : "");
-        var row = { name: name, mock: spec.provider === "mock", calls: h("td", { class: "num" }), errors: h("td", { class: "num" }), p50: h("td", { class: "num" }), p99: h("td", { class: "num" }), breaker: h("td") };
+        var row = { name: name, mock: spec.provider === "mock", calls: h("td", { class: "num" }), errors: h("td", { class: "num" }), p50: h("td", { class: "num" }), p99: h("td", { class: "num" }), breaker: h("td"), forecast: h("td", { class: "num nowrap" }) };
         body.appendChild(h("tr", { "data-model": name }, [
           h("td", { class: "nowrap" }, [swatch(name), h("strong", { text: name })]),
           h("td", { text: spec.provider || "" }),
           h("td", { class: "ellipsis", text: endpoint, title: endpoint }),
           h("td", { class: "mono-small nowrap", text: key }),
           h("td", { text: spec.fallback || "–" }),
-          row.calls, row.errors, row.p50, row.p99, row.breaker,
+          row.calls, row.errors, row.p50, row.p99, row.breaker, row.forecast,
           h("td", null, app.readOnly ? null : h("a", { href: "#/models/" + encodeURIComponent(name), text: "Edit" })),
         ]));
         cells.push(row);
@@ -1632,6 +1637,10 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
           c.p99.textContent = f ? fmtMs(f.p99Ms) : "–";
           // The built-in mock has no circuit breaker (only OpenAI-compatible endpoints do).
           clear(c.breaker).appendChild(c.mock ? badge("no breaker (mock)", "muted") : breakerBadge(f ? f.breaker : null));
+          // The fleet's call-rate forecast (the sidecars' overlayd_model_call_rate_forecast, summed).
+          c.forecast.textContent = f && (f.forecast5m != null || f.forecast15m != null)
+            ? fmtPerMinute(f.forecast5m) + " / " + fmtPerMinute(f.forecast15m) + " calls/min" : "–";
+          c.forecast.title = "Calls per minute expected 5 and 15 minutes ahead (Holt–Winters per sidecar, summed over the fleet)";
         });
       }
       app.liveUpdaters.push(update);

@@ -56,6 +56,7 @@ public struct FleetAggregator: Sendable {
     /// Per instance, its last report's breaker state per model and drift summaries.
     private var latestBreakers: [String: [String: String]] = [:]
     private var latestDrift: [String: [String: SidecarReport.Drift]] = [:]
+    private var latestForecasts: [String: [SidecarReport.Forecast]] = [:]
     public private(set) var droppedKeys = 0
 
     public init(options: Options = Options()) {
@@ -80,6 +81,7 @@ public struct FleetAggregator: Sendable {
         latestBreakers[report.instance] = Dictionary(
             report.modelCalls.map { ($0.model, $0.breaker) }, uniquingKeysWith: { _, last in last })
         latestDrift[report.instance] = Dictionary(report.drift.map { ($0.overlay, $0) }, uniquingKeysWith: { _, last in last })
+        latestForecasts[report.instance] = report.forecasts
 
         let index = slotIndex(now)
         var slot = slots[ring(index)].flatMap { $0.index == index ? $0 : nil } ?? Slot(index: index)
@@ -135,6 +137,7 @@ public struct FleetAggregator: Sendable {
             instances[id] = nil
             latestBreakers[id] = nil
             latestDrift[id] = nil
+            latestForecasts[id] = nil
         }
     }
 
@@ -165,6 +168,10 @@ public struct FleetAggregator: Sendable {
         public var p50Ms: Double?
         public var p99Ms: Double?
         public var breaker: String
+        /// The fleet's forecast call rate 5 and 15 minutes ahead, in calls per minute: the sum of
+        /// the live instances' latest forecasts (nil while none has one).
+        public var forecast5m: Double? = nil
+        public var forecast15m: Double? = nil
     }
 
     public struct DriftStats: Sendable, Equatable {
@@ -214,14 +221,23 @@ public struct FleetAggregator: Sendable {
         for (_, perModel) in latestBreakers {
             for (model, state) in perModel { breakers[model] = Self.worse(breakers[model], state) }
         }
-        let models = Set(calls.keys).union(breakers.keys).sorted().map { model -> ModelStats in
-            let c = calls[model] ?? Calls()
-            let total = c.ok + c.error
-            return ModelStats(
-                model: model, callRate: Double(total) / seconds, errorRate: total == 0 ? 0 : Double(c.error) / Double(total),
-                p50Ms: Self.quantile(0.5, c.buckets).map { $0 * 1000 }, p99Ms: Self.quantile(0.99, c.buckets).map { $0 * 1000 },
-                breaker: breakers[model] ?? "closed")
+        var forecast5m: [String: Double] = [:]
+        var forecast15m: [String: Double] = [:]
+        for (_, forecasts) in latestForecasts {
+            for forecast in forecasts {
+                if let value = forecast.in5m { forecast5m[forecast.model, default: 0] += value }
+                if let value = forecast.in15m { forecast15m[forecast.model, default: 0] += value }
+            }
         }
+        let models = Set(calls.keys).union(breakers.keys).union(forecast5m.keys).union(forecast15m.keys).sorted()
+            .map { model -> ModelStats in
+                let c = calls[model] ?? Calls()
+                let total = c.ok + c.error
+                return ModelStats(
+                    model: model, callRate: Double(total) / seconds, errorRate: total == 0 ? 0 : Double(c.error) / Double(total),
+                    p50Ms: Self.quantile(0.5, c.buckets).map { $0 * 1000 }, p99Ms: Self.quantile(0.99, c.buckets).map { $0 * 1000 },
+                    breaker: breakers[model] ?? "closed", forecast5m: forecast5m[model], forecast15m: forecast15m[model])
+            }
         let overlays = decisions.keys.sorted().map { overlay -> OverlayStats in
             let perModel = decisions[overlay] ?? [:]
             let total = perModel.values.reduce(0, +)
@@ -302,7 +318,8 @@ extension FleetAggregator.Fleet {
         }.joined(separator: ",") + "],"
         out += "\"models\":[" + models.map {
             "{\"model\":\(JSONText.quote($0.model)),\"callRate\":\(num($0.callRate)),\"errorRate\":\(num($0.errorRate)),"
-                + "\"p50Ms\":\(opt($0.p50Ms)),\"p99Ms\":\(opt($0.p99Ms)),\"breaker\":\(JSONText.quote($0.breaker))}"
+                + "\"p50Ms\":\(opt($0.p50Ms)),\"p99Ms\":\(opt($0.p99Ms)),\"breaker\":\(JSONText.quote($0.breaker)),"
+                + "\"forecast5m\":\(opt($0.forecast5m)),\"forecast15m\":\(opt($0.forecast15m))}"
         }.joined(separator: ",") + "],"
         out += "\"drift\":[" + drift.map { stats in
             let series = stats.series.map {

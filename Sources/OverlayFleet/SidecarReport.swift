@@ -76,6 +76,19 @@ public struct SidecarReport: Sendable, Equatable {
         }
     }
 
+    /// A model's call-rate forecast on this sidecar (`overlayd_model_call_rate_forecast`), in
+    /// calls per minute; nil until the forecaster has enough buckets.
+    public struct Forecast: Sendable, Equatable {
+        public var model: String
+        public var in5m: Double?
+        public var in15m: Double?
+        public init(model: String, in5m: Double?, in15m: Double?) {
+            self.model = model
+            self.in5m = in5m
+            self.in15m = in15m
+        }
+    }
+
     public var instance: String
     public var host: String
     /// The control plane's version the sidecar serves (its ETag without quotes).
@@ -85,11 +98,13 @@ public struct SidecarReport: Sendable, Equatable {
     public var modelCalls: [ModelCalls]
     public var injections: [Injection]
     public var drift: [Drift]
+    public var forecasts: [Forecast]
 
     public init(
         instance: String, host: String, version: String, intervalSeconds: Double, decisions: [Decision] = [],
-        modelCalls: [ModelCalls] = [], injections: [Injection] = [], drift: [Drift] = []
+        modelCalls: [ModelCalls] = [], injections: [Injection] = [], drift: [Drift] = [], forecasts: [Forecast] = []
     ) {
+        self.forecasts = forecasts
         self.instance = instance
         self.host = host
         self.version = version
@@ -130,6 +145,9 @@ public struct SidecarReport: Sendable, Equatable {
                 + "\"flag\":\($0.flag),\"threshold\":\(JSONText.number($0.threshold)),\"lengthRatio\":\(opt($0.lengthRatio)),"
                 + "\"latencyDiffMs\":\(opt($0.latencyDiffMs)),\"errorMismatches\":\($0.errorMismatches),"
                 + "\"recentScores\":[\($0.recentScores.map(JSONText.number).joined(separator: ","))]}"
+        }.joined(separator: ",") + "],"
+        out += "\"forecasts\":[" + forecasts.map {
+            "{\"model\":\(JSONText.quote($0.model)),\"in5m\":\(opt($0.in5m)),\"in15m\":\(opt($0.in15m))}"
         }.joined(separator: ",") + "]}"
         return out
     }
@@ -226,7 +244,8 @@ struct NodeReader {
     mutating func report(_ node: Node) -> SidecarReport? {
         guard
             let root = object(
-                node, "", allowed: ["instance", "host", "version", "intervalSeconds", "decisions", "modelCalls", "injections", "drift"])
+                node, "",
+                allowed: ["instance", "host", "version", "intervalSeconds", "decisions", "modelCalls", "injections", "drift", "forecasts"])
         else { return nil }
         let instance = string(root["instance"], "instance", max: 128)
         let host = string(root["host"], "host", max: 253, allowEmpty: true)
@@ -323,6 +342,14 @@ struct NodeReader {
                     overlay: overlay, pairs: pairs, mean: mean, p10: p10, flag: flag, threshold: threshold,
                     lengthRatio: lengthRatio, latencyDiffMs: latency, errorMismatches: mismatches, recentScores: scores))
             }
+        }
+        for (index, item) in list(root["forecasts"], "forecasts").enumerated() {
+            let path = "forecasts[\(index)]"
+            guard let entry = object(item, path, allowed: ["model", "in5m", "in15m"]) else { continue }
+            let model = string(entry["model"], path + ".model", max: 253)
+            let in5m = number(entry["in5m"], path + ".in5m", range: 0...1e12, optional: true)
+            let in15m = number(entry["in15m"], path + ".in15m", range: 0...1e12, optional: true)
+            if let model, let in5m, let in15m { report.forecasts.append(.init(model: model, in5m: in5m, in15m: in15m)) }
         }
         return problems.isEmpty && instance != nil && interval != nil ? report : nil
     }

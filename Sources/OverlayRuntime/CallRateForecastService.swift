@@ -1,7 +1,9 @@
 import CoreMetrics
 import Logging
 import OverlayDecisions
+import OverlayFleet
 import ServiceLifecycle
+import Synchronization
 
 /// Forecasts each model's call rate for predictive scaling of model backends (README "Scaling
 /// forecast"): once per bucket (`--forecast-bucket`, 60 s) it reads the served-model call
@@ -21,6 +23,8 @@ public final class CallRateForecastService: Service, Sendable {
     private let metrics: PrometheusMetrics
     private let bucketSeconds: Int
     private let logger: Logger
+    /// The latest forecast per model (calls per minute), for the reports to a control plane.
+    private let latest = Mutex<[String: SidecarReport.Forecast]>([:])
 
     /// - Parameter bucketSeconds: the bucket length; it must divide a day (86400 s).
     public init(metrics: PrometheusMetrics, bucketSeconds: Int = 60, logger: Logger) {
@@ -31,6 +35,11 @@ public final class CallRateForecastService: Service, Sendable {
     }
 
     static let horizons = [5, 15]
+
+    /// Every model's latest forecast, 5 and 15 buckets ahead, in calls per minute (sorted by model).
+    public func forecasts() -> [SidecarReport.Forecast] {
+        latest.withLock { Array($0.values) }.sorted { $0.model < $1.model }
+    }
 
     /// "5m" for 300 s, "45s" for 45 s.
     static func horizonLabel(seconds: Int) -> String {
@@ -67,11 +76,15 @@ public final class CallRateForecastService: Service, Sendable {
                 let count = max(0, total - (previous[model] ?? 0))
                 var entry = series[model] ?? makeSeries(model: model, configuration: configuration)
                 entry.forecaster.observe(count)
+                var ahead: [Double?] = []
                 for (i, h) in Self.horizons.enumerated() {
-                    if let forecast = entry.forecaster.forecast(h) { entry.forecasts[i].record(forecast * perMinute) }
+                    let forecast = entry.forecaster.forecast(h).map { $0 * perMinute }
+                    if let forecast { entry.forecasts[i].record(forecast) }
                     if let error = entry.forecaster.error(h) { entry.errors[i].record(error * perMinute) }
+                    ahead.append(forecast)
                 }
                 series[model] = entry
+                latest.withLock { $0[model] = SidecarReport.Forecast(model: model, in5m: ahead[0], in15m: ahead[1]) }
             }
             previous = totals
         }

@@ -66,10 +66,12 @@ public struct OverlayRuntime: Sendable {
         let reporting = ReportingMetrics(metrics, accumulator: ReportAccumulator())
         self.reporting = reporting
         engine = OverlayEngine(options: options.engine, metricsFactory: reporting, logger: logger)
-        forecast = CallRateForecastService(metrics: metrics, bucketSeconds: options.forecastBucketSeconds, logger: logger)
+        let forecast = CallRateForecastService(metrics: metrics, bucketSeconds: options.forecastBucketSeconds, logger: logger)
+        self.forecast = forecast
         breakers = BreakerGauges(engine: engine, configStore: configStore, metricsFactory: metrics)
         fleet = SidecarFleet(
-            engine: engine, accumulator: reporting.accumulator, reportsToControlPlane: options.controlPlane?.reportTokenFile != nil)
+            engine: engine, accumulator: reporting.accumulator, reportsToControlPlane: options.controlPlane?.reportTokenFile != nil,
+            forecasts: { forecast.forecasts() })
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
             logger: logger, drift: engine.drift, fleet: fleet, assets: options.consoleAssets)

@@ -15,8 +15,14 @@ public final class SidecarFleet: Sendable {
     private let lastTake = Mutex(ContinuousClock.now)
     /// No control plane takes the reports: `/v1/fleet` takes the counters itself when read.
     private let drainsOnRead: Bool
+    /// The models' latest call-rate forecasts (``CallRateForecastService``).
+    private let forecasts: @Sendable () -> [SidecarReport.Forecast]
 
-    public init(engine: OverlayEngine, accumulator: ReportAccumulator, reportsToControlPlane: Bool) {
+    public init(
+        engine: OverlayEngine, accumulator: ReportAccumulator, reportsToControlPlane: Bool,
+        forecasts: @escaping @Sendable () -> [SidecarReport.Forecast] = { [] }
+    ) {
+        self.forecasts = forecasts
         self.engine = engine
         self.accumulator = accumulator
         self.drainsOnRead = !reportsToControlPlane
@@ -50,7 +56,7 @@ public final class SidecarFleet: Sendable {
         }
         let report = SidecarReport(
             instance: instance, host: host, version: version, intervalSeconds: intervalSeconds, decisions: decisions,
-            modelCalls: modelCalls, injections: injections, drift: drift)
+            modelCalls: modelCalls, injections: injections, drift: drift, forecasts: forecasts())
         _ = aggregator.withLock { $0.add(report, now: Date()) }
         return report
     }

@@ -44,6 +44,30 @@ func report(_ instance: String, version: String = "3", at interval: Double = 10,
         #expect(view.drift.first?.latest?.pairs == 50)
     }
 
+    @Test func forecastsAreTheSumOfTheLiveInstancesLatest() {
+        var fleet = FleetAggregator()
+        var a = report("a", at: 10, fast: 1)
+        a.forecasts = [.init(model: "mock-fast", in5m: 30, in15m: 36), .init(model: "mock-smart", in5m: nil, in15m: nil)]
+        var b = report("b", at: 10, fast: 1)
+        b.forecasts = [.init(model: "mock-fast", in5m: 12, in15m: 10)]
+        fleet.add(a, now: t0)
+        fleet.add(b, now: t0.addingTimeInterval(1))
+        // A later report replaces the instance's earlier forecast (it is not added to it).
+        b.forecasts = [.init(model: "mock-fast", in5m: 20, in15m: 14)]
+        fleet.add(b, now: t0.addingTimeInterval(2))
+        var view = fleet.fleet(now: t0.addingTimeInterval(3), version: "3")
+        let fast = view.models.first { $0.model == "mock-fast" }
+        #expect(fast?.forecast5m == 50)
+        #expect(fast?.forecast15m == 50)
+        // A model no instance forecasts yet has none.
+        #expect(view.models.first { $0.model == "mock-smart" }?.forecast5m == nil)
+        #expect(view.json.contains(#""model":"mock-fast","callRate":"#))
+        #expect(view.json.contains(#""forecast5m":50,"forecast15m":50}"#))
+        // Once "a" is forgotten (three intervals), only "b"'s forecast counts.
+        view = fleet.fleet(now: t0.addingTimeInterval(31), version: "3")
+        #expect(view.models.first { $0.model == "mock-fast" }?.forecast5m == 20)
+    }
+
     @Test func forgetsAnInstanceAfterThreeIntervals() {
         var fleet = FleetAggregator()
         fleet.add(report("a", at: 10), now: t0)
@@ -84,8 +108,21 @@ func report(_ instance: String, version: String = "3", at interval: Double = 10,
 
 @Suite struct SidecarReportTests {
     @Test func roundTripsThroughJSON() throws {
-        let original = report("a", fast: 3, smart: 1)
+        var original = report("a", fast: 3, smart: 1)
         #expect(try SidecarReport.parse(Array(original.json.utf8)) == original)
+        original.forecasts = [.init(model: "mock-fast", in5m: 12.5, in15m: nil)]
+        #expect(try SidecarReport.parse(Array(original.json.utf8)) == original)
+    }
+
+    @Test func aNegativeForecastIs422WithItsPath() {
+        let body = #"{"instance":"a","host":"h","version":"1","intervalSeconds":10,"forecasts":[{"model":"m","in5m":-1,"in15m":2}]}"#
+        do {
+            _ = try SidecarReport.parse(Array(body.utf8))
+            Issue.record("expected 422")
+        } catch {
+            #expect(error.status == 422)
+            #expect(error.problems.map(\.path) == ["report: forecasts[0].in5m"])
+        }
     }
 
     @Test func unknownFieldIs400WithItsPath() {

@@ -199,7 +199,9 @@ def sidecar(plane, tmp_path_factory):
     token.write_text(REPORT_TOKEN + "\n")
     proc = OverlaydProcess(None, extra_args=(
         "--control-plane", plane.url + "/v1/desired-state", "--state-dir", str(directory / "state"),
-        "--control-plane-report-token-file", str(token), "--control-plane-interval", "1")).start()
+        "--control-plane-report-token-file", str(token), "--control-plane-interval", "1",
+        # One-second forecast buckets: the Models page shows the call-rate forecast within seconds.
+        "--forecast-bucket", "1")).start()
     wait_for(lambda: http_get(proc.admin_addr, "/readyz").status == 200, WAIT, "the sidecar to become ready")
     yield proc
     assert proc.stop() == 0, proc.describe()
@@ -501,6 +503,15 @@ def test_a_model_added_on_the_page_and_set_to_fail_shows_its_error_rate_and_open
 
     row = WebDriverWait(browser, 60, poll_frequency=0.5).until(failing_and_shown, "the open breaker on the Models page")
     assert "100.0 %" in row.text, row.text
+    # The fleet's call-rate forecast (the sidecar's, reported with its counters) for a model
+    # with traffic: a number of calls per minute 5 and 15 minutes ahead.
+    forecast = WebDriverWait(browser, 30, poll_frequency=0.5).until(
+        lambda d: re.search(r"[0-9.]+ / [0-9.]+ calls/min", d.find_element(By.CSS_SELECTOR, "tr[data-model=model-remote]").text),
+        "the forecast on the Models page")
+    status, fleet = plane.api("GET", "/v1/fleet", token=None)
+    remote = next(m for m in fleet["models"] if m["model"] == "model-remote")
+    assert remote["forecast5m"] is not None and remote["forecast5m"] >= 0, remote
+    assert forecast.group(0), row.text
     screenshot(browser, "models")
 
 
