@@ -1254,7 +1254,7 @@
         return;
       }
       var table = h("table", { class: "table" }, [h("thead", null, h("tr", null,
-        headerCells(["Model", "Provider", "Endpoint", "API key", "Fallback", "#Calls", "#Errors", "#p50", "#p99", "Breaker", "#Forecast 5 / 15 min", ""])))]);
+        headerCells(["Model", "Provider", "Endpoint", "API key", "Fallback", "#Calls", "#Errors", "#p50", "#p99", "Breaker", "#Forecast/min", ""])))]);
       var body = h("tbody");
       table.appendChild(body);
       var cells = [];
@@ -1266,7 +1266,7 @@
         body.appendChild(h("tr", { "data-model": name }, [
           h("td", { class: "nowrap" }, [swatch(name), h("strong", { text: name })]),
           h("td", { text: spec.provider || "" }),
-          h("td", { class: "ellipsis", text: endpoint, title: endpoint }),
+          h("td", { class: "ellipsis narrow", text: endpoint, title: endpoint }),
           h("td", { class: "mono-small nowrap", text: key }),
           h("td", { text: spec.fallback || "–" }),
           row.calls, row.errors, row.p50, row.p99, row.breaker, row.forecast,
@@ -1284,11 +1284,11 @@
           c.p50.textContent = f ? fmtMs(f.p50Ms) : "–";
           c.p99.textContent = f ? fmtMs(f.p99Ms) : "–";
           // The built-in mock has no circuit breaker (only OpenAI-compatible endpoints do).
-          clear(c.breaker).appendChild(c.mock ? badge("no breaker (mock)", "muted") : breakerBadge(f ? f.breaker : null));
+          clear(c.breaker).appendChild(c.mock ? badge("none (mock)", "muted") : breakerBadge(f ? f.breaker : null));
           // The fleet's call-rate forecast (the sidecars' overlayd_model_call_rate_forecast, summed).
           c.forecast.textContent = f && (f.forecast5m != null || f.forecast15m != null)
-            ? fmtPerMinute(f.forecast5m) + " / " + fmtPerMinute(f.forecast15m) + " calls/min" : "–";
-          c.forecast.title = "Calls per minute expected 5 and 15 minutes ahead (Holt–Winters per sidecar, summed over the fleet)";
+            ? fmtPerMinute(f.forecast5m) + " · " + fmtPerMinute(f.forecast15m) : "–";
+          c.forecast.title = "Calls per minute expected in 5 · in 15 minutes (Holt–Winters per sidecar, summed over the fleet)";
         });
       }
       app.liveUpdaters.push(update);

@@ -19,8 +19,8 @@ public enum ConsoleAssets {
     /// Every file, index.html first.
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
-        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""0c80e1a695f26b2a""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""90558feb3e9d6baf""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""9edec895477725ce""#, bytes: Array(consoleCSS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""d9e6aa3026aedb68""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -185,6 +185,7 @@ button.small { padding: 3px 8px; font-size: 12px; }
 .table td.bars { width: 200px; }
 .card { overflow-x: auto; }
 .ellipsis { max-width: 220px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.ellipsis.narrow { max-width: 130px; }
 tr.lagging td { background: var(--warn-bg); }
 .bad-text { color: var(--bad); font-weight: 600; }
 .model-chip { display: inline-flex; align-items: center; gap: 4px; margin-right: 12px; white-space: nowrap; }
@@ -1606,7 +1607,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         return;
       }
       var table = h("table", { class: "table" }, [h("thead", null, h("tr", null,
-        headerCells(["Model", "Provider", "Endpoint", "API key", "Fallback", "#Calls", "#Errors", "#p50", "#p99", "Breaker", "#Forecast 5 / 15 min", ""])))]);
+        headerCells(["Model", "Provider", "Endpoint", "API key", "Fallback", "#Calls", "#Errors", "#p50", "#p99", "Breaker", "#Forecast/min", ""])))]);
       var body = h("tbody");
       table.appendChild(body);
       var cells = [];
@@ -1618,7 +1619,7 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
         body.appendChild(h("tr", { "data-model": name }, [
           h("td", { class: "nowrap" }, [swatch(name), h("strong", { text: name })]),
           h("td", { text: spec.provider || "" }),
-          h("td", { class: "ellipsis", text: endpoint, title: endpoint }),
+          h("td", { class: "ellipsis narrow", text: endpoint, title: endpoint }),
           h("td", { class: "mono-small nowrap", text: key }),
           h("td", { text: spec.fallback || "–" }),
           row.calls, row.errors, row.p50, row.p99, row.breaker, row.forecast,
@@ -1636,11 +1637,11 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
           c.p50.textContent = f ? fmtMs(f.p50Ms) : "–";
           c.p99.textContent = f ? fmtMs(f.p99Ms) : "–";
           // The built-in mock has no circuit breaker (only OpenAI-compatible endpoints do).
-          clear(c.breaker).appendChild(c.mock ? badge("no breaker (mock)", "muted") : breakerBadge(f ? f.breaker : null));
+          clear(c.breaker).appendChild(c.mock ? badge("none (mock)", "muted") : breakerBadge(f ? f.breaker : null));
           // The fleet's call-rate forecast (the sidecars' overlayd_model_call_rate_forecast, summed).
           c.forecast.textContent = f && (f.forecast5m != null || f.forecast15m != null)
-            ? fmtPerMinute(f.forecast5m) + " / " + fmtPerMinute(f.forecast15m) + " calls/min" : "–";
-          c.forecast.title = "Calls per minute expected 5 and 15 minutes ahead (Holt–Winters per sidecar, summed over the fleet)";
+            ? fmtPerMinute(f.forecast5m) + " · " + fmtPerMinute(f.forecast15m) : "–";
+          c.forecast.title = "Calls per minute expected in 5 · in 15 minutes (Holt–Winters per sidecar, summed over the fleet)";
         });
       }
       app.liveUpdaters.push(update);

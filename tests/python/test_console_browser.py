@@ -506,7 +506,7 @@ def test_a_model_added_on_the_page_and_set_to_fail_shows_its_error_rate_and_open
     # The fleet's call-rate forecast (the sidecar's, reported with its counters) for a model
     # with traffic: a number of calls per minute 5 and 15 minutes ahead.
     forecast = WebDriverWait(browser, 30, poll_frequency=0.5).until(
-        lambda d: re.search(r"[0-9.]+ / [0-9.]+ calls/min", d.find_element(By.CSS_SELECTOR, "tr[data-model=model-remote]").text),
+        lambda d: re.search(r"[0-9.]+ · [0-9.]+", d.find_element(By.CSS_SELECTOR, "tr[data-model=model-remote]").text),
         "the forecast on the Models page")
     status, fleet = plane.api("GET", "/v1/fleet", token=None)
     remote = next(m for m in fleet["models"] if m["model"] == "model-remote")
