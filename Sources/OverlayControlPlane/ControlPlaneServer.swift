@@ -453,15 +453,15 @@ public final class ControlPlaneServer: Service, Sendable {
                 body: .init(byteBuffer: ByteBuffer(string: "the console page is not built into this binary; the JSON API is under /v1/\n")))
         }
         guard let asset = assets(path) else { return Self.problem(.notFound("no such page: \(path)")) }
-        var headers: HTTPFields = [
-            .contentType: asset.contentType, .cacheControl: "no-cache",
-            .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            HTTPField.Name("X-Content-Type-Options")!: "nosniff",
-        ]
-        if let etag = asset.etag { headers[.eTag] = etag }
-        // no-cache: the browser revalidates every load; an unchanged file costs a 304.
-        if asset.isMatched(byIfNoneMatch: ifNoneMatch) { return Response(status: .notModified, headers: headers) }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+        return Self.response(asset.answer(ifNoneMatch: ifNoneMatch))
+    }
+
+    static func response(_ answer: (status: Int, headers: [(name: String, value: String)], body: [UInt8])) -> Response {
+        var headers = HTTPFields()
+        for (name, value) in answer.headers { if let field = HTTPField.Name(name) { headers[field] = value } }
+        return Response(
+            status: HTTPResponse.Status(code: answer.status), headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
     }
 
     static func json(_ text: String, version: Int) -> Response {

@@ -25,4 +25,18 @@ public struct StaticAsset: Sendable {
             return tag == "*" || tag == etag
         }
     }
+
+    /// The answer to a GET of this asset, the same on the control plane and the admin port:
+    /// `no-cache` (the browser revalidates every load), the ETag, a Content-Security-Policy that
+    /// allows only the page's own files, `nosniff`; 304 without a body when `If-None-Match` names
+    /// the ETag.
+    public func answer(ifNoneMatch: String?) -> (status: Int, headers: [(name: String, value: String)], body: [UInt8]) {
+        var headers: [(name: String, value: String)] = [
+            ("content-type", contentType), ("cache-control", "no-cache"),
+            ("content-security-policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+            ("x-content-type-options", "nosniff"),
+        ]
+        if let etag { headers.append(("etag", etag)) }
+        return isMatched(byIfNoneMatch: ifNoneMatch) ? (304, headers, []) : (200, headers, bytes)
+    }
 }

@@ -114,13 +114,12 @@ public final class AdminServer: Service, Sendable {
 
     static func asset(_ assets: StaticAsset.Lookup, _ path: String, ifNoneMatch: String?) -> Response {
         guard let asset = assets(path) else { return Response(status: .notFound) }
-        var headers: HTTPFields = [
-            .contentType: asset.contentType, .cacheControl: "no-cache",
-            .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-        ]
-        if let etag = asset.etag { headers[.eTag] = etag }
-        if asset.isMatched(byIfNoneMatch: ifNoneMatch) { return Response(status: .notModified, headers: headers) }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+        let answer = asset.answer(ifNoneMatch: ifNoneMatch)
+        var headers = HTTPFields()
+        for (name, value) in answer.headers { if let field = HTTPField.Name(name) { headers[field] = value } }
+        return Response(
+            status: HTTPResponse.Status(code: answer.status), headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
     }
 
     /// The control plane's version this instance serves (its ETag), else the document's content hash.
