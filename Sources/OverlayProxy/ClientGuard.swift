@@ -15,7 +15,7 @@ final class ClientLimits: Sendable {
     private let open: Gauge
 
     static let reasons = [
-        "header_timeout", "body_timeout", "keepalive_timeout", "body_too_large", ConnectionCounts.Refusal.maxConnections.rawValue,
+        "header_timeout", "body_timeout", "keepalive_timeout", "body_too_large", "head_too_large", ConnectionCounts.Refusal.maxConnections.rawValue,
         ConnectionCounts.Refusal.perClient.rawValue,
     ]
 
@@ -129,6 +129,17 @@ final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         arm(context)
         context.fireChannelRead(data)
+    }
+
+    /// A head over `--max-request-head-bytes` (NIO's decoder counts it): 431 and close, instead of
+    /// the protocol error handler's 400. Errors after a refusal are the decoder's echo of it.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if refusing { return }
+        if let error = error as? HTTPParserError, error == .headerOverflow {
+            refuse(context, status: .requestHeaderFieldsTooLarge, reason: "head_too_large")
+            return
+        }
+        context.fireErrorCaught(error)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -80,6 +80,10 @@ public struct ProxyOptions: Sendable {
     /// `--max-request-body-bytes`: a larger declared body gets 413; a chunked one that grows past
     /// it ends the exchange and the connection.
     public var maxRequestBodyBytes: Int64 = 100 * 1024 * 1024
+    /// `--max-request-head-bytes`: the request line and header fields (names and values, as NIO's
+    /// decoder counts them; also any one field, and trailers) at most this; past it 431 and close.
+    /// For h2c, `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    public var maxRequestHeadBytes = 64 * 1024
 
     public init(upstream: Upstream) {
         self.upstream = upstream

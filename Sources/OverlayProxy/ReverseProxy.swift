@@ -2,7 +2,6 @@ import CoreMetrics
 import Logging
 import NIOCore
 import NIOExtras
-import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
@@ -155,7 +154,7 @@ public final class ReverseProxy: Service, Sendable {
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: shared.options.maxRequestHeadBytes),
         ]
         // Shutdown (ChannelShouldQuiesceEvent) and idleness end a connection with GOAWAY, letting
         // its streams finish (at most the drain timeout); the handler counts streams through the
@@ -183,11 +182,18 @@ public final class ReverseProxy: Service, Sendable {
         let sync = channel.pipeline.syncOperations
         // An upgrade configuration with no upgraders: the request decoder then keeps the bytes
         // after an `Upgrade` request for the tunnel (the proxy does the upgrade itself).
+        // The head limit is NIO's decoder's (the request line and the fields, and any one field):
+        // past it the decoder fails with `headerOverflow`, which the guard answers with 431.
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderListSize = shared.options.maxRequestHeadBytes
+        decoderLimits.maxHeaderFieldSize = shared.options.maxRequestHeadBytes
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
             withErrorHandling: true,
-            withOutboundHeaderValidation: false)
+            withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: decoderLimits)
         let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
         try sync.addHandler(clientGuard, position: .after(decoder))
         var codecHandlers: [any RemovableChannelHandler] = [

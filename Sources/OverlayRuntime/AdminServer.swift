@@ -25,7 +25,8 @@ public final class AdminServer: Service, Sendable {
 
     public init(
         host: String, port: Int, metrics: PrometheusMetrics, health: HealthState, configStore: ConfigStore, logger: Logger,
-        drift: DriftBoard? = nil, fleet: SidecarFleet? = nil, assets: StaticAsset.Lookup? = nil
+        drift: DriftBoard? = nil, fleet: SidecarFleet? = nil, assets: StaticAsset.Lookup? = nil,
+        limits: AdminLimits = AdminLimits()
     ) {
         self.host = host
         self.port = port
@@ -89,8 +90,10 @@ public final class AdminServer: Service, Sendable {
             return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: reason)))
         }
         let bound = self.bound
+        let connectionLimits = AdminConnectionLimits(limits, factory: metrics.factory)
         self.app = Application(
             router: router,
+            server: .http1(configuration: .init(additionalChannelHandlers: [AdminGuard(limits: connectionLimits)])),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 let text: String

@@ -25,6 +25,8 @@ public struct RuntimeOptions: Sendable {
     public var forecastBucketSeconds = 60
     /// The console page's files, served read-only at `/` on the admin port (nil: not built in).
     public var consoleAssets: StaticAsset.Lookup?
+    /// The admin port's timeouts and connection caps (`overlayd proxy`: its client flags).
+    public var adminLimits = AdminLimits()
 
     public init() {}
 }
@@ -74,7 +76,7 @@ public struct OverlayRuntime: Sendable {
             forecasts: { forecast.forecasts() })
         admin = AdminServer(
             host: options.adminHost, port: options.adminPort, metrics: metrics, health: health, configStore: configStore,
-            logger: logger, drift: engine.drift, fleet: fleet, assets: options.consoleAssets)
+            logger: logger, drift: engine.drift, fleet: fleet, assets: options.consoleAssets, limits: options.adminLimits)
         if let path = options.configPath {
             watcher = ConfigFileWatcher(
                 path: path, interval: options.configPollInterval, store: configStore, health: health,

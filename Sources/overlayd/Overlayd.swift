@@ -219,6 +219,9 @@ struct Proxy: AsyncParsableCommand {
     @Option(help: "Largest request body in bytes: a larger Content-Length gets 413; a chunked body past it ends the exchange and the connection.")
     var maxRequestBodyBytes: Int64 = 100 * 1024 * 1024
 
+    @Option(help: "Largest request head in bytes (request line and header fields); a larger one gets 431. Also h2c's SETTINGS_MAX_HEADER_LIST_SIZE. At most 81920 (NIO's decoder).")
+    var maxRequestHeadBytes = 64 * 1024
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -238,6 +241,9 @@ struct Proxy: AsyncParsableCommand {
         }
         guard (0...(Int64(1) << 40)).contains(maxRequestBodyBytes) else {
             throw ValidationError("--max-request-body-bytes must be 0...1099511627776, got \(maxRequestBodyBytes)")
+        }
+        guard (1024...80 * 1024).contains(maxRequestHeadBytes) else {
+            throw ValidationError("--max-request-head-bytes must be 1024...81920, got \(maxRequestHeadBytes)")
         }
         guard upstreamTimeout > 0, upstreamTimeout <= 3600 else {
             throw ValidationError("--upstream-timeout must be 0...3600 seconds (exclusive of 0), got \(upstreamTimeout)")
@@ -272,6 +278,13 @@ struct Proxy: AsyncParsableCommand {
         proxyOptions.maxConnections = maxConnections
         proxyOptions.maxConnectionsPerClient = maxConnectionsPerClient
         proxyOptions.maxRequestBodyBytes = maxRequestBodyBytes
+        proxyOptions.maxRequestHeadBytes = maxRequestHeadBytes
+        // The admin port gets the same timeouts and caps.
+        options.adminLimits.headerTimeout = proxyOptions.clientHeaderTimeout
+        options.adminLimits.bodyTimeout = proxyOptions.clientBodyTimeout
+        options.adminLimits.keepaliveTimeout = proxyOptions.keepaliveTimeout
+        options.adminLimits.maxConnections = maxConnections
+        options.adminLimits.maxConnectionsPerClient = maxConnectionsPerClient
 
         let (overlays, document, initialProblems) = try desiredState.load(into: &options, logger: logger)
         let runtime = OverlayRuntime(
