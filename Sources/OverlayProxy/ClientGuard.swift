@@ -1,6 +1,7 @@
 import CoreMetrics
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
 import Synchronization
@@ -15,7 +16,8 @@ final class ClientLimits: Sendable {
     private let open: Gauge
 
     static let reasons = [
-        "header_timeout", "body_timeout", "keepalive_timeout", "body_too_large", "head_too_large", ConnectionCounts.Refusal.maxConnections.rawValue,
+        "header_timeout", "body_timeout", "keepalive_timeout", "body_too_large", "head_too_large",
+        "h2_rapid_reset", "h2_control_frame_flood", "h2_glitches", "h2_header_block_too_large", ConnectionCounts.Refusal.maxConnections.rawValue,
         ConnectionCounts.Refusal.perClient.rawValue,
     ]
 
@@ -213,4 +215,37 @@ final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
 struct RequestBodyTooLarge: Error, CustomStringConvertible {
     var limit: Int64
     var description: String { "the request body exceeds --max-request-body-bytes (\(limit))" }
+}
+
+/// Counts the h2c connections NIO's HTTP/2 handler ends for abuse (it sends GOAWAY and closes):
+/// RST_STREAM floods (rapid reset), PING/SETTINGS/PRIORITY floods, too many "glitches" (empty DATA,
+/// CONTINUATION floods, stream errors), and header blocks past `SETTINGS_MAX_HEADER_LIST_SIZE`.
+/// Sits after the HTTP/2 handler; every error goes on unchanged.
+final class H2RefusalCounter: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    private let limits: ClientLimits
+    private var counted = false
+
+    init(limits: ClientLimits) { self.limits = limits }
+
+    static func reason(_ error: any Error) -> String? {
+        switch error {
+        case is NIOHTTP2Errors.ExcessiveRSTFrames: "h2_rapid_reset"
+        case is NIOHTTP2Errors.ExcessiveControlFrames: "h2_control_frame_flood"
+        case is NIOHTTP2Errors.ExcessiveNumberOfGlitches, is NIOHTTP2Errors.ExcessiveEmptyDataFrames,
+            is NIOHTTP2Errors.ExcessiveContinuationFrames, is NIOHTTP2Errors.ExcessiveStreamErrors:
+            "h2_glitches"
+        case is NIOHTTP2Errors.ExcessivelyLargeHeaderBlock: "h2_header_block_too_large"
+        default: nil
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !counted, let reason = Self.reason(error) {
+            counted = true  // one refusal per connection
+            limits.count(reason)
+        }
+        context.fireErrorCaught(error)
+    }
 }

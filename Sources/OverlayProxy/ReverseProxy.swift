@@ -144,12 +144,12 @@ public final class ReverseProxy: Service, Sendable {
                 timeout: shared.options.clientHeaderTimeout.timeAmount,
                 onTimeout: { limits.count("header_timeout") },
                 http1: { channel in try configureHTTP1(channel, shared: shared, guard: ClientGuard(limits: limits, now: accepted)) },
-                http2: { channel in try configureHTTP2(channel, shared: shared) }))
+                http2: { channel in try configureHTTP2(channel, shared: shared, limits: limits) }))
     }
 
     /// h2c: NIO's HTTP/2 handler with a stream multiplexer; each stream gets the HTTP/2-to-HTTP/1
     /// codec and its own ``ProxyHandler`` (HTTP/2 has no Upgrade: streams are never tunnels).
-    private static func configureHTTP2(_ channel: any Channel, shared: ProxyShared) throws {
+    private static func configureHTTP2(_ channel: any Channel, shared: ProxyShared, limits: ClientLimits) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
@@ -173,7 +173,7 @@ public final class ReverseProxy: Service, Sendable {
                 try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: [], decoder: nil))
             }
         }
-        try channel.pipeline.syncOperations.addHandlers([manager, CloseOnInputClosed()])
+        try channel.pipeline.syncOperations.addHandlers([manager, H2RefusalCounter(limits: limits), CloseOnInputClosed()])
     }
 
     /// HTTP/1.1: NIO's server codec with pipelining assistance and protocol error handling, then
