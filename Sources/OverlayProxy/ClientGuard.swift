@@ -1,6 +1,7 @@
 import CoreMetrics
 import NIOCore
 import NIOHTTP1
+import NIOHPACK
 import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
@@ -217,15 +218,17 @@ struct RequestBodyTooLarge: Error, CustomStringConvertible {
     var description: String { "the request body exceeds --max-request-body-bytes (\(limit))" }
 }
 
-/// Counts the h2c connections NIO's HTTP/2 handler ends for abuse (it sends GOAWAY and closes):
-/// RST_STREAM floods (rapid reset), PING/SETTINGS/PRIORITY floods, too many "glitches" (empty DATA,
-/// CONTINUATION floods, stream errors), and header blocks past `SETTINGS_MAX_HEADER_LIST_SIZE`.
-/// Sits after the HTTP/2 handler; every error goes on unchanged.
-final class H2RefusalCounter: ChannelInboundHandler {
+/// The h2c connection's end for abuse. NIO's HTTP/2 handler answers a connection error (RST_STREAM
+/// flood: rapid reset; PING/SETTINGS/PRIORITY flood; too many "glitches": empty DATA,
+/// CONTINUATION floods, stream errors; a header block past `SETTINGS_MAX_HEADER_LIST_SIZE`; any
+/// other protocol error) with GOAWAY and raises the error, but leaves the connection open: this
+/// closes it (RFC 9113 §5.4.1) and counts the abuse by kind. Stream errors (RST_STREAM of one
+/// stream) go on untouched. Sits after the HTTP/2 handler.
+final class H2ConnectionGuard: ChannelInboundHandler {
     typealias InboundIn = NIOAny
 
     private let limits: ClientLimits
-    private var counted = false
+    private var closing = false
 
     init(limits: ClientLimits) { self.limits = limits }
 
@@ -236,15 +239,18 @@ final class H2RefusalCounter: ChannelInboundHandler {
         case is NIOHTTP2Errors.ExcessiveNumberOfGlitches, is NIOHTTP2Errors.ExcessiveEmptyDataFrames,
             is NIOHTTP2Errors.ExcessiveContinuationFrames, is NIOHTTP2Errors.ExcessiveStreamErrors:
             "h2_glitches"
-        case is NIOHTTP2Errors.ExcessivelyLargeHeaderBlock: "h2_header_block_too_large"
+        case is NIOHTTP2Errors.ExcessivelyLargeHeaderBlock, is NIOHPACKErrors.MaxHeaderListSizeViolation:
+            "h2_header_block_too_large"
         default: nil
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if !counted, let reason = Self.reason(error) {
-            counted = true  // one refusal per connection
-            limits.count(reason)
+        if !closing, !(error is NIOHTTP2Errors.StreamError) {
+            closing = true  // one refusal per connection
+            if let reason = Self.reason(error) { limits.count(reason) }
+            // The GOAWAY has been written and flushed before the error was raised.
+            context.close(promise: nil)
         }
         context.fireErrorCaught(error)
     }

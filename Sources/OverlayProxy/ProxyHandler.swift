@@ -82,6 +82,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// After the current response: close the connection (the client asked, or the request was
     /// not read to its end).
     private var closeAfterResponse = false
+    /// The response that closes the connection has ended: nothing more is read.
+    private var responseClosing = false
 
     init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?) {
         self.shared = shared
@@ -94,6 +96,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A response that closes the connection has been written: whatever the client pipelined
+        // after that request is never served (the pipelining handler releases it as the response
+        // ends, before the close completes).
+        if responseClosing { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
             begin(head)
@@ -206,6 +212,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                 version: head.version, close: true)
             return
         }
+        // The decoder de-chunks a body whose last coding is chunked; the proxy forwards it chunked.
+        // Any other coding (gzip, identity, …) would be lost on the way: 501, as nginx answers.
+        if !Self.transferCodingIsChunkedOnly(head.headers) {
+            mode = .discarding
+            writeLocal(
+                LocalResponse(
+                    status: 501, contentType: "text/plain; charset=utf-8",
+                    body: Array("transfer codings other than chunked are not supported\n".utf8)),
+                version: head.version, close: true)
+            return
+        }
         // Traced: the exchange's span opens at the request head, joined to the client's trace.
         var trace: ExchangeTrace?
         var traceStarted: DefaultTracerClock.Instant?
@@ -288,6 +305,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     fileprivate func writeEnd(close: Bool) {
         if close {
+            responseClosing = true
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
@@ -389,6 +407,21 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 
     /// `Connection: upgrade` with an `Upgrade` field (RFC 9110 §7.8).
+    /// No `Transfer-Encoding`, or exactly one coding, `chunked` (RFC 9112 §6.1).
+    static func transferCodingIsChunkedOnly(_ headers: HTTPHeaders) -> Bool {
+        var codings = 0
+        for (name, value) in headers where name.caseInsensitiveEquals("transfer-encoding") {
+            for coding in value.split(separator: ",", omittingEmptySubsequences: false) {
+                codings += 1
+                var trimmed = coding[...]
+                while let first = trimmed.first, first == " " || first == "\t" { trimmed = trimmed.dropFirst() }
+                while let last = trimmed.last, last == " " || last == "\t" { trimmed = trimmed.dropLast() }
+                guard codings == 1, String(trimmed).caseInsensitiveEquals("chunked") else { return false }
+            }
+        }
+        return true
+    }
+
     static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
         guard head.headers.contains(name: "upgrade") else { return false }
         return head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }

@@ -173,7 +173,12 @@ public final class ReverseProxy: Service, Sendable {
                 try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: [], decoder: nil))
             }
         }
-        try channel.pipeline.syncOperations.addHandlers([manager, H2RefusalCounter(limits: limits), CloseOnInputClosed()])
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandlers([manager, H2ConnectionGuard(limits: limits), CloseOnInputClosed()])
+        // The connection is already active (the sniffer read its preface): the manager starts its
+        // idle timer on channelActive, so it gets one now, or a connection that never opens a
+        // stream would never be closed by --keepalive-timeout.
+        try sync.context(handlerType: NIOHTTP2Handler.self).fireChannelActive()
     }
 
     /// HTTP/1.1: NIO's server codec with pipelining assistance and protocol error handling, then
