@@ -18,6 +18,7 @@ let package = Package(
         // Package.swift): libraries nobody else links.
         .library(name: "OverlayDecisions", targets: ["OverlayDecisions"]),
         .library(name: "OverlayCore", targets: ["OverlayCore"]),
+        .library(name: "OverlayFleet", targets: ["OverlayFleet"]),
         .library(name: "BackendCore", targets: ["BackendCore"]),
         .library(name: "ExtProcCore", targets: ["ExtProcCore"]),
         .library(name: "ExtProcProto", targets: ["ExtProcProto"]),

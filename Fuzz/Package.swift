@@ -50,7 +50,7 @@ let package = Package(
         fuzzTarget("sse", [main("BackendCore")]),
         fuzzTarget("retry-after", [main("BackendCore")]),
         fuzzTarget("prompt-template", [main("OverlayDecisions")]),
-        fuzzTarget("config-loader", [main("OverlayCore"), .product(name: "Yams", package: "Yams")]),
+        fuzzTarget("config-loader", [main("OverlayCore"), main("OverlayFleet"), .product(name: "Yams", package: "Yams")]),
         fuzzTarget("exchange", [
             main("ExtProcCore"), main("ExtProcProto"), main("OverlayCore"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
