@@ -84,6 +84,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private var closeAfterResponse = false
     /// The response that closes the connection has ended: nothing more is read.
     private var responseClosing = false
+    /// Responses whose end has been written but not yet flushed to the socket.
+    private var responsesUnwritten = 0
+    /// The client closed its side between requests: close once the responses are written.
+    private var closeWhenWritten = false
 
     init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?) {
         self.shared = shared
@@ -162,12 +166,25 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            // Like nginx: a client that stops sending while its request is in flight has aborted.
-            if case .proxying(let exchange) = mode, !exchange.responseFinished {
+            switch mode {
+            case .tunnel:
+                break  // the tunnel passes the half-close on
+            case .proxying(let exchange) where !exchange.responseFinished:
+                // Like nginx: a client that stops sending while its request is in flight has aborted.
                 shared.metrics.clientAborts.increment()
                 exchange.abort()
                 mode = .idle
                 context.close(promise: nil)
+                return
+            default:
+                // Nothing in flight: the client closed a keep-alive connection. Close our side now
+                // (once the last response is written), not at --keepalive-timeout: the socket would
+                // sit in CLOSE_WAIT, counted against the connection caps.
+                if responsesUnwritten == 0 {
+                    context.close(promise: nil)
+                } else {
+                    closeWhenWritten = true
+                }
                 return
             }
         }
@@ -309,7 +326,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            responsesUnwritten += 1
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                let handler = loopBound.value
+                handler.responsesUnwritten -= 1
+                if handler.responsesUnwritten == 0, handler.closeWhenWritten { handler.context.close(promise: nil) }
+            }
         }
     }
 

@@ -853,3 +853,32 @@ def test_an_h2c_connection_without_streams_is_closed_after_the_keepalive_timeout
         assert ended != "open", (
             f"an h2c connection that opened no stream was still open {1 + CLOSE_AFTER_GOAWAY}s after "
             f"connecting with --keepalive-timeout 1 (frames: {frames})")
+
+
+def test_a_keepalive_connection_the_client_closes_is_closed_at_once_not_at_the_keepalive_timeout(upstream, config):
+    # Found by the fault soak: after a client closed an idle keep-alive connection, the proxy kept
+    # its socket (CLOSE_WAIT) until --keepalive-timeout, counted against --max-connections and
+    # the per-client cap. With a keep-alive timeout of 60 s, only a close on the client's FIN ends
+    # these reads within the socket timeout.
+    cap = 3
+    with running(upstream.port, config, extra=("--max-connections-per-client", str(cap)), keepalive=60) as proxy:
+        for i in range(cap * 3):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"GET /kept-%d HTTP/1.1\r\nHost: passthrough.example\r\n\r\n" % i)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(65536)
+                    assert chunk, f"closed before the response head ({i})"
+                    head += chunk
+                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    chunk = sock.recv(65536)
+                    assert chunk, f"closed before the response body ended ({i})"
+                    body += chunk
+                sock.shutdown(socket.SHUT_WR)  # the client is done with this keep-alive connection
+                assert sock.recv(1) == b"", f"the proxy answered more on connection {i}"  # its close, at once
+        # None of them is still counted: the gauge is back to zero, and no connection was refused.
+        poll_metric(proxy.admin, "overlayd_proxy_client_connections", lambda v: v == 0)
+        assert (scrape(proxy.admin).value("overlayd_proxy_client_limits_total", reason="per_client_connections") or 0) == 0
+        assert_serving(proxy)
