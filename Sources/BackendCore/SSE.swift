@@ -33,6 +33,13 @@ public struct SSEParser: Sendable {
     /// Feeds bytes; returns the events completed by them.
     public mutating func feed(_ bytes: some Sequence<UInt8>) throws(LineTooLong) -> [SSEEvent] {
         var out: [SSEEvent] = []
+        try feed(bytes, into: &out)
+        return out
+    }
+
+    /// Feeds bytes, appending the events they complete to `out`; on a line over the limit, the
+    /// events completed before it are in `out` when it throws.
+    public mutating func feed(_ bytes: some Sequence<UInt8>, into out: inout [SSEEvent]) throws(LineTooLong) {
         for byte in bytes {
             switch byte {
             case UInt8(ascii: "\n"):
@@ -50,7 +57,6 @@ public struct SSEParser: Sendable {
                 if line.count > maxLineBytes { throw LineTooLong() }
             }
         }
-        return out
     }
 
     /// End of stream: a final unterminated line is processed; an event not followed by a blank line is
@@ -115,13 +121,18 @@ public struct ChatStreamAccumulator: Sendable {
     @discardableResult
     public mutating func feed(_ bytes: some Sequence<UInt8>) throws(MalformedPayload) -> String {
         guard !isDone else { return "" }
-        let events: [SSEEvent]
+        var events: [SSEEvent] = []
+        var tooLong = false
         do {
-            events = try parser.feed(bytes)
+            try parser.feed(bytes, into: &events)
         } catch {
-            throw MalformedPayload("SSE line too long")
+            tooLong = true
         }
-        return try apply(events)
+        // What came before the long line counts, as it would have in a feed of its own; after
+        // `[DONE]` nothing is read.
+        let delta = try apply(events)
+        if tooLong && !isDone { throw MalformedPayload("SSE line too long") }
+        return delta
     }
 
     /// End of body. Throws if the stream ended before `[DONE]` and no finish_reason was seen.

@@ -133,4 +133,34 @@ private func accumulate(_ pieces: [ArraySlice<UInt8>]) throws -> ChatStreamAccum
         #expect(whole.text == split.text)
         #expect(whole.finishReason == "stop" && whole.chunkCount == 2)
     }
+
+    /// Found by Fuzz/sse on main (crash-1170f61d…): a line over the limit after `[DONE]` failed the
+    /// stream when both came in one feed, but not when `[DONE]` came in a feed of its own (the
+    /// accumulator stops reading at `[DONE]`). Likewise the events completed before a line over the
+    /// limit in the same feed were lost. The parser now hands over what it completed before it
+    /// throws, and the accumulator applies it first.
+    @Test func aLineOverTheLimitAfterDoneDoesNotDependOnTheChunking() throws {
+        let stream = "data: \(chunk("Hi", finish: "stop"))\n\ndata: [DONE]\n\n" + String(repeating: "x", count: 400)
+        var whole = ChatStreamAccumulator(maxLineBytes: 256)
+        try whole.feed(Array(stream.utf8))
+        try whole.finish()
+        var split = ChatStreamAccumulator(maxLineBytes: 256)
+        let cut = stream.utf8.count - 400
+        try split.feed(Array(stream.utf8.prefix(cut)))
+        try split.feed(Array(stream.utf8.dropFirst(cut)))
+        try split.finish()
+        #expect(whole.text == "Hi" && whole.isDone)
+        #expect(split.text == whole.text && split.isDone)
+    }
+
+    @Test func eventsBeforeALineOverTheLimitInTheSameFeedAreKept() {
+        let stream = "data: \(chunk("Hi"))\n\n" + String(repeating: "x", count: 400)
+        var whole = ChatStreamAccumulator(maxLineBytes: 256)
+        #expect(throws: MalformedPayload.self) { try whole.feed(Array(stream.utf8)) }
+        #expect(whole.text == "Hi" && whole.chunkCount == 1)
+        var parser = SSEParser(maxLineBytes: 256)
+        var events: [SSEEvent] = []
+        #expect(throws: SSEParser.LineTooLong.self) { try parser.feed(Array(stream.utf8), into: &events) }
+        #expect(events.count == 1)
+    }
 }
