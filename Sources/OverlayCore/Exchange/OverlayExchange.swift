@@ -250,7 +250,7 @@ public struct OverlayExchange: Sendable {
         status: Int, fields: some Sequence<(name: String, value: String)>, endOfStream: Bool,
         ready: OverlayResultView?, now: UInt64
     ) -> ResponseHeadAction {
-        guard case .overlaid = phase, let overlay, let plan else { return .forward }
+        guard case .overlaid = phase, let overlay, plan != nil else { return .forward }
         // Whether the transport delivers a body at all, and whether it can have content.
         let bodyFollows = !endOfStream
         var hasBody = bodyFollows && method != "HEAD" && status != 204 && status != 304
@@ -274,10 +274,9 @@ public struct OverlayExchange: Sendable {
             return bodyFollows ? .forwardSkippingBody : .forward
         }
         if let ready { return respond(decided, with: ready) }
+        // A deadline already past too: the front end's wait then ends at once with the call's
+        // pending view, which carries the token overlay.js fetches the late result with.
         let deadline = requestStarted &+ UInt64(max(0, overlay.settings.latencyBudgetMs)) &* 1_000_000
-        guard deadline > now else {
-            return respond(decided, with: OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .pending))
-        }
         phase = .waiting(decided)
         return .wait(deadline: deadline)
     }
