@@ -195,7 +195,9 @@ public struct ExchangeStateMachine: Sendable {
         case .responseBody(let body):
             try Self.enterBody(&response, direction: "response", endOfStream: body.endOfStream)
             if observe { return .none }
-            let replaced = exchange.responseBody(body.body, end: body.endOfStream)
+            // BUFFERED: the one message is the whole body, even when trailers follow and
+            // end_of_stream is false (§1.3); rewriting it must finish the body here.
+            let replaced = exchange.responseBody(body.body, end: body.endOfStream || responseBodyMode == .buffered)
             if Self.answersStreamed(responseBodyMode) {
                 var echoed = body
                 if let replaced { echoed.body = Data(replaced) }
@@ -212,7 +214,19 @@ public struct ExchangeStateMachine: Sendable {
 
         case .responseTrailers:
             try Self.enterTrailers(&response, direction: "response")
-            return observe ? .none : .respond(.canned(.continueResponseTrailers))
+            if observe { return .none }
+            // FULL_DUPLEX_STREAMED: the body ends with the trailers; what the rewrite still holds
+            // (a partial tag, a collected body) goes out first, as a last streamed chunk, then the
+            // trailers answer (§1.3: body responses, then the trailers response).
+            if Self.answersStreamed(responseBodyMode), let rest = exchange.responseBody(EmptyCollection(), end: true), !rest.isEmpty {
+                var last = Envoy_Service_ExtProc_V3_HttpBody()
+                last.body = Data(rest)
+                last.endOfStream = false
+                var trailers = ProcessingResponse()
+                trailers.responseTrailers = .init()
+                return .respondStreamed(Self.streamedEcho(last, request: false) + [trailers])
+            }
+            return .respond(.canned(.continueResponseTrailers))
         }
     }
 

@@ -191,6 +191,63 @@ struct InjectionTests {
         #expect(try bodyOut(&elsewhere, ["{}"]) == Data("{}".utf8))
     }
 
+    /// Found by the fault soak: with trailers after the body, Envoy sends BUFFERED's one body
+    /// message with end_of_stream false (§1.3); a body collected whole (JSON) was then held and
+    /// answered empty, and the client got no body at all.
+    @Test("BUFFERED with trailers after the body: the one message is the whole body, enriched")
+    func bufferedWithTrailers() throws {
+        let config = try ConfigLoader.load(text: """
+            apiVersion: orchestrator.io/v1
+            kind: AIOverlay
+            metadata: {name: shop}
+            spec:
+              hostApp: shop.example.com
+              models: [{name: m}]
+              injection: {json: {paths: ["/api/"], key: ai}}
+            """, source: "t")
+        var (machine, sent) = try overlaid(mode: .buffered, contentType: "application/json", path: "/api/accounts", config: config)
+        #expect(sent == .rewritingResponseHeaders)
+        let action = try machine.receive(Envoy.responseBody(#"{"accounts": [1, 2]}"#, endOfStream: false))
+        guard case .message(let message) = action.sent else {
+            Issue.record("expected a body mutation, got \(action.sent)")
+            return
+        }
+        #expect(String(decoding: message.responseBody.response.bodyMutation.body, as: UTF8.self)
+            == #"{"accounts": [1, 2],"ai":"# + String(decoding: ready.json, as: UTF8.self) + "}")
+        #expect(try machine.receive(Envoy.responseTrailers()).sent == .canned(.continueResponseTrailers))
+    }
+
+    /// Found by the fault soak: in FULL_DUPLEX_STREAMED, what the rewrite held when the trailers
+    /// came (here the start of `</head`) was never sent.
+    @Test("FULL_DUPLEX_STREAMED with trailers: the held bytes go out before the trailers answer")
+    func duplexWithTrailers() throws {
+        var (machine, _) = try overlaid(mode: .fullDuplexStreamed)
+        let first = "<html><head><title>t</title></he"
+        var out = Data()
+        let action = try machine.receive(Envoy.responseBody(first, endOfStream: false))
+        guard case .streamed(let chunks) = action.sent else {
+            Issue.record("expected streamed answers, got \(action.sent)")
+            return
+        }
+        for chunk in chunks { out.append(chunk.responseBody.response.bodyMutation.streamedResponse.body) }
+        #expect(out.count < first.utf8.count, "the start of </head is held")
+        let last = try machine.receive(Envoy.responseTrailers())
+        guard case .streamed(let answers) = last.sent, let trailers = answers.last else {
+            Issue.record("expected the held bytes, then the trailers answer; got \(last.sent)")
+            return
+        }
+        for answer in answers.dropLast() {
+            let streamed = answer.responseBody.response.bodyMutation.streamedResponse
+            #expect(!streamed.endOfStream)
+            out.append(streamed.body)
+        }
+        #expect(trailers.responseTrailers == .init())
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(text.hasPrefix("<html><head><title>t</title>"), "\(text)")
+        #expect(text.contains("overlayd-result"), "the snippet went in at the end: \(text)")
+        #expect(text.replacingOccurrences(of: #"<script[\s\S]*</script>"#, with: "", options: .regularExpression) == first)
+    }
+
     @Test("HTML injection can be switched off per overlay")
     func htmlOff() throws {
         let config = try ConfigLoader.load(text: """
