@@ -74,6 +74,10 @@ public struct ExchangeStateMachine: Sendable {
     private var response = DirectionPhase.idle
     private var requestBodyMode = BodySendMode.none
     private var responseBodyMode = BodySendMode.none
+    /// The response body comes as BUFFERED_PARTIAL (asked for, or configured): its first message
+    /// is the last one.
+    private var responseFirstBodyIsLast = false
+    private var responseBodySeen = false
     private var immediateResponseSent = false
 
     /// The transport-neutral exchange: every overlay decision is its.
@@ -197,7 +201,13 @@ public struct ExchangeStateMachine: Sendable {
             if observe { return .none }
             // BUFFERED: the one message is the whole body, even when trailers follow and
             // end_of_stream is false (§1.3); rewriting it must finish the body here.
-            let replaced = exchange.responseBody(body.body, end: body.endOfStream || responseBodyMode == .buffered)
+            // BUFFERED_PARTIAL: the one message may be cut short (the rest passes unprocessed) or
+            // be whole with trailers after it; either way no other message comes.
+            let replaced =
+                responseFirstBodyIsLast && !body.endOfStream && !responseBodySeen
+                ? exchange.responseBodyLast(body.body)
+                : exchange.responseBody(body.body, end: body.endOfStream || responseBodyMode == .buffered)
+            responseBodySeen = true
             if Self.answersStreamed(responseBodyMode) {
                 var echoed = body
                 if let replaced { echoed.body = Data(replaced) }
@@ -240,11 +250,16 @@ public struct ExchangeStateMachine: Sendable {
     /// The exchange ended early (Envoy reset the stream): later events change nothing.
     public mutating func cancel() { exchange.cancel() }
 
-    private func responseHeadersAnswer(_ action: OverlayExchange.ResponseHeadAction) -> ExchangeAnswer {
+    private mutating func responseHeadersAnswer(_ action: OverlayExchange.ResponseHeadAction) -> ExchangeAnswer {
         switch action {
         case .forward, .wait: return .canned(.continueResponseHeaders)
         case .forwardSkippingBody: return .message(Self.responseHeadersAnswer(rewriting: false, configured: responseBodyMode))
-        case .forwardRewriting: return .message(Self.responseHeadersAnswer(rewriting: true, configured: responseBodyMode))
+        case .forwardRewriting:
+            let answer = Self.responseHeadersAnswer(
+                rewriting: true, configured: responseBodyMode, collectsWhole: exchange.rewrite?.collectsWholeBody ?? false)
+            let asked = answer.hasModeOverride ? answer.modeOverride.responseBodyMode : responseBodyMode
+            responseFirstBodyIsLast = asked == .bufferedPartial
+            return .message(answer)
         }
     }
 
@@ -311,15 +326,26 @@ public struct ExchangeStateMachine: Sendable {
     /// The response-headers answer of an overlaid exchange. Rewriting: drop `content-length`
     /// (the body changes; §8) and make sure the body is streamed to us. Not rewriting: ask Envoy
     /// not to send the body at all.
-    static func responseHeadersAnswer(rewriting: Bool, configured: BodySendMode) -> ProcessingResponse {
+    ///
+    /// A body collected whole (`collectsWhole`: JSON, content-coded) is asked for as
+    /// BUFFERED_PARTIAL instead of STREAMED: with trailers after a STREAMED body, its last chunk
+    /// comes with end_of_stream false and nothing after it (§15), so a body held to its end would
+    /// be lost; one BUFFERED_PARTIAL message is final either way. (Envoy honours the override only
+    /// with `allow_mode_override: true`, as the shipped configs set; otherwise such a body is
+    /// rewritten only when it comes in one message.) A configured BUFFERED_PARTIAL is kept: an
+    /// override Envoy ignores would leave us treating its one message as the first of many.
+    static func responseHeadersAnswer(rewriting: Bool, configured: BodySendMode, collectsWhole: Bool = false) -> ProcessingResponse {
         var answer = ProcessingResponse()
         answer.responseHeaders = .init()
         var mode = ProcessingMode()
         if rewriting {
             answer.responseHeaders.response.headerMutation.removeHeaders = ["content-length"]
             switch configured {
-            case .streamed, .fullDuplexStreamed, .buffered: return answer
-            default: mode.responseBodyMode = .streamed
+            case .fullDuplexStreamed, .buffered, .bufferedPartial: return answer
+            case .streamed:
+                guard collectsWhole else { return answer }
+                mode.responseBodyMode = .bufferedPartial
+            default: mode.responseBodyMode = collectsWhole ? .bufferedPartial : .streamed
             }
         } else {
             mode.responseBodyMode = .none

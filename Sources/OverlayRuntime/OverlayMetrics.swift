@@ -8,7 +8,7 @@ import OverlayCore
 /// - `overlayd_decisions_total{frontend,decision}`: `pass_through`, `overlay`, `own_endpoint`.
 /// - `overlayd_injections_total{frontend,result,reason}`: what happened to overlaid response
 ///   bodies (``OverlayExchange/Injection``): `injected`, `already_present`, `too_large`,
-///   `not_json_object`, `broken_encoding` (reason empty), or `skipped` with the reason.
+///   `not_json_object`, `broken_encoding`, `partial_body` (reason empty), or `skipped` with the reason.
 ///
 /// Model calls are counted by the engine (`overlayd_model_calls_total{model,result}` and
 /// `overlayd_model_call_seconds{model}`), whichever front end started them.

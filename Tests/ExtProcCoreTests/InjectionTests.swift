@@ -179,8 +179,13 @@ struct InjectionTests {
             """, source: "t")
         var (machine, sent) = try overlaid(contentType: "application/json", path: "/api/accounts", config: config)
         #expect(sent == .rewritingResponseHeaders)
-        let out = try bodyOut(&machine, [#"{"accounts": [1, "#, "2]}"])
+        // Asked for as one BUFFERED_PARTIAL message (see jsonAsksForOneMessage), Envoy sends one.
+        let out = try bodyOut(&machine, [#"{"accounts": [1, 2]}"#])
         #expect(String(decoding: out, as: UTF8.self) == #"{"accounts": [1, 2],"ai":"# + String(decoding: ready.json, as: UTF8.self) + "}")
+        // An Envoy that ignores the override (allow_mode_override false) streams it: not
+        // enriched, and every byte goes on unchanged.
+        var (streamed, _) = try overlaid(contentType: "application/json", path: "/api/accounts", config: config)
+        #expect(try bodyOut(&streamed, [#"{"accounts": [1, "#, "2]}"]) == Data(#"{"accounts": [1, 2]}"#.utf8))
 
         var (array, _) = try overlaid(contentType: "application/json", path: "/api/list", config: config)
         #expect(try bodyOut(&array, ["[1, 2]"]) == Data("[1, 2]".utf8))
@@ -246,6 +251,59 @@ struct InjectionTests {
         #expect(text.hasPrefix("<html><head><title>t</title>"), "\(text)")
         #expect(text.contains("overlayd-result"), "the snippet went in at the end: \(text)")
         #expect(text.replacingOccurrences(of: #"<script[\s\S]*</script>"#, with: "", options: .regularExpression) == first)
+    }
+
+    /// Found by the fault soak: Envoy's BUFFERED_PARTIAL (configured, with allow_mode_override
+    /// false Envoy's STREAMED override is ignored) sends one message and the rest unprocessed; the
+    /// bytes the injector held at its end (the start of `</head`) were never sent.
+    @Test("BUFFERED_PARTIAL cut short: every byte of the message goes on, the held ones too, and no insertion at the cut")
+    func bufferedPartialCut() throws {
+        var (machine, sent) = try overlaid(mode: .bufferedPartial)
+        #expect(sent == .rewritingResponseHeaders, "a configured BUFFERED_PARTIAL is kept (no override)")
+        let part = "<html><head><title>t</title></he"
+        let action = try machine.receive(Envoy.responseBody(part, endOfStream: false))
+        #expect(action.sent == .canned(.continueResponseBody), "the message unchanged: \(action.sent)")
+        #expect(machine.rewrite?.outcome == "partial_body")
+        // With the insertion point inside the message, the snippet goes in as usual.
+        var (whole, _) = try overlaid(mode: .bufferedPartial)
+        let answer = try whole.receive(Envoy.responseBody("<html><head></head><body>x", endOfStream: false))
+        guard case .message(let message) = answer.sent else {
+            Issue.record("expected a body mutation, got \(answer.sent)")
+            return
+        }
+        let text = String(decoding: message.responseBody.response.bodyMutation.body, as: UTF8.self)
+        #expect(text.hasPrefix("<html><head><script data-overlayd") && text.hasSuffix("</head><body>x"))
+    }
+
+    @Test("a body collected whole (JSON) is asked for as BUFFERED_PARTIAL under STREAMED, and enriched from its one message")
+    func jsonAsksForOneMessage() throws {
+        let config = try ConfigLoader.load(text: """
+            apiVersion: orchestrator.io/v1
+            kind: AIOverlay
+            metadata: {name: shop}
+            spec:
+              hostApp: shop.example.com
+              models: [{name: m}]
+              injection: {json: {paths: ["/api/"], key: ai}}
+            """, source: "t")
+        var machine = ExchangeStateMachine(config: config)
+        _ = try machine.receive(
+            Envoy.requestHeaders(authority: "shop.example.com", path: "/api/accounts", method: "GET", endOfStream: true)
+                .withProtocolConfig(request: .none, response: .streamed))
+        let headers = try machine.receive(Envoy.responseHeaders(status: "200", contentType: "application/json"), now: 0, ready: ready)
+        guard case .respond(.message(let answer)) = headers else {
+            Issue.record("expected a headers answer, got \(headers.sent)")
+            return
+        }
+        #expect(answer.modeOverride.responseBodyMode == .bufferedPartial)
+        // Whole, with trailers after it (end_of_stream false): enriched.
+        let body = try machine.receive(Envoy.responseBody(#"{"a": 1}"#, endOfStream: false))
+        guard case .message(let enriched) = body.sent else {
+            Issue.record("expected a body mutation, got \(body.sent)")
+            return
+        }
+        #expect(String(decoding: enriched.responseBody.response.bodyMutation.body, as: UTF8.self)
+            == #"{"a": 1,"ai":"# + String(decoding: ready.json, as: UTF8.self) + "}")
     }
 
     @Test("HTML injection can be switched off per overlay")

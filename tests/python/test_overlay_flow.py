@@ -102,7 +102,9 @@ def model_header(answer) -> str | None:
 
 def page_through(channel, host: str, *, user: str | None = None, body: bytes = PAGE, chunk: int = 7,
                  content_type: str = "text/html; charset=utf-8", path: str = "/accounts", extra=()):
-    """One exchange as Envoy drives it in STREAMED mode; returns (request answer, response answer, body out)."""
+    """One exchange as Envoy drives it in STREAMED mode, honouring the response headers answer's
+    mode_override as Envoy does with allow_mode_override: true (NONE: the body is not sent;
+    BUFFERED or BUFFERED_PARTIAL: one message); returns (request answer, response answer, body out)."""
     stream = Stream(channel)
     user_header = [("x-user", user)] if user else []
     stream.send(request_headers(host, path=path, extra=user_header,
@@ -111,8 +113,12 @@ def page_through(channel, host: str, *, user: str | None = None, body: bytes = P
     stream.send(response_headers(200, eos=False, content_type=content_type,
                                  extra=[("content-length", str(len(body))), *extra]))
     second = stream.recv(why="response_headers")
+    mode = second.mode_override.response_body_mode if second.HasField("mode_override") else PM.STREAMED
+    if mode == PM.NONE:
+        stream.cancel()
+        return first, second, body
     out = b""
-    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+    pieces = [body] if mode in (PM.BUFFERED, PM.BUFFERED_PARTIAL) else [body[i:i + chunk] for i in range(0, len(body), chunk)]
     for index, piece in enumerate(pieces):
         stream.send(response_body(piece, eos=index == len(pieces) - 1))
         answer = stream.recv(why="response_body")

@@ -302,6 +302,15 @@ public struct OverlayExchange: Sendable {
         return out
     }
 
+    /// The last chunk of the response body the transport hands over, while the body may go on
+    /// without it (``ResponseRewrite/rewriteLast(_:)``): the bytes to send instead, or nil.
+    public mutating func responseBodyLast(_ chunk: some Collection<UInt8>) -> [UInt8]? {
+        guard rewrite != nil else { return nil }
+        let out = rewrite!.rewriteLast(chunk)
+        noteOutcome()
+        return out
+    }
+
     /// Like ``responseBody(_:end:)`` for a front end that can send the end of a chunk
     /// without copying it: send `emitted`, then `chunk[restFrom...]`. An HTML page is copied only
     /// up to the insertion point.

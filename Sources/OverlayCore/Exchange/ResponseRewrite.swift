@@ -28,7 +28,44 @@ public struct ResponseRewrite: Sendable {
     public private(set) var outcome: String?
 
     /// Every value ``outcome`` can take (the `result` label of `overlayd_injections_total`).
-    public static let outcomes = ["injected", "already_present", "too_large", "not_json_object", "broken_encoding"]
+    public static let outcomes = ["injected", "already_present", "too_large", "not_json_object", "broken_encoding", "partial_body"]
+
+    /// The body is collected whole before it is rewritten (JSON, content-coded): a transport that
+    /// may cut the body short should ask for it in one piece.
+    public var collectsWholeBody: Bool {
+        switch kind {
+        case .json, .encoded: true
+        case .html, .passing: false
+        }
+    }
+
+    /// The last chunk this rewrite sees, while the body may go on without it (Envoy's
+    /// BUFFERED_PARTIAL past its buffer limit, or trailers after a BUFFERED_PARTIAL body): HTML
+    /// releases what the injector holds, with no insertion at the end (the document may go on:
+    /// `partial_body` when nothing was inserted); JSON is enriched only if it is a whole object
+    /// in itself (a cut one never is), else sent unchanged; a content-coded body is sent unchanged
+    /// (`partial_body`: a decoder may accept a cut stream). Nil: send `chunk` unchanged.
+    public mutating func rewriteLast(_ chunk: some Collection<UInt8>) -> [UInt8]? {
+        switch kind {
+        case .json:
+            return rewrite(chunk, endOfStream: true)
+        case .encoded(var collected, _, _, _):
+            kind = .passing
+            collected.append(contentsOf: chunk)
+            outcome = "partial_body"
+            return collected.count == chunk.count ? nil : collected
+        case .passing:
+            return rewrite(chunk, endOfStream: false)
+        case .html:
+            var out = rewrite(chunk, endOfStream: false) ?? Array(chunk)
+            guard case .html(var injector) = kind else { return out.elementsEqual(chunk) ? nil : out }
+            kind = .passing
+            out.append(contentsOf: injector.abandon())
+            noteOutcome(of: injector)
+            if outcome == nil { outcome = "partial_body" }
+            return out.elementsEqual(chunk) ? nil : out
+        }
+    }
 
     public init(html snippet: [UInt8], limit: Int) {
         kind = .html(HTMLInjector(snippet: snippet))
