@@ -13,6 +13,7 @@ of the process, so the pipes never fill, and are kept for failure messages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -288,34 +289,52 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"{what} not within {timeout}s")
 
 
+@dataclasses.dataclass
+class ProxyProcess:
+    """A running `overlayd proxy`: its process, its port, its admin address (`127.0.0.1:PORT`)
+    and the log lines so far."""
+    proc: subprocess.Popen
+    port: int
+    admin: str
+    lines: list[str]
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+
 @contextlib.contextmanager
-def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT, stop_timeout: float = STOP_TIMEOUT,
-                  extra_args: tuple[str, ...] = ()):
+def proxy_process(upstream: str, config: Path, *extra_args: str, timeout: float = STARTUP_TIMEOUT,
+                  stop_timeout: float = STOP_TIMEOUT):
     """`overlayd proxy --upstream UPSTREAM --config CONFIG [EXTRA_ARGS]` on a free port of
-    127.0.0.1 (the port is read from its `proxy listening on HOST:PORT` log line); yields the port.
-    On exit it is sent SIGTERM and must exit 0 within `stop_timeout` (graceful shutdown is part of
-    what is tested)."""
+    127.0.0.1 with its admin port on another (both read from the log lines `proxy listening on`
+    and `admin listening on`); yields a ``ProxyProcess``. On exit it is sent SIGTERM and must exit
+    0 within `stop_timeout` (graceful shutdown is part of what is tested)."""
     proc = subprocess.Popen(
         [str(overlayd_bin()), "proxy", "--upstream", upstream, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
          "--config", str(config), *extra_args],
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    found: list[int] = []
-    listening = threading.Event()
+    ports: dict[str, str] = {}
+    ready = threading.Event()
 
     def read():
         for line in proc.stderr:
             lines.append(line)
-            match = re.search(r"proxy listening on 127\.0\.0\.1:(\d+)", line)
-            if match:
-                found.append(int(match.group(1)))
-                listening.set()
-        listening.set()
+            if match := re.search(r"proxy listening on 127\.0\.0\.1:(\d+)", line):
+                ports["proxy"] = match.group(1)
+            if match := re.search(r"admin listening on \S*?(127\.0\.0\.1:\d+)", line):
+                ports["admin"] = match.group(1)
+            if len(ports) == 2:
+                ready.set()
+        ready.set()
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        assert listening.wait(timeout) and found and proc.poll() is None, "".join(lines)
-        yield found[0]
+        assert ready.wait(timeout) and len(ports) == 2 and proc.poll() is None, "".join(lines)
+        yield ProxyProcess(proc, int(ports["proxy"]), ports["admin"], lines)
     finally:
         proc.terminate()
         try:
@@ -325,3 +344,11 @@ def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT,
             proc.wait()
             raise AssertionError("overlayd proxy did not stop on SIGTERM:\n" + "".join(lines))
     assert code == 0, "".join(lines)
+
+
+@contextlib.contextmanager
+def running_proxy(upstream: str, config: Path, timeout: float = STARTUP_TIMEOUT, stop_timeout: float = STOP_TIMEOUT,
+                  extra_args: tuple[str, ...] = ()):
+    """``proxy_process``, yielding only the proxy's port."""
+    with proxy_process(upstream, config, *extra_args, timeout=timeout, stop_timeout=stop_timeout) as proxy:
+        yield proxy.port

@@ -19,7 +19,6 @@ read until the proxy closes (bounded by a generous socket timeout), never a slee
 from __future__ import annotations
 
 import http.server
-import re
 import socket
 import subprocess
 import threading
@@ -27,7 +26,7 @@ import time
 
 import pytest
 
-from overlayd_proc import REPO_ROOT, overlayd_bin, poll_metric, scrape, wait_until
+from overlayd_proc import overlayd_bin, poll_metric, proxy_process, scrape, wait_until
 
 CONFIG = """\
 apiVersion: orchestrator.io/v1
@@ -83,34 +82,13 @@ def proxy(tmp_path_factory):
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     config = tmp_path_factory.mktemp("edge") / "overlay.yaml"
     config.write_text(CONFIG)
-    proc = subprocess.Popen(
-        [str(overlayd_bin()), "proxy", "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}",
-         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config", str(config),
-         "--client-header-timeout", str(HEADER_TIMEOUT), "--client-body-timeout", str(BODY_TIMEOUT),
-         "--keepalive-timeout", str(KEEPALIVE_TIMEOUT), "--max-connections-per-client", str(PER_CLIENT),
-         "--max-request-body-bytes", str(MAX_BODY), "--max-request-head-bytes", str(MAX_HEAD),
-         "--log-level", "info"],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    ports: dict[str, str] = {}
-    ready = threading.Event()
-
-    def read():
-        for line in proc.stderr:
-            lines.append(line)
-            if m := re.search(r"proxy listening on 127\.0\.0\.1:(\d+)", line):
-                ports["proxy"] = m.group(1)
-            if m := re.search(r"admin listening on (\S+)", line):
-                ports["admin"] = m.group(1)
-            if len(ports) == 2:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert ready.wait(30) and len(ports) == 2, "".join(lines)
-    yield int(ports["proxy"]), ports["admin"].replace("[IPv4]", "").split("/")[-1]
-    proc.terminate()
-    assert proc.wait(20) == 0, "".join(lines)
+    with proxy_process(
+            f"http://127.0.0.1:{upstream.server_address[1]}", config,
+            "--client-header-timeout", str(HEADER_TIMEOUT), "--client-body-timeout", str(BODY_TIMEOUT),
+            "--keepalive-timeout", str(KEEPALIVE_TIMEOUT), "--max-connections-per-client", str(PER_CLIENT),
+            "--max-request-body-bytes", str(MAX_BODY), "--max-request-head-bytes", str(MAX_HEAD),
+            "--log-level", "info", timeout=30, stop_timeout=20) as proxy:
+        yield proxy.port, proxy.admin
     upstream.shutdown()
 
 
