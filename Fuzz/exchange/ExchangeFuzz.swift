@@ -178,6 +178,19 @@ func checkAnswer(_ action: ExchangeAction, to message: ProcessingRequest, passTh
             check(!b.response.hasBodyMutation, "a pass-through exchange's request body was mutated")
         }
         return false
+    case .respondStreamed(let answers) where phase == .responseTrailers:
+        // FULL_DUPLEX_STREAMED: what the rewrite still held goes out as streamed body chunks
+        // (end_of_stream false), then the one trailers answer (§1.3).
+        check(!passThrough, "bytes released at the trailers of a pass-through exchange")
+        check(answers.count >= 2 && kind(answers.last!) == "response_trailers", "streamed answers to response_trailers end without its answer")
+        for answer in answers.dropLast() {
+            guard case .responseBody(let b) = answer.response, case .streamedResponse(let s)? = b.response.bodyMutation.mutation else {
+                oracleFailure("a \(kind(answer)) before the trailers answer, not a streamed body chunk")
+            }
+            check(!s.endOfStream, "end_of_stream on a body chunk before the trailers")
+            check(s.body.count <= ExchangeStateMachine.maxStreamedChunk, "streamed chunk of \(s.body.count) bytes")
+        }
+        return false
     case .respondStreamed(let answers):
         check(phase == .requestBody || phase == .responseBody, "streamed answers to \(phase.label)")
         check(!answers.isEmpty, "no streamed answer")

@@ -78,6 +78,15 @@ public struct ExchangeStateMachine: Sendable {
     /// is the last one.
     private var responseFirstBodyIsLast = false
     private var responseBodySeen = false
+    /// `send_body_without_waiting_for_header_response`: Envoy then ignores `mode_override` (§3).
+    private var sendsBodyWithoutWaiting = false
+
+    /// Whether Envoy can honour a `mode_override` at all (§3: not with a FULL_DUPLEX_STREAMED body
+    /// mode in either direction, nor when bodies do not wait for the headers answer; it also needs
+    /// `allow_mode_override`, which the protocol does not tell).
+    private var overrideMayBeHonoured: Bool {
+        requestBodyMode != .fullDuplexStreamed && responseBodyMode != .fullDuplexStreamed && !sendsBodyWithoutWaiting
+    }
     private var immediateResponseSent = false
 
     /// The transport-neutral exchange: every overlay decision is its.
@@ -126,6 +135,7 @@ public struct ExchangeStateMachine: Sendable {
             }
             requestBodyMode = message.protocolConfig.requestBodyMode
             responseBodyMode = message.protocolConfig.responseBodyMode
+            sendsBodyWithoutWaiting = message.protocolConfig.sendBodyWithoutWaitingForHeaderResponse
         }
         if immediateResponseSent {
             throw ExchangeError(.afterImmediateResponse, "message after the exchange was answered with immediate_response")
@@ -255,8 +265,12 @@ public struct ExchangeStateMachine: Sendable {
         case .forward, .wait: return .canned(.continueResponseHeaders)
         case .forwardSkippingBody: return .message(Self.responseHeadersAnswer(rewriting: false, configured: responseBodyMode))
         case .forwardRewriting:
+            // Ask for one BUFFERED_PARTIAL message only where Envoy may honour it: otherwise the
+            // body keeps coming as configured, and treating its first message as the last would
+            // leave it unrewritten for nothing.
             let answer = Self.responseHeadersAnswer(
-                rewriting: true, configured: responseBodyMode, collectsWhole: exchange.rewrite?.collectsWholeBody ?? false)
+                rewriting: true, configured: responseBodyMode,
+                collectsWhole: overrideMayBeHonoured && (exchange.rewrite?.collectsWholeBody ?? false))
             let asked = answer.hasModeOverride ? answer.modeOverride.responseBodyMode : responseBodyMode
             responseFirstBodyIsLast = asked == .bufferedPartial
             return .message(answer)

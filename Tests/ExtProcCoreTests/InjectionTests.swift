@@ -306,6 +306,32 @@ struct InjectionTests {
             == #"{"a": 1,"ai":"# + String(decoding: ready.json, as: UTF8.self) + "}")
     }
 
+    /// Found by the fault soak: Envoy ignores `mode_override` when either body mode is
+    /// FULL_DUPLEX_STREAMED (§3), so asking for BUFFERED_PARTIAL there left JSON unenriched.
+    @Test("with a FULL_DUPLEX_STREAMED request, JSON is not asked for as one message: enriched at the end of the stream")
+    func jsonWhenOverridesAreIgnored() throws {
+        let config = try ConfigLoader.load(text: """
+            apiVersion: orchestrator.io/v1
+            kind: AIOverlay
+            metadata: {name: shop}
+            spec:
+              hostApp: shop.example.com
+              models: [{name: m}]
+              injection: {json: {paths: ["/api/"], key: ai}}
+            """, source: "t")
+        var machine = ExchangeStateMachine(config: config)
+        _ = try machine.receive(
+            Envoy.requestHeaders(authority: "shop.example.com", path: "/api/accounts", method: "GET", endOfStream: true)
+                .withProtocolConfig(request: .fullDuplexStreamed, response: .streamed))
+        let headers = try machine.receive(Envoy.responseHeaders(status: "200", contentType: "application/json"), now: 0, ready: ready)
+        guard case .respond(.message(let answer)) = headers else {
+            Issue.record("expected a headers answer, got \(headers.sent)")
+            return
+        }
+        #expect(!answer.hasModeOverride)
+        #expect(try bodyOut(&machine, [#"{"a": "#, "1}"]) == Data((#"{"a": 1,"ai":"# + String(decoding: ready.json, as: UTF8.self) + "}").utf8))
+    }
+
     @Test("HTML injection can be switched off per overlay")
     func htmlOff() throws {
         let config = try ConfigLoader.load(text: """
