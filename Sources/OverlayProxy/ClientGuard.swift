@@ -5,21 +5,17 @@ import NIOHPACK
 import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
-import Synchronization
 
 /// The proxy's limits against clients that hold connections without using them (README "Proxy
 /// mode: limits"): what each refusal is counted as, `overlayd_proxy_client_limits_total{reason}`.
 final class ClientLimits: Sendable {
     let deadlines: ClientDeadlines.Limits
     let maxRequestBodyBytes: Int64
-    private let counts: Mutex<ConnectionCounts>
-    private let counters: [String: Counter]
-    private let open: Gauge
+    let gate: ConnectionGate
 
     static let reasons = [
         "header_timeout", "body_timeout", "keepalive_timeout", "body_too_large", "head_too_large",
-        "h2_rapid_reset", "h2_control_frame_flood", "h2_glitches", "h2_header_block_too_large", ConnectionCounts.Refusal.maxConnections.rawValue,
-        ConnectionCounts.Refusal.perClient.rawValue,
+        "h2_rapid_reset", "h2_control_frame_flood", "h2_glitches", "h2_header_block_too_large",
     ]
 
     init(options: ProxyOptions, factory: any MetricsFactory) {
@@ -27,37 +23,15 @@ final class ClientLimits: Sendable {
             header: options.clientHeaderTimeout.timeAmount.nanoseconds, body: options.clientBodyTimeout.timeAmount.nanoseconds,
             keepalive: options.keepaliveTimeout.timeAmount.nanoseconds)
         maxRequestBodyBytes = options.maxRequestBodyBytes
-        counts = Mutex(ConnectionCounts(maxTotal: options.maxConnections, maxPerClient: options.maxConnectionsPerClient))
-        var counters: [String: Counter] = [:]
-        for reason in Self.reasons {
-            counters[reason] = Counter(label: "overlayd_proxy_client_limits_total", dimensions: [("reason", reason)], factory: factory)
-        }
-        self.counters = counters
-        open = Gauge(label: "overlayd_proxy_client_connections", factory: factory)
+        gate = ConnectionGate(
+            maxTotal: options.maxConnections, maxPerClient: options.maxConnectionsPerClient, reasons: Self.reasons,
+            counter: "overlayd_proxy_client_limits_total", gauge: "overlayd_proxy_client_connections", factory: factory)
     }
 
-    func count(_ reason: String) { counters[reason]?.increment() }
+    func count(_ reason: String) { gate.count(reason) }
 
     /// Admits a new connection (counted until it closes), or closes it at once and counts why.
-    /// Returns whether it was admitted.
-    func admit(_ channel: any Channel) -> Bool {
-        let client = channel.remoteAddress?.ipAddress ?? "unknown"
-        let (refusal, total) = counts.withLock { counts in (counts.admit(client), counts.total) }
-        if let refusal {
-            count(refusal.rawValue)
-            channel.close(promise: nil)
-            return false
-        }
-        open.record(total)
-        channel.closeFuture.whenComplete { [self] _ in
-            let total = counts.withLock { counts in
-                counts.release(client)
-                return counts.total
-            }
-            open.record(total)
-        }
-        return true
-    }
+    func admit(_ channel: any Channel) -> Bool { gate.admit(channel) }
 }
 
 /// Enforces ``ClientDeadlines`` and the request body limit on an HTTP/1.1 client connection.

@@ -3,7 +3,6 @@ import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
 import OverlayCore
-import Synchronization
 
 /// The admin port's limits against clients that hold connections without using them: the same
 /// deadlines (``ClientDeadlines``) and connection caps (``ConnectionCounts``) as the proxy's
@@ -24,53 +23,24 @@ public struct AdminLimits: Sendable, Equatable {
     public init() {}
 }
 
-/// The admin port's shared connection counts and refusal counters,
-/// `overlayd_admin_client_limits_total{reason}` and the gauge `overlayd_admin_client_connections`.
+/// The admin port's connection gate and deadlines: `overlayd_admin_client_limits_total{reason}`
+/// and the gauge `overlayd_admin_client_connections`.
 final class AdminConnectionLimits: Sendable {
     let deadlines: ClientDeadlines.Limits
-    private let counts: Mutex<ConnectionCounts>
-    private let counters: [String: Counter]
-    private let open: Gauge
-
-    static let reasons = [
-        "header_timeout", "body_timeout", "keepalive_timeout", ConnectionCounts.Refusal.maxConnections.rawValue,
-        ConnectionCounts.Refusal.perClient.rawValue,
-    ]
+    let gate: ConnectionGate
 
     init(_ limits: AdminLimits, factory: any MetricsFactory) {
         deadlines = .init(
             header: limits.headerTimeout.timeAmount.nanoseconds, body: limits.bodyTimeout.timeAmount.nanoseconds,
             keepalive: limits.keepaliveTimeout.timeAmount.nanoseconds)
-        counts = Mutex(ConnectionCounts(maxTotal: limits.maxConnections, maxPerClient: limits.maxConnectionsPerClient))
-        var counters: [String: Counter] = [:]
-        for reason in Self.reasons {
-            counters[reason] = Counter(label: "overlayd_admin_client_limits_total", dimensions: [("reason", reason)], factory: factory)
-        }
-        self.counters = counters
-        open = Gauge(label: "overlayd_admin_client_connections", factory: factory)
+        gate = ConnectionGate(
+            maxTotal: limits.maxConnections, maxPerClient: limits.maxConnectionsPerClient,
+            reasons: ["header_timeout", "body_timeout", "keepalive_timeout"],
+            counter: "overlayd_admin_client_limits_total", gauge: "overlayd_admin_client_connections", factory: factory)
     }
 
-    func count(_ reason: String) { counters[reason]?.increment() }
-
-    /// Counts a new connection until it closes, or closes it at once and counts why.
-    func admit(_ channel: any Channel) -> Bool {
-        let client = channel.remoteAddress?.ipAddress ?? "unknown"
-        let (refusal, total) = counts.withLock { counts in (counts.admit(client), counts.total) }
-        if let refusal {
-            count(refusal.rawValue)
-            channel.close(promise: nil)
-            return false
-        }
-        open.record(total)
-        channel.closeFuture.whenComplete { [self] _ in
-            let total = counts.withLock { counts in
-                counts.release(client)
-                return counts.total
-            }
-            open.record(total)
-        }
-        return true
-    }
+    func count(_ reason: String) { gate.count(reason) }
+    func admit(_ channel: any Channel) -> Bool { gate.admit(channel) }
 }
 
 /// Enforces ``AdminLimits`` on one admin connection. Sits after Hummingbird's HTTP/1 codec (its
