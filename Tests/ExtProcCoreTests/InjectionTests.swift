@@ -49,6 +49,27 @@ private func overlaid(
     return (machine, sent)
 }
 
+/// An overlay that adds the result to JSON under /api/ as the member `ai`.
+private func jsonConfig() throws -> OverlayConfig {
+    try ConfigLoader.load(text: """
+        apiVersion: orchestrator.io/v1
+        kind: AIOverlay
+        metadata: {name: shop}
+        spec:
+          hostApp: shop.example.com
+          models: [{name: m}]
+          injection: {json: {paths: ["/api/"], key: ai}}
+        """, source: "t")
+}
+
+/// A GET of /api/accounts with these body modes, up to the answer to its JSON response headers.
+private func jsonHeaders(_ machine: inout ExchangeStateMachine, request: BodySendMode, response: BodySendMode) throws -> ExchangeAction {
+    _ = try machine.receive(
+        Envoy.requestHeaders(authority: "shop.example.com", path: "/api/accounts", method: "GET", endOfStream: true)
+            .withProtocolConfig(request: request, response: response))
+    return try machine.receive(Envoy.responseHeaders(status: "200", contentType: "application/json"), now: 0, ready: ready)
+}
+
 /// The body bytes the machine sends for `chunks` (unchanged chunks as they were).
 private func bodyOut(_ machine: inout ExchangeStateMachine, _ chunks: [String]) throws -> Data {
     var out = Data()
@@ -168,15 +189,7 @@ struct InjectionTests {
 
     @Test("JSON under a configured path gets the result as a member; others pass")
     func json() throws {
-        let config = try ConfigLoader.load(text: """
-            apiVersion: orchestrator.io/v1
-            kind: AIOverlay
-            metadata: {name: shop}
-            spec:
-              hostApp: shop.example.com
-              models: [{name: m}]
-              injection: {json: {paths: ["/api/"], key: ai}}
-            """, source: "t")
+        let config = try jsonConfig()
         var (machine, sent) = try overlaid(contentType: "application/json", path: "/api/accounts", config: config)
         #expect(sent == .rewritingResponseHeaders)
         // Asked for as one BUFFERED_PARTIAL message (see jsonAsksForOneMessage), Envoy sends one.
@@ -201,15 +214,7 @@ struct InjectionTests {
     /// answered empty, and the client got no body at all.
     @Test("BUFFERED with trailers after the body: the one message is the whole body, enriched")
     func bufferedWithTrailers() throws {
-        let config = try ConfigLoader.load(text: """
-            apiVersion: orchestrator.io/v1
-            kind: AIOverlay
-            metadata: {name: shop}
-            spec:
-              hostApp: shop.example.com
-              models: [{name: m}]
-              injection: {json: {paths: ["/api/"], key: ai}}
-            """, source: "t")
+        let config = try jsonConfig()
         var (machine, sent) = try overlaid(mode: .buffered, contentType: "application/json", path: "/api/accounts", config: config)
         #expect(sent == .rewritingResponseHeaders)
         let action = try machine.receive(Envoy.responseBody(#"{"accounts": [1, 2]}"#, endOfStream: false))
@@ -277,20 +282,9 @@ struct InjectionTests {
 
     @Test("a body collected whole (JSON) is asked for as BUFFERED_PARTIAL under STREAMED, and enriched from its one message")
     func jsonAsksForOneMessage() throws {
-        let config = try ConfigLoader.load(text: """
-            apiVersion: orchestrator.io/v1
-            kind: AIOverlay
-            metadata: {name: shop}
-            spec:
-              hostApp: shop.example.com
-              models: [{name: m}]
-              injection: {json: {paths: ["/api/"], key: ai}}
-            """, source: "t")
+        let config = try jsonConfig()
         var machine = ExchangeStateMachine(config: config)
-        _ = try machine.receive(
-            Envoy.requestHeaders(authority: "shop.example.com", path: "/api/accounts", method: "GET", endOfStream: true)
-                .withProtocolConfig(request: .none, response: .streamed))
-        let headers = try machine.receive(Envoy.responseHeaders(status: "200", contentType: "application/json"), now: 0, ready: ready)
+        let headers = try jsonHeaders(&machine, request: .none, response: .streamed)
         guard case .respond(.message(let answer)) = headers else {
             Issue.record("expected a headers answer, got \(headers.sent)")
             return
@@ -310,20 +304,9 @@ struct InjectionTests {
     /// FULL_DUPLEX_STREAMED (§3), so asking for BUFFERED_PARTIAL there left JSON unenriched.
     @Test("with a FULL_DUPLEX_STREAMED request, JSON is not asked for as one message: enriched at the end of the stream")
     func jsonWhenOverridesAreIgnored() throws {
-        let config = try ConfigLoader.load(text: """
-            apiVersion: orchestrator.io/v1
-            kind: AIOverlay
-            metadata: {name: shop}
-            spec:
-              hostApp: shop.example.com
-              models: [{name: m}]
-              injection: {json: {paths: ["/api/"], key: ai}}
-            """, source: "t")
+        let config = try jsonConfig()
         var machine = ExchangeStateMachine(config: config)
-        _ = try machine.receive(
-            Envoy.requestHeaders(authority: "shop.example.com", path: "/api/accounts", method: "GET", endOfStream: true)
-                .withProtocolConfig(request: .fullDuplexStreamed, response: .streamed))
-        let headers = try machine.receive(Envoy.responseHeaders(status: "200", contentType: "application/json"), now: 0, ready: ready)
+        let headers = try jsonHeaders(&machine, request: .fullDuplexStreamed, response: .streamed)
         guard case .respond(.message(let answer)) = headers else {
             Issue.record("expected a headers answer, got \(headers.sent)")
             return
