@@ -265,14 +265,18 @@ public struct ExchangeStateMachine: Sendable {
         case .forward, .wait: return .canned(.continueResponseHeaders)
         case .forwardSkippingBody: return .message(Self.responseHeadersAnswer(rewriting: false, configured: responseBodyMode))
         case .forwardRewriting:
-            // Ask for one BUFFERED_PARTIAL message only where Envoy may honour it: otherwise the
-            // body keeps coming as configured, and treating its first message as the last would
-            // leave it unrewritten for nothing.
+            // A body collected whole is asked for as one BUFFERED_PARTIAL message where Envoy may
+            // honour that. Wherever it may still come STREAMED (the override ignored, or not
+            // possible), its first message is taken as the last all the same: rewritten if whole
+            // in itself, else sent unchanged with the rest. Held to an end_of_stream that trailers
+            // would withhold (§15), it could be lost.
+            let collectsWhole = exchange.rewrite?.collectsWholeBody ?? false
             let answer = Self.responseHeadersAnswer(
-                rewriting: true, configured: responseBodyMode,
-                collectsWhole: overrideMayBeHonoured && (exchange.rewrite?.collectsWholeBody ?? false))
+                rewriting: true, configured: responseBodyMode, collectsWhole: overrideMayBeHonoured && collectsWhole)
             let asked = answer.hasModeOverride ? answer.modeOverride.responseBodyMode : responseBodyMode
-            responseFirstBodyIsLast = asked == .bufferedPartial
+            responseFirstBodyIsLast =
+                asked == .bufferedPartial
+                || (collectsWhole && responseBodyMode != .buffered && !Self.answersStreamed(responseBodyMode))
             return .message(answer)
         }
     }
