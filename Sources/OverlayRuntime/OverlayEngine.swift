@@ -493,8 +493,12 @@ public final class ResultStore: OverlayResultLookup, Sendable {
             }
             state.entries[view.token] = Entry(view: view, created: now, completed: view.status == .pending ? nil : now)
             state.order.append(view.token)
-            while state.entries.count > capacity, state.head < state.order.count {
-                state.entries[state.order[state.head]] = nil
+            // Oldest first: over the capacity, or past the TTL (a lookup would miss them anyway;
+            // leaving them to the capacity kept up to `capacity` dead results in memory).
+            while state.head < state.order.count {
+                let oldest = state.order[state.head]
+                if let entry = state.entries[oldest], state.entries.count <= capacity, now - entry.created <= ttl { break }
+                state.entries[oldest] = nil
                 state.head += 1
             }
             if state.head > 4096 && state.head * 2 > state.order.count {

@@ -385,7 +385,11 @@ class Exchange:
             for i, chunk in enumerate(chunks):
                 stream.send(_response_body(chunk, eos=i == len(chunks) - 1 and not has_trailers))
             out = b"".join(_mutated(self._recv("response_body").response_body.response, c) for c in chunks)
-            whole = not has_trailers
+            # A body overlayd collects whole (JSON to enrich, gzip) that comes STREAMED is rewritten
+            # only from its first message (README, "Bodies collected whole under ext_proc"): in more
+            # than one message it must pass unchanged, not enriched.
+            collected_whole = self.page.enrich or self.page.encoding is not None
+            whole = not has_trailers and (len(chunks) == 1 or not collected_whole)
             self._trailers(has_trailers and trailer_send)
         elif eff_resp == PM.BUFFERED or (eff_resp == PM.BUFFERED_PARTIAL and len(data) <= PARTIAL_LIMIT):
             stream.send(_response_body(data, eos=not has_trailers))
