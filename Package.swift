@@ -10,6 +10,13 @@ let strict: [SwiftSetting] = [
 let package = Package(
     name: "overlayd",
     platforms: [.macOS(.v15)],
+    traits: [
+        // The OTLP/HTTP span exporter behind `--otlp-endpoint` (swift-otel). On by default;
+        // `scripts/sanitize tsan` builds without it (`--disable-default-traits`): swift-otel 1.6.0
+        // does not compile under `-sanitize=thread` (a region-isolation error in its log batcher).
+        .trait(name: "OTLPExport", description: "The OTLP/HTTP span exporter (swift-otel) behind --otlp-endpoint."),
+        .default(enabledTraits: ["OTLPExport"]),
+    ],
     products: [
         .executable(name: "overlayd", targets: ["overlayd"]),
         // The pure injector, for bench/inject (a package of its own that depends on this one).
@@ -112,7 +119,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLPExport"])),
             ],
             swiftSettings: strict
         ),

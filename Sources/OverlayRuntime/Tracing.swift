@@ -1,5 +1,7 @@
 import Logging
+#if OTLPExport
 import OTel
+#endif
 import ServiceLifecycle
 import Synchronization
 import Tracing
@@ -78,6 +80,7 @@ public enum OverlayTracing {
     public static func bootstrap(_ options: TracingOptions, instance: String, logger: Logger) throws -> (any Service)? {
         guard let endpoint = options.endpoint else { return nil }
         try TracingOptions.validate(endpoint: endpoint, sampleRatio: options.sampleRatio)
+        #if OTLPExport
         var configuration = OTel.Configuration.default
         configuration.serviceName = serviceName
         configuration.resourceAttributes = ["service.instance.id": instance, "service.version": version]
@@ -97,6 +100,10 @@ public enum OverlayTracing {
         logger.info(
             "tracing on", metadata: ["otlp_endpoint": "\(configuration.traces.otlpExporter.endpoint)", "sample_ratio": "\(options.sampleRatio)"])
         return backend.service
+        #else
+        throw TracingOptionsError(
+            "--otlp-endpoint \(endpoint): this overlayd was built without its span exporter (the package trait OTLPExport, on by default, was disabled); build with the default traits to export spans")
+        #endif
     }
 
     /// The context of a request's trace: W3C `traceparent` / `tracestate` from `headers` (lower-case
