@@ -10,13 +10,6 @@ let strict: [SwiftSetting] = [
 let package = Package(
     name: "overlayd",
     platforms: [.macOS(.v15)],
-    traits: [
-        // The OTLP/HTTP span exporter behind `--otlp-endpoint` (swift-otel). On by default;
-        // `scripts/sanitize tsan` builds without it (`--disable-default-traits`): swift-otel 1.6.0
-        // does not compile under `-sanitize=thread` (a region-isolation error in its log batcher).
-        .trait(name: "OTLPExport", description: "The OTLP/HTTP span exporter (swift-otel) behind --otlp-endpoint."),
-        .default(enabledTraits: ["OTLPExport"]),
-    ],
     products: [
         .executable(name: "overlayd", targets: ["overlayd"]),
         // The pure injector, for bench/inject (a package of its own that depends on this one).
@@ -29,6 +22,13 @@ let package = Package(
         .library(name: "BackendCore", targets: ["BackendCore"]),
         .library(name: "ExtProcCore", targets: ["ExtProcCore"]),
         .library(name: "ExtProcProto", targets: ["ExtProcProto"]),
+    ],
+    traits: [
+        // The OTLP/HTTP span exporter behind `--otlp-endpoint` (swift-otel). On by default;
+        // `scripts/sanitize tsan` builds without it (`--disable-default-traits`): swift-otel 1.6.0
+        // does not compile under `-sanitize=thread` (a region-isolation error in its log batcher).
+        .trait(name: "OTLPExport", description: "The OTLP/HTTP span exporter (swift-otel) behind --otlp-endpoint."),
+        .default(enabledTraits: ["OTLPExport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
