@@ -97,6 +97,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// The context holds this handler: keeping it past removal (the channel's close removes every
+    /// handler) would keep the whole pipeline, its buffers and the exchange alive, for every
+    /// connection ever closed.
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -331,13 +336,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
                 let handler = loopBound.value
                 handler.responsesUnwritten -= 1
-                if handler.responsesUnwritten == 0, handler.closeWhenWritten { handler.context.close(promise: nil) }
+                if handler.responsesUnwritten == 0, handler.closeWhenWritten { handler.context?.close(promise: nil) }
             }
         }
     }
 
-    fileprivate func flushClient() { context.flush() }
-    fileprivate func closeClient() { context.close(promise: nil) }
+    fileprivate func flushClient() { context?.flush() }
+    fileprivate func closeClient() { context?.close(promise: nil) }
     fileprivate var eventLoop: any EventLoop { context.eventLoop }
     fileprivate var sharedState: ProxyShared { shared }
 
@@ -362,7 +367,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         exchange.upstreamRead(part)
     }
 
-    func upstreamReadComplete() { context.flush() }
+    func upstreamReadComplete() { context?.flush() }
 
     func upstreamWritabilityChanged() {
         guard case .proxying(let exchange) = mode, exchange.upstreamTakesBody else { return }
@@ -376,7 +381,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     var mayReadUpstream: Bool {
         guard case .proxying(let exchange) = mode else { return true }
-        return !exchange.holdingResponse && context.channel.isWritable
+        return !exchange.holdingResponse && (context?.channel.isWritable ?? false)
     }
 
     // MARK: - Upgrade
