@@ -74,12 +74,14 @@ let package = Package(
         ),
         // Pure model-call logic: the chat-completions codec, SSE, retries with a budget, the
         // circuit breaker, the concurrency limiter. No network imports.
-        .target(name: "BackendCore", swiftSettings: strict),
+        // A lock ThreadSanitizer sees (Synchronization.Mutex is invisible to it on Linux). C library only.
+        .target(name: "Locking", swiftSettings: strict),
+        .target(name: "BackendCore", dependencies: ["Locking"], swiftSettings: strict),
         // Model backends: the OpenAI-compatible client (async-http-client), the mock, fallback routing.
         .target(
             name: "Backends",
             dependencies: [
-                "OverlayCore", "OverlayDecisions", "BackendCore",
+                "OverlayCore", "OverlayDecisions", "BackendCore", "Locking",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -105,7 +107,7 @@ let package = Package(
         .target(
             name: "OverlayRuntime",
             dependencies: [
-                "OverlayFleet", "OverlayCore", "OverlayDecisions", "Backends", "BackendCore",
+                "OverlayFleet", "OverlayCore", "OverlayDecisions", "Backends", "BackendCore", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -128,7 +130,7 @@ let package = Package(
         .target(
             name: "OverlayExtProc",
             dependencies: [
-                "OverlayRuntime", "OverlayCore", "ExtProcCore", "ExtProcProto",
+                "OverlayRuntime", "OverlayCore", "ExtProcCore", "ExtProcProto", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -195,7 +197,7 @@ let package = Package(
         .target(
             name: "OverlayControlPlane",
             dependencies: [
-                "OverlayFleet", "OverlayCore", "OverlayDecisions",
+                "OverlayFleet", "OverlayCore", "OverlayDecisions", "Locking",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -233,11 +235,11 @@ let package = Package(
         ),
         .testTarget(name: "OverlayDecisionsTests", dependencies: ["OverlayDecisions", "OverlayTesting"], swiftSettings: strict),
         .testTarget(name: "OverlayInjectTests", dependencies: ["OverlayInject", "OverlayTesting"], swiftSettings: strict),
-        .testTarget(name: "BackendCoreTests", dependencies: ["BackendCore"], swiftSettings: strict),
+        .testTarget(name: "BackendCoreTests", dependencies: ["BackendCore", "Locking"], swiftSettings: strict),
         .testTarget(
             name: "BackendsTests",
             dependencies: [
-                "Backends", "BackendCore", "OverlayCore", "OverlayDecisions",
+                "Backends", "BackendCore", "OverlayCore", "OverlayDecisions", "Locking",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -287,7 +289,7 @@ let package = Package(
             name: "OverlayProxyTests",
             dependencies: [
                 // OverlayDemo and OverlayExtProc for the demo's tests (the demo runs both front ends).
-                "OverlayProxy", "OverlayRuntime", "OverlayDemo", "OverlayExtProc", "OverlayCore", "OverlayControlPlane",
+                "OverlayProxy", "OverlayRuntime", "OverlayDemo", "OverlayExtProc", "OverlayCore", "OverlayControlPlane", "Locking",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

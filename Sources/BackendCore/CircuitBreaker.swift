@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 public struct CircuitBreakerConfiguration: Sendable, Hashable {
     /// Consecutive failed calls that open the circuit.
@@ -95,11 +95,11 @@ public struct CircuitBreakerState<Instant: InstantProtocol>: Sendable where Inst
 
 /// Thread-safe circuit breaker over `CircuitBreakerState`, reading time from an injected `now`.
 public final class CircuitBreaker<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
-    private let state: Mutex<CircuitBreakerState<Instant>>
+    private let state: Locked<CircuitBreakerState<Instant>>
     private let now: @Sendable () -> Instant
 
     public init(configuration: CircuitBreakerConfiguration = .default, now: @escaping @Sendable () -> Instant) {
-        self.state = Mutex(CircuitBreakerState(configuration: configuration))
+        self.state = Locked(CircuitBreakerState(configuration: configuration))
         self.now = now
     }
 

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// Bounded concurrent calls per model, FAIL-FAST: a call that finds all `limit` slots busy is refused at
 /// once (the client reports `saturated`, the router then tries the fallback). No queue: overlayd sits in
@@ -26,10 +26,10 @@ public struct ConcurrencyLimiterState: Sendable, Hashable {
 
 /// Thread-safe `ConcurrencyLimiterState`.
 public final class ConcurrencyLimiter: Sendable {
-    private let state: Mutex<ConcurrencyLimiterState>
+    private let state: Locked<ConcurrencyLimiterState>
 
     public init(limit: Int) {
-        state = Mutex(ConcurrencyLimiterState(limit: limit))
+        state = Locked(ConcurrencyLimiterState(limit: limit))
     }
 
     public func tryAcquire() -> Bool { state.withLock { $0.tryAcquire() } }

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// How one failed HTTP attempt failed, as far as retrying is concerned.
 public enum AttemptFailure: Sendable, Hashable {
@@ -124,10 +124,10 @@ public struct RetryBudgetState: Sendable, Hashable {
 
 /// Thread-safe `RetryBudgetState`.
 public final class RetryBudget: Sendable {
-    private let state: Mutex<RetryBudgetState>
+    private let state: Locked<RetryBudgetState>
 
     public init(ratio: Double = 0.2, maxTokens: Double = 10) {
-        state = Mutex(RetryBudgetState(ratio: ratio, maxTokens: maxTokens))
+        state = Locked(RetryBudgetState(ratio: ratio, maxTokens: maxTokens))
     }
 
     public func depositForCall() { state.withLock { $0.depositForCall() } }

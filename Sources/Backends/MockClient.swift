@@ -2,7 +2,7 @@ import BackendCore
 import Logging
 import OverlayCore
 import OverlayDecisions
-import Synchronization
+import Locking
 
 /// `ModelClient` for provider `mock`: deterministic text, simulated latency, deterministic errors.
 ///
@@ -58,7 +58,7 @@ public final class MockClient: ModelClient {
     /// Replies already made: a load test asks for the same few pages over and over, and a reply
     /// costs tens of microseconds to write, a lookup well under one. Bounded: emptied when full.
     static let maxMemoized = 1024
-    private static let replies = Mutex<[ReplyKey: String]>([:])
+    private static let replies = Locked<[ReplyKey: String]>([:])
 
     struct ReplyKey: Hashable, Sendable {
         var model: String

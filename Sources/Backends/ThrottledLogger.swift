@@ -1,6 +1,6 @@
 import Logging
 import OverlayDecisions
-import Synchronization
+import Locking
 
 /// A logger for lines that can repeat at the request rate (a model that is down, saturated or
 /// misconfigured; an upstream app that refuses connections; a malformed message on every ext_proc
@@ -10,7 +10,7 @@ import Synchronization
 /// event.
 public final class ThrottledLogger: Sendable {
     public let logger: Logger
-    private let throttle: Mutex<LogThrottle<ContinuousClock.Instant>>
+    private let throttle: Locked<LogThrottle<ContinuousClock.Instant>>
     private let now: @Sendable () -> ContinuousClock.Instant
 
     /// - Parameter now: the time source (tests move it by hand).
@@ -20,7 +20,7 @@ public final class ThrottledLogger: Sendable {
     ) {
         self.logger = logger
         self.now = now
-        throttle = Mutex(LogThrottle(burst: burst, interval: interval))
+        throttle = Locked(LogThrottle(burst: burst, interval: interval))
     }
 
     /// Logs `message` at `level` unless this message (with `key`, when given: a model's name, an

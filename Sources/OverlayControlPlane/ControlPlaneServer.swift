@@ -6,7 +6,7 @@ import NIOCore
 import OverlayCore
 import OverlayFleet
 import ServiceLifecycle
-import Synchronization
+import Locking
 import Yams
 
 /// `overlayd control-plane`'s settings (README "Control plane and console").
@@ -36,13 +36,13 @@ public final class ControlPlaneServer: Service, Sendable {
     private let options: ControlPlaneServerOptions
     private let store: VersionStore
     private let watch: VersionWatch
-    private let fleet: Mutex<FleetAggregator>
+    private let fleet: Locked<FleetAggregator>
     private let operatorTokens: TokenFile
     private let reportTokens: TokenFile
     private let logger: Logger
     private let assets: Assets?
     private let listenFailure: @Sendable (any Error) -> any Error
-    private let listening = Mutex<(address: String?, waiters: [CheckedContinuation<String?, Never>], done: Bool)>((nil, [], false))
+    private let listening = Locked<(address: String?, waiters: [CheckedContinuation<String?, Never>], done: Bool)>((nil, [], false))
 
     /// - Parameters:
     ///   - assets: the console's files by path (`/` is `/index.html`); nil: `/` answers 404
@@ -57,7 +57,7 @@ public final class ControlPlaneServer: Service, Sendable {
         self.options = options
         self.store = store
         self.watch = watch
-        self.fleet = Mutex(FleetAggregator(options: options.fleet))
+        self.fleet = Locked(FleetAggregator(options: options.fleet))
         self.operatorTokens = operatorTokens
         self.reportTokens = reportTokens
         self.assets = assets

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import OverlayCore
 import OverlayFleet
-import Synchronization
+import Locking
 
 /// The control plane's store: one SQLite file (`<data>/overlayd.sqlite`, through GRDB) holding
 /// every version of the desired state.
@@ -33,7 +33,7 @@ public final class VersionStore: Sendable {
 
     public let path: String
     private let database: DatabaseQueue
-    private let cached: Mutex<Head>
+    private let cached: Locked<Head>
     /// Told the new version number after every committed change.
     private let onChange: @Sendable (Int) -> Void
 
@@ -75,9 +75,9 @@ public final class VersionStore: Sendable {
                 } catch {
                     throw StoreError("the newest version (\(head.number)) in \(path) does not validate: \(error)")
                 }
-                cached = Mutex(Head(version: head.number, state: state, document: head.document))
+                cached = Locked(Head(version: head.number, state: state, document: head.document))
             } else {
-                cached = Mutex(Head(version: 0, state: DesiredState(), document: ""))
+                cached = Locked(Head(version: 0, state: DesiredState(), document: ""))
             }
         } catch let error as StoreError {
             throw error

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// The long poll's waiters: each waits until the store's version differs from the one it has,
 /// or its wait ends. Bounded: past `capacity` waiters a new one is refused at once (the handler
@@ -21,11 +21,11 @@ public final class VersionWatch: Sendable {
     }
 
     public let capacity: Int
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     public init(version: Int, capacity: Int = 10_000) {
         self.capacity = capacity
-        self.state = Mutex(State(version: version))
+        self.state = Locked(State(version: version))
     }
 
     /// Waiters now.

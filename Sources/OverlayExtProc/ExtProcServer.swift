@@ -7,7 +7,7 @@ import NIOPosix
 import OverlayCore
 import OverlayRuntime
 import ServiceLifecycle
-import Synchronization
+import Locking
 
 /// Options of the ext_proc gRPC server.
 public struct ExtProcServerOptions: Sendable {
@@ -46,7 +46,7 @@ public final class ExtProcServer: Service, Sendable {
     private let options: ExtProcServerOptions
     private let shared: ExtProcShared
     private let group: MultiThreadedEventLoopGroup
-    private let boundAddress = Mutex<String?>(nil)
+    private let boundAddress = Locked<String?>(nil)
     private let bound: AsyncStream<String>
     private let boundContinuation: AsyncStream<String>.Continuation
 

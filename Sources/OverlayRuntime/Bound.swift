@@ -1,9 +1,9 @@
-import Synchronization
+import Locking
 
 /// A value set once (a bound address), awaited by any number of callers; ``finish()`` tells the
 /// ones still waiting that it will never come (the server stopped before it listened).
 public final class Bound<Value: Sendable>: Sendable {
-    private let state = Mutex<(value: Value?, finished: Bool, waiters: [CheckedContinuation<Value?, Never>])>((nil, false, []))
+    private let state = Locked<(value: Value?, finished: Bool, waiters: [CheckedContinuation<Value?, Never>])>((nil, false, []))
 
     public init() {}
 

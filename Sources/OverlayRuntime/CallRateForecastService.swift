@@ -3,7 +3,7 @@ import Logging
 import OverlayDecisions
 import OverlayFleet
 import ServiceLifecycle
-import Synchronization
+import Locking
 
 /// Forecasts each model's call rate for predictive scaling of model backends (README "Scaling
 /// forecast"): once per bucket (`--forecast-bucket`, 60 s) it reads the served-model call
@@ -24,7 +24,7 @@ public final class CallRateForecastService: Service, Sendable {
     private let bucketSeconds: Int
     private let logger: Logger
     /// The latest forecast per model (calls per minute), for the reports to a control plane.
-    private let latest = Mutex<[String: SidecarReport.Forecast]>([:])
+    private let latest = Locked<[String: SidecarReport.Forecast]>([:])
 
     /// - Parameter bucketSeconds: the bucket length; it must divide a day (86400 s).
     public init(metrics: PrometheusMetrics, bucketSeconds: Int = 60, logger: Logger) {

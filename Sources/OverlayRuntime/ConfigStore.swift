@@ -1,6 +1,6 @@
 import Foundation
 import OverlayCore
-import Synchronization
+import Locking
 
 /// The active configuration snapshot and what happened to the documents offered to it.
 ///
@@ -51,12 +51,12 @@ public final class ConfigStore: Sendable {
         var status: Status
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// - Parameter result: what `/config` shows as the last result until the first check
     ///   ("applied", or "last-known-good" for a document read from `--state-dir`).
     public init(_ initial: OverlayConfig, document: String, result: String = "applied") {
-        state = Mutex(State(
+        state = Locked(State(
             config: initial,
             status: Status(
                 version: initial.version, source: initial.source, document: document, appliedAt: Date(),

@@ -1,13 +1,13 @@
 import CoreMetrics
 import NIOCore
 import OverlayCore
-import Synchronization
+import Locking
 
 /// A listener's connection caps (``ConnectionCounts``) and its refusal counters: the proxy's client
 /// side and the admin port each have one. Counts `LABEL{reason}` for every refusal reason given,
 /// and keeps the gauge of open connections.
 public final class ConnectionGate: Sendable {
-    private let counts: Mutex<ConnectionCounts>
+    private let counts: Locked<ConnectionCounts>
     private let counters: [String: Counter]
     private let open: Gauge
 
@@ -15,7 +15,7 @@ public final class ConnectionGate: Sendable {
     ///   - reasons: every reason `count` is called with besides the caps' own (pre-registered).
     ///   - counter: the refusals' counter label (`reason` dimension); `gauge`: the open connections'.
     public init(maxTotal: Int, maxPerClient: Int, reasons: [String], counter: String, gauge: String, factory: any MetricsFactory) {
-        counts = Mutex(ConnectionCounts(maxTotal: maxTotal, maxPerClient: maxPerClient))
+        counts = Locked(ConnectionCounts(maxTotal: maxTotal, maxPerClient: maxPerClient))
         var counters: [String: Counter] = [:]
         for reason in reasons + [ConnectionCounts.Refusal.maxConnections.rawValue, ConnectionCounts.Refusal.perClient.rawValue] {
             counters[reason] = Counter(label: counter, dimensions: [("reason", reason)], factory: factory)

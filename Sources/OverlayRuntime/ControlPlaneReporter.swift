@@ -6,7 +6,7 @@ import NIOCore
 import NIOHTTP1
 import OverlayCore
 import OverlayFleet
-import Synchronization
+import Locking
 
 /// Sends a sidecar's report (``SidecarReport``) to its control plane's `/v1/reports` after every
 /// fetch, with the bearer token of `--control-plane-report-token-file`.
@@ -26,7 +26,7 @@ final class ControlPlaneReporter: Sendable {
     let logger: Logger
     let sent: Counter
     let failed: Counter
-    private let failures = Mutex(0)
+    private let failures = Locked(0)
 
     init(options: ControlPlaneOptions, logger: Logger, metricsFactory: any MetricsFactoryBox) {
         self.tokenFile = options.reportTokenFile

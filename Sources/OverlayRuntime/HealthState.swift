@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 
 /// Serving status shared by the gRPC health service (`grpc.health.v1`) and the admin `/readyz`.
@@ -27,7 +28,7 @@ public final class HealthState: Sendable {
 
     // MARK: - Watchers (grpc.health.v1 Watch streams)
 
-    private let watchers = Mutex<[ObjectIdentifier: @Sendable (Bool) -> Void]>([:])
+    private let watchers = Locked<[ObjectIdentifier: @Sendable (Bool) -> Void]>([:])
 
     /// Calls `notify` with the new serving status whenever it changes, until removed.
     package func addWatcher(_ id: ObjectIdentifier, _ notify: @escaping @Sendable (Bool) -> Void) {

@@ -8,6 +8,7 @@ import NIOCore
 import OverlayCore
 import OverlayDecisions
 import ServiceLifecycle
+import Locking
 import Synchronization
 import Tracing
 
@@ -19,7 +20,7 @@ package final class ModelCall: Sendable {
     package let token: String
     package let plan: OverlayPlan
     package let started: NIODeadline
-    private let state = Mutex<(result: OverlayResultView?, waiter: (@Sendable (OverlayResultView) -> Void)?)>((nil, nil))
+    private let state = Locked<(result: OverlayResultView?, waiter: (@Sendable (OverlayResultView) -> Void)?)>((nil, nil))
 
     package init(token: String, plan: OverlayPlan, started: NIODeadline) {
         self.token = token
@@ -164,11 +165,11 @@ public final class OverlayEngine: Service, Sendable {
     private let options: Options
     /// One async-http-client per connect timeout in use (it is a client-wide setting), so each
     /// AIModel's `timeouts.connect` holds; created on first use, shut down with the engine.
-    private let httpClients = Mutex<[Int: HTTPClient]>([:])
+    private let httpClients = Locked<[Int: HTTPClient]>([:])
     private let logger: Logger
     private let factory: any MetricsFactory
-    private let clients = Mutex<[String: (spec: ModelSpec, client: any ModelClient)]>([:])
-    private let routerCache = Mutex<(version: String, router: ModelRouter)?>(nil)
+    private let clients = Locked<[String: (spec: ModelSpec, client: any ModelClient)]>([:])
+    private let routerCache = Locked<(version: String, router: ModelRouter)?>(nil)
     private let jobs: AsyncStream<Job>
     private let jobSink: AsyncStream<Job>.Continuation
     private let shadowCounters: [String: Counter]
@@ -333,7 +334,7 @@ public final class OverlayEngine: Service, Sendable {
         let duration: CoreMetrics.Timer
     }
 
-    private let decisionCounters = Mutex<[String: Counter]>([:])
+    private let decisionCounters = Locked<[String: Counter]>([:])
 
     /// `overlayd_overlay_decisions_total{overlay,model}`: exchanges the model was chosen for.
     private func decisionCounter(overlay: String, model: String) -> Counter {
@@ -364,7 +365,7 @@ public final class OverlayEngine: Service, Sendable {
         }
     }
 
-    private let callMetricsCache = Mutex<[String: CallMetrics]>([:])
+    private let callMetricsCache = Locked<[String: CallMetrics]>([:])
 
     private func callMetrics(model: String) -> CallMetrics {
         callMetricsCache.withLock { cache in
@@ -473,7 +474,7 @@ public final class ResultStore: OverlayResultLookup, Sendable {
         var head = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let capacity: Int
     private let ttl: Duration
 
@@ -534,9 +535,9 @@ public final class ResultStore: OverlayResultLookup, Sendable {
 
 /// The rolling drift window of every Shadow overlay (`GET /drift`).
 public final class DriftBoard: Sendable {
-    private let windows = Mutex<[String: DriftWindow]>([:])
+    private let windows = Locked<[String: DriftWindow]>([:])
     private let factory: any MetricsFactory
-    private let gauges = Mutex<[String: (mean: Gauge, flag: Gauge)]>([:])
+    private let gauges = Locked<[String: (mean: Gauge, flag: Gauge)]>([:])
 
     init(factory: any MetricsFactory) {
         self.factory = factory

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
+import Locking
 
 /// Result tokens: 128 bits from the kernel's CSPRNG each, as 32 lower-case hex digits.
 ///
@@ -13,7 +13,7 @@ import Synchronization
 /// library has none (musl, in the static build), the batch comes from `SystemRandomNumberGenerator`.
 package enum RandomTokens {
     private static let wordsPerRefill = 128
-    private static let pool = Mutex<(words: [UInt64], next: Int)>(([], 0))
+    private static let pool = Locked<(words: [UInt64], next: Int)>(([], 0))
 
     /// A fresh token.
     package static func next() -> String {

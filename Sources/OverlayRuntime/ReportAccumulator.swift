@@ -1,6 +1,6 @@
 import CoreMetrics
 import OverlayFleet
-import Synchronization
+import Locking
 
 /// What a sidecar following a control plane reports (`POST /v1/reports`): the counters it
 /// already records through swift-metrics, caught by label next to Prometheus and summed until
@@ -34,7 +34,7 @@ public final class ReportAccumulator: MetricsFactory, Sendable {
         var reason: String
     }
 
-    private let counts = Mutex(Counts())
+    private let counts = Locked(Counts())
 
     public init(maxKeys: Int = 4096) {
         self.maxKeys = maxKeys

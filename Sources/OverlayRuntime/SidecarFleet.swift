@@ -1,7 +1,7 @@
 import Foundation
 import OverlayDecisions
 import OverlayFleet
-import Synchronization
+import Locking
 
 /// One sidecar's own view of what it reports: builds the report a control plane receives
 /// (``ReportAccumulator``'s counters, the drift windows, breaker states) and keeps the same
@@ -11,8 +11,8 @@ public final class SidecarFleet: Sendable {
     public let instance: String
     public let host: String
     private let engine: OverlayEngine
-    private let aggregator = Mutex(FleetAggregator())
-    private let lastTake = Mutex(ContinuousClock.now)
+    private let aggregator = Locked(FleetAggregator())
+    private let lastTake = Locked(ContinuousClock.now)
     /// No control plane takes the reports: `/v1/fleet` takes the counters itself when read.
     private let drainsOnRead: Bool
     /// The models' latest call-rate forecasts (``CallRateForecastService``).

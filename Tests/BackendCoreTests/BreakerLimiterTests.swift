@@ -111,11 +111,11 @@ import Testing
     }
 }
 
-import Synchronization
+import Locking
 
 final class ManualTime: Sendable {
     private let base = ContinuousClock.now
-    private let offset = Mutex<Duration>(.zero)
+    private let offset = Locked<Duration>(.zero)
     var now: ContinuousClock.Instant { base + offset.withLock { $0 } }
     func advance(_ d: Duration) { offset.withLock { $0 += d } }
 }

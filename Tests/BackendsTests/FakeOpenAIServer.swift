@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Synchronization
+import Locking
 
 /// A scriptable OpenAI-compatible server on 127.0.0.1 (real sockets, OS-assigned port).
 final class FakeOpenAIServer: Sendable {
@@ -35,7 +35,7 @@ final class FakeOpenAIServer: Sendable {
     var maxInFlight: Int { state.value.withLock { $0.maxInFlight } }
 
     final class Recorder: Sendable {
-        let value = Mutex<(requests: [Recorded], inFlight: Int, maxInFlight: Int)>(([], 0, 0))
+        let value = Locked<(requests: [Recorded], inFlight: Int, maxInFlight: Int)>(([], 0, 0))
     }
 
     static func start(_ handler: @escaping Handler) async throws -> FakeOpenAIServer {
@@ -142,7 +142,7 @@ final class FakeOpenAIServer: Sendable {
 
 /// A latch that handlers wait on until the test opens it.
 final class Gate: Sendable {
-    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let state = Locked<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     func wait() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in

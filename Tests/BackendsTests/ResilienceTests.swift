@@ -5,13 +5,13 @@ import Foundation
 import Logging
 import NIOHTTP1
 import OverlayCore
-import Synchronization
+import Locking
 import OverlayDecisions
 import Testing
 
 @Suite struct CircuitBreakerIntegrationTests {
     @Test func opensAfterFailuresAndRecoversViaHalfOpenProbe() async throws {
-        let healthy = Mutex(false)
+        let healthy = Locked(false)
         let time = ManualTime()
         try await withServer({ _, _ in
             healthy.withLock { $0 } ? .json(body: okBody("back")) : .json(status: .internalServerError, body: errorBody("boom"))

@@ -5,7 +5,7 @@ import Foundation
 import Logging
 import NIOPosix
 import OverlayCore
-import Synchronization
+import Locking
 
 /// Runs `body` with a fresh HTTPClient configured as overlayd would, and shuts it down afterwards.
 func withHTTPClient<T>(_ body: (HTTPClient) async throws -> T) async throws -> T {
@@ -47,7 +47,7 @@ func errorBody(_ message: String, type: String = "server_error") -> String {
 
 /// Collects every log record (message, metadata, error) of a Logger it is injected into.
 final class LogStore: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = Locked<[String]>([])
     func append(_ line: String) { lines.withLock { $0.append(line) } }
     var all: [String] { lines.withLock { $0 } }
 }
@@ -76,7 +76,7 @@ func capturingLogger(_ store: LogStore) -> Logger {
 /// A time source the tests move by hand (for the circuit breaker).
 final class ManualTime: Sendable {
     private let base = ContinuousClock.now
-    private let offset = Mutex<Duration>(.zero)
+    private let offset = Locked<Duration>(.zero)
     var now: ContinuousClock.Instant { base + offset.withLock { $0 } }
     func advance(_ d: Duration) { offset.withLock { $0 += d } }
 }

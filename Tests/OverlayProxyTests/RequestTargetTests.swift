@@ -1,5 +1,5 @@
 import NIOCore
-import Synchronization
+import Locking
 import Testing
 
 @testable import OverlayProxy
@@ -29,7 +29,7 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(1))) func theUpstreamGetsOriginFormUnderItsBasePath() async throws {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         try await withRawUpstream(
             serve: { _, inbound, outbound in
                 var received: [UInt8] = []

@@ -9,7 +9,7 @@ import OverlayCore
 import OverlayProxy
 import OverlayRuntime
 import ServiceLifecycle
-import Synchronization
+import Locking
 import Testing
 
 /// The overlay of the proxy tests: host 127.0.0.1 (any port) is overlaid with two mock models;
@@ -41,7 +41,7 @@ final class Seen: Sendable {
         var headers: HTTPFields
         var bodyBytes: Int
     }
-    private let requests = Mutex<[Request]>([])
+    private let requests = Locked<[Request]>([])
     func record(_ request: Request) { requests.withLock { $0.append(request) } }
     var all: [Request] { requests.withLock { $0 } }
     var last: Request? { all.last }
@@ -298,7 +298,7 @@ func withSilentUpstream<T: Sendable>(
 
 /// A count shared with the upstream's tasks.
 final class Tally: Sendable {
-    private let value = Mutex(0)
+    private let value = Locked(0)
     func next() -> Int { value.withLock { $0 += 1; return $0 } }
     var count: Int { value.withLock { $0 } }
 }
