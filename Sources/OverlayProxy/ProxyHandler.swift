@@ -97,10 +97,38 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// One timer for the upstream's response head per connection, moved only when a deadline comes
+    /// earlier than the one it waits for (a schedule and a cancel on every request cost more): when it
+    /// fires, the exchange then in flight times out if its deadline has passed, else it waits again.
+    private var headTimer: Scheduled<Void>?
+    private var headTimerAt = NIODeadline.distantFuture
+
+    fileprivate func watchHead(until deadline: NIODeadline) {
+        guard headTimer == nil || deadline < headTimerAt, let context else { return }
+        headTimer?.cancel()
+        headTimerAt = deadline
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        headTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let handler = loopBound.value
+            handler.headTimer = nil
+            handler.headTimerAt = .distantFuture
+            guard case .proxying(let exchange) = handler.mode, let due = exchange.headDeadline else { return }
+            if due <= .now() {
+                exchange.headTimedOut()
+            } else {
+                handler.watchHead(until: due)
+            }
+        }
+    }
+
     /// The context holds this handler: keeping it past removal (the channel's close removes every
     /// handler) would keep the whole pipeline, its buffers and the exchange alive, for every
     /// connection ever closed.
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        headTimer?.cancel()
+        headTimer = nil
+        self.context = nil
+    }
 
     // MARK: - Client side
 
@@ -548,7 +576,8 @@ final class Exchange {
     private(set) var responseFinished = false
     private var responseStarted = false
     private var upstreamKeepAlive = true
-    private var headTimer: Scheduled<Void>?
+    /// When the upstream's response head is due (``ProxyHandler/watchHead(until:)`` keeps the timer).
+    fileprivate private(set) var headDeadline: NIODeadline?
     private var ended = false
 
     /// Set while the page waits for its overlay result: upstream parts are held, reads stopped.
@@ -603,7 +632,11 @@ final class Exchange {
 
     private func acquire(fresh: Bool) {
         let pool = shared.pool(for: handler.eventLoop)
-        pool.acquire(fresh: fresh).whenComplete { [self] result in
+        if !fresh, let idle = pool.takeIdle() {
+            connected(idle)
+            return
+        }
+        pool.connect().whenComplete { [self] result in
             switch result {
             case .success(let connection):
                 if ended {
@@ -624,10 +657,8 @@ final class Exchange {
         for part in pending { connection.handler.write(part) }
         pending = []
         connection.handler.flush()
-        headTimer = handler.eventLoop.assumeIsolated().scheduleTask(in: shared.options.upstreamTimeout.timeAmount) {
-            [weak self] in
-            self?.headTimedOut()
-        }
+        headDeadline = .now() + shared.options.upstreamTimeout.timeAmount
+        handler.watchHead(until: headDeadline!)
         connection.handler.resumeReading()
         handler.resumeClientReads()
     }
@@ -682,8 +713,7 @@ final class Exchange {
 
     private func responseHead(_ head: HTTPResponseHead) {
         // 1xx other than 101 are dropped by the decoder; a 101 answers an upgrade.
-        headTimer?.cancel()
-        headTimer = nil
+        headDeadline = nil
         upstreamKeepAlive = head.isKeepAlive
         if head.status == .switchingProtocols, upgrade {
             // The tunnel is made at the 101's `.end` (the decoder is still delivering it now).
@@ -821,8 +851,7 @@ final class Exchange {
             // raced this request): the request never reached the app, and it has no body, so it is
             // sent once more on a new connection, as nginx does for idempotent requests.
             retried = true
-            headTimer?.cancel()
-            headTimer = nil
+            headDeadline = nil
             if let upstreamHead { pending = [.head(upstreamHead), .end(nil)] }
             shared.metrics.upstreamRetries.increment()
             acquire(fresh: true)
@@ -852,7 +881,8 @@ final class Exchange {
         trace = nil
     }
 
-    private func headTimedOut() {
+    fileprivate func headTimedOut() {
+        headDeadline = nil
         guard !ended, !responseStarted, !holdingResponse else { return }
         failBeforeHead(UpstreamTimedOut(), connecting: false)
     }
@@ -890,7 +920,7 @@ final class Exchange {
     /// Timers off, the result's waiter forgotten, and the upstream connection (which cannot
     /// carry another exchange now) closed.
     private func stopWaitingAndDropUpstream() {
-        headTimer?.cancel()
+        headDeadline = nil
         resultWait?.cancel()
         resultWait = nil
         core.cancel()

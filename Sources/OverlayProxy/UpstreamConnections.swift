@@ -159,18 +159,23 @@ final class UpstreamPool {
         self.tls = tls
     }
 
-    /// An open connection: an idle one if there is one (not for an upgrade, which takes the
-    /// connection for good), else a new one.
-    func acquire(fresh: Bool) -> EventLoopFuture<UpstreamConnection>.Isolated {
+    /// The most recently used idle connection that is still open, if any (never for an upgrade,
+    /// which takes the connection for good: see ``connect()``). No future: most requests on a
+    /// busy connection take this path.
+    func takeIdle() -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
-        if !fresh {
-            while let connection = idle.popLast() {
-                if connection.handler.isActive {
-                    connection.reused = true
-                    return eventLoop.assumeIsolated().makeSucceededFuture(connection).assumeIsolated()
-                }
+        while let connection = idle.popLast() {
+            if connection.handler.isActive {
+                connection.reused = true
+                return connection
             }
         }
+        return nil
+    }
+
+    /// A new connection to the upstream.
+    func connect() -> EventLoopFuture<UpstreamConnection>.Isolated {
+        eventLoop.preconditionInEventLoop()
         let tls = self.tls
         let host = upstream.host
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -188,12 +193,18 @@ final class UpstreamPool {
                     try sync.addHandlers([encoder, decoder, UpstreamHandler()])
                 }
             }
-        return bootstrap.connect(host: upstream.host, port: upstream.port).assumeIsolated().flatMapThrowing { channel in
+        return bootstrap.connect(host: upstream.host, port: upstream.port).assumeIsolated().flatMapThrowing { [weak self] channel in
             let sync = channel.pipeline.syncOperations
             let handler = try sync.handler(type: UpstreamHandler.self)
             let encoder = try sync.handler(type: HTTPRequestEncoder.self)
             let decoder = try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
-            return UpstreamConnection(channel: channel, handler: handler, encoder: encoder, decoder: decoder)
+            let connection = UpstreamConnection(channel: channel, handler: handler, encoder: encoder, decoder: decoder)
+            // Set once: a connection that closes leaves the idle list (if it is there).
+            handler.onClose = { [weak self, weak connection] in
+                guard let self, let connection else { return }
+                self.idle.removeAll { $0 === connection }
+            }
+            return connection
         }
     }
 
@@ -208,10 +219,6 @@ final class UpstreamPool {
         }
         connection.idleSince = .now()
         idle.append(connection)
-        connection.handler.onClose = { [weak self, weak connection] in
-            guard let self, let connection else { return }
-            self.idle.removeAll { $0 === connection }
-        }
         scheduleSweep()
         // An idle connection is read, so that the upstream closing it is seen at once.
         connection.handler.resumeReading()

@@ -344,6 +344,28 @@ struct ReverseProxyTests {
         }
     }
 
+    /// One head timer per connection, armed for the first request: when it fires during a later
+    /// request on the same connection, that request still gets its whole upstream timeout (its
+    /// 504 comes no sooner than its own deadline; the bound holds however loaded the machine is).
+    @Test func aLaterRequestOnTheConnectionGetsItsWholeUpstreamTimeout() async throws {
+        let hooks = Hooks()
+        try await withProxy(upstreamTimeout: .milliseconds(400), routes: upstreamRoutes(hooks)) { harness in
+            try await withRawConnection(port: harness.proxyPort) { connection in
+                try await connection.send("GET /fixed HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                #expect(try await connection.response().status == 200)
+                // The scenario, not a synchronization: the second request starts well after the first.
+                try await Task.sleep(for: .milliseconds(250))
+                let sent = ContinuousClock.now
+                try await connection.send("GET /slow HTTP/1.1\r\nHost: app.example\r\n\r\n")
+                let response = try await connection.response()
+                let waited = ContinuousClock.now - sent
+                #expect(response.status == 504)
+                #expect(waited >= .milliseconds(400), "timed out after \(waited), before its own deadline")
+            }
+            hooks.releaseSlow.fire()
+        }
+    }
+
     @Test func clientAbortCancelsTheUpstreamRequest() async throws {
         let hooks = Hooks()
         try await withProxy(routes: upstreamRoutes(hooks)) { harness in
