@@ -74,6 +74,9 @@ let package = Package(
         ),
         // Pure model-call logic: the chat-completions codec, SSE, retries with a budget, the
         // circuit breaker, the concurrency limiter. No network imports.
+        // libnghttp2 from the system (Debian libnghttp2-dev, found by pkg-config), for the ext_proc
+        // data plane (issue 16); today only its tests use it.
+        .systemLibrary(name: "CNGHTTP2", path: "Sources/CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         // A lock ThreadSanitizer sees (Synchronization.Mutex is invisible to it on Linux). C library only.
         .target(name: "Locking", swiftSettings: strict),
         .target(name: "BackendCore", dependencies: ["Locking"], swiftSettings: strict),
@@ -236,6 +239,9 @@ let package = Package(
         .testTarget(name: "OverlayDecisionsTests", dependencies: ["OverlayDecisions", "OverlayTesting"], swiftSettings: strict),
         .testTarget(name: "OverlayInjectTests", dependencies: ["OverlayInject", "OverlayTesting"], swiftSettings: strict),
         .testTarget(name: "BackendCoreTests", dependencies: ["BackendCore", "Locking"], swiftSettings: strict),
+        // libnghttp2 through the system-library target: two sessions in memory, and the rapid-reset
+        // guard that Envoy's reset-after-answer pattern trips unless raised.
+        .testTarget(name: "CNGHTTP2Tests", dependencies: ["CNGHTTP2"], swiftSettings: strict),
         .testTarget(
             name: "BackendsTests",
             dependencies: [
