@@ -77,6 +77,12 @@ let package = Package(
         // libnghttp2 from the system (Debian libnghttp2-dev, found by pkg-config), for the ext_proc
         // data plane (issue 16); today only its tests use it.
         .systemLibrary(name: "CNGHTTP2", path: "Sources/CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        // The ext_proc transport: HTTP/2 on libnghttp2 behind a NIO channel handler, and gRPC's
+        // message framing. Knows nothing of overlays.
+        .target(
+            name: "GRPCTransport",
+            dependencies: ["CNGHTTP2", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict),
         // A lock ThreadSanitizer sees (Synchronization.Mutex is invisible to it on Linux). C library only.
         .target(name: "Locking", swiftSettings: strict),
         .target(name: "BackendCore", dependencies: ["Locking"], swiftSettings: strict),
@@ -133,7 +139,7 @@ let package = Package(
         .target(
             name: "OverlayExtProc",
             dependencies: [
-                "OverlayRuntime", "OverlayCore", "ExtProcCore", "ExtProcProto", "Locking",
+                "OverlayRuntime", "OverlayCore", "ExtProcCore", "ExtProcProto", "Locking", "GRPCTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -204,6 +210,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -242,6 +249,14 @@ let package = Package(
         // libnghttp2 through the system-library target: two sessions in memory, and the rapid-reset
         // guard that Envoy's reset-after-answer pattern trips unless raised.
         .testTarget(name: "CNGHTTP2Tests", dependencies: ["CNGHTTP2"], swiftSettings: strict),
+        .testTarget(
+            name: "GRPCTransportTests",
+            dependencies: [
+                "GRPCTransport", "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "BackendsTests",
             dependencies: [

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 import OverlayCore
 import OverlayFleet
 import ServiceLifecycle
@@ -484,6 +485,11 @@ public final class ControlPlaneServer: Service, Sendable {
             return try await body()
         } catch let error as APIError {
             return Self.problem(error)
+        } catch let error as HTTPParserError {
+            // The request itself broke (most often: the client went away inside its body, as a data
+            // plane shutting down does); nothing of ours failed and nobody may read the answer.
+            logger.notice("request unreadable", metadata: ["error": "\(error)"])
+            return Self.problem(APIError(status: 400, "the request could not be read: \(error)"))
         } catch {
             logger.error("request failed", metadata: ["error": "\(error)"])
             return Self.problem(APIError(status: 500, "internal error: \(error)"))

@@ -1,4 +1,6 @@
+import GRPCTransport
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import OverlayDecisions
 import OverlayRuntime
@@ -12,7 +14,7 @@ import OverlayRuntime
 /// closed; this handler adds what the multiplexer would: the inbound flow-control policy (refill
 /// windows to their target as data is consumed) and read back-pressure while the socket is not
 /// writable.
-final class ExtProcConnectionHandler: ChannelDuplexHandler {
+final class ExtProcConnectionHandler: ChannelDuplexHandler, ExtProcConnection {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
@@ -82,13 +84,44 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
             return
         }
         if let stream = streams[id] {
-            stream.read(context: context, payload: frame.payload)
+            Self.deliver(context: context, frame.payload, to: stream)
         } else if case .headers = frame.payload {
-            let stream = ExtProcStream(id: id, connection: self, shared: shared)
+            let stream = ExtProcStream(id: Int32(id), connection: self, shared: shared)
             streams[id] = stream
-            stream.read(context: context, payload: frame.payload)
+            Self.deliver(context: context, frame.payload, to: stream)
         }
         // Anything else for an unknown stream (e.g. DATA after we reset it) is dropped.
+    }
+
+    /// A frame for `stream` from the peer.
+    private static func deliver(context: ChannelHandlerContext, _ payload: HTTP2Frame.FramePayload, to stream: ExtProcStream) {
+        switch payload {
+        case .headers(let headers):
+            if case .awaitingHeaders = stream.mode {
+                var head = GRPCRequestHead()
+                for (name, value, _) in headers.headers {
+                    switch name {
+                    case ":path": head.path = value
+                    case ":method": head.method = value
+                    case "content-type": head.contentType = value
+                    case "grpc-encoding": head.encoding = value
+                    case "grpc-timeout": head.timeout = value
+                    default: break
+                    }
+                }
+                stream.headersReceived(context: context, head: head, endStream: headers.endStream)
+            } else if headers.endStream {
+                // Client trailers (gRPC clients send none, but HTTP/2 allows them): end of input.
+                stream.clientEnded(context: context)
+            }
+        case .data(let frame):
+            if case .byteBuffer(let buffer) = frame.data, buffer.readableBytes > 0 {
+                stream.received(context: context, bytes: buffer)
+            }
+            if frame.endStream { stream.clientEnded(context: context) }
+        default:
+            break
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -119,6 +152,40 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler {
     func write(_ context: ChannelHandlerContext, _ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
         context.write(wrapOutboundOut(frame), promise: promise)
         needsFlush = true
+    }
+
+    func sendMessage(_ context: ChannelHandlerContext, stream: Int32, frame: ByteBuffer, first: Bool) {
+        let id = HTTP2StreamID(stream)
+        if first { write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil) }
+        write(context, HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(frame)))), promise: nil)
+    }
+
+    func sendEnd(_ context: ChannelHandlerContext, stream: Int32, _ end: GRPCStreamEnd, _ shape: EndShape, thenReset: Bool) {
+        let id = HTTP2StreamID(stream)
+        if case .headersAndTrailers = shape {
+            write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
+        }
+        let block: HPACKHeaders =
+            if case .status = end, case .trailers = shape { end == .ok ? GRPCHeaders.okTrailers : GRPCHeaders.block(end, trailersOnly: false) }
+            else if case .headersAndTrailers = shape { GRPCHeaders.block(end, trailersOnly: false) }
+            else { GRPCHeaders.block(end, trailersOnly: true) }
+        let frame = HTTP2Frame(streamID: id, payload: .headers(.init(headers: block, endStream: true)))
+        guard thenReset else {
+            write(context, frame, promise: nil)
+            return
+        }
+        // Reset only once the end has been written: a reset purges frames still queued for flow
+        // control.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        write(context, frame, promise: written)
+        written.futureResult.assumeIsolated().whenSuccess { [self] in
+            write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError)), promise: nil)
+            context.flush()
+        }
+    }
+
+    func flush(_ context: ChannelHandlerContext) {
+        context.flush()
     }
 
     private func flushIfNeeded(context: ChannelHandlerContext) {

@@ -1,4 +1,5 @@
 import ExtProcCore
+import GRPCTransport
 import Logging
 import NIOCore
 import NIOExtras
@@ -8,6 +9,12 @@ import OverlayCore
 import OverlayRuntime
 import ServiceLifecycle
 import Locking
+
+/// The HTTP/2 implementation under the ext_proc listener.
+public enum HTTP2Layer: String, Sendable, CaseIterable {
+    case nghttp2
+    case swiftNIO = "swift-nio-http2"
+}
 
 /// Options of the ext_proc gRPC server.
 public struct ExtProcServerOptions: Sendable {
@@ -28,6 +35,10 @@ public struct ExtProcServerOptions: Sendable {
     /// parsed and checked, and overlayd validates every header it uses; the checks cost ~7 % of
     /// the per-stream CPU).
     public var strictHTTP2 = false
+    /// `--http2`: the HTTP/2 layer of the listener: libnghttp2 (``H2ServerConnection``) or
+    /// swift-nio-http2 (``ExtProcConnectionHandler``, the default while the nghttp2 layer is
+    /// measured; issue 16).
+    public var http2: HTTP2Layer = .swiftNIO
     /// Event-loop threads (default: the CPUs this process may use, honouring taskset/cpusets).
     public var threads = CPUAffinity.usableCores
 
@@ -136,11 +147,23 @@ public final class ExtProcServer: Service, Sendable {
         let maxStreams = options.maxConcurrentStreams
         let strict = options.strictHTTP2
         let grace = options.drainTimeout.timeAmount
+        let layer = options.http2
         let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace, strict: strict)
+                    switch layer {
+                    case .nghttp2:
+                        var settings = H2ServerSettings()
+                        settings.maxConcurrentStreams = maxStreams
+                        settings.streamWindow = Self.streamWindowTarget
+                        settings.connectionWindow = Self.connectionWindowTarget
+                        settings.maxBufferedBytes = 2 * shared.maxMessageBytes
+                        settings.graceTime = grace
+                        try channel.pipeline.syncOperations.addHandler(ExtProcH2Connection.handler(shared: shared, settings: settings))
+                    case .swiftNIO:
+                        try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace, strict: strict)
+                    }
                 }
             }
         return try await ListenFailure.opening(option: options.listenOption, address: "\(options.listen)") {

@@ -1,4 +1,5 @@
 import ExtProcProto
+import GRPCTransport
 import NIOCore
 import OverlayRuntime
 import SwiftProtobuf
@@ -23,7 +24,7 @@ extension ExtProcStream {
     func answerHealthCheck(context: ChannelHandlerContext, payload: ByteBuffer) {
         guard let service = decodeHealthRequest(context: context, payload: payload) else { return }
         writeHealth(context: context, serving: shared.health.isServing, service: service)
-        end(context: context, trailers: GRPCHeaders.okTrailers)
+        end(context: context, .ok)
     }
 
     /// A Watch call: the current status now, then every change (config turning valid, draining).
@@ -35,7 +36,7 @@ extension ExtProcStream {
                 let (stream, context) = bound.value
                 guard case .healthWatch = stream.mode else { return }
                 stream.writeHealth(context: context, serving: serving)
-                context.flush()
+                stream.connection.flush(context)
             }
         }
         watching = true

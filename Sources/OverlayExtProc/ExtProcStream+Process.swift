@@ -2,7 +2,6 @@ import CoreMetrics
 import ExtProcCore
 import ExtProcProto
 import NIOCore
-import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
 import SwiftProtobuf
@@ -52,7 +51,7 @@ extension ExtProcStream {
         guard let action = machine?.resume(with: view) else { return }
         countInjection()
         guard write(context: context, action) else {
-            context.flush()
+            connection.flush(context)
             return
         }
         let backlog = queued
@@ -61,13 +60,13 @@ extension ExtProcStream {
             guard process(context: context, payload: payload) else {
                 // Ended (a pause cannot come twice: the response headers came once).
                 if paused { queued.append(contentsOf: backlog[(index + 1)...]) }
-                context.flush()
+                connection.flush(context)
                 return
             }
         }
         drain(context: context)
         if peerEnded, case .process = mode { clientEnded(context: context) }
-        context.flush()
+        connection.flush(context)
     }
 
     func handle(context: ChannelHandlerContext, _ request: ProcessingRequest) -> Bool {

@@ -1,11 +1,10 @@
 import Backends
+import GRPCTransport
 import CoreMetrics
 import ExtProcCore
 import ExtProcProto
 import Logging
 import NIOCore
-import NIOHPACK
-import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
 import SwiftProtobuf
@@ -37,9 +36,36 @@ final class ExtProcShared: Sendable {
     }
 }
 
+/// What a stream needs from its connection, whichever HTTP/2 layer carries it (libnghttp2 through
+/// ``ExtProcH2Connection``, or swift-nio-http2 through ``ExtProcConnectionHandler``).
+protocol ExtProcConnection: AnyObject {
+    var context: ChannelHandlerContext? { get }
+    /// Seeds the per-exchange random sources (splits without a user key, shadow sampling).
+    func nextSeed() -> UInt64
+    /// A stream's partial-message bytes changed by `delta` (the connection's buffer budget).
+    func bufferedChanged(context: ChannelHandlerContext, by delta: Int)
+    /// One gRPC message frame; `first` when the response headers go with it.
+    func sendMessage(_ context: ChannelHandlerContext, stream: Int32, frame: ByteBuffer, first: Bool)
+    /// Ends our side: trailers, or a trailers-only response when nothing was sent; with
+    /// `thenReset`, RST_STREAM(NO_ERROR) once the end is written.
+    func sendEnd(_ context: ChannelHandlerContext, stream: Int32, _ end: GRPCStreamEnd, _ shape: EndShape, thenReset: Bool)
+    /// Writes what was sent outside a read (timers, results, health changes).
+    func flush(_ context: ChannelHandlerContext)
+}
+
+/// How the end of a response is framed.
+enum EndShape {
+    /// One HEADERS frame with `:status`, `content-type` and the status (nothing was sent before).
+    case trailersOnly
+    /// Response headers, then trailers (a call that ends before its first message).
+    case headersAndTrailers
+    /// Trailers after the response headers and messages already sent.
+    case trailers
+}
+
 /// One HTTP/2 stream: a `Process` call (the ext_proc exchange), a health call, or a rejection.
 ///
-/// Protocol work only: gRPC framing, HTTP/2 frames, status. Every decision about the exchange is the
+/// Protocol work only: gRPC framing, status. Every decision about the exchange is the
 /// core's ``ExchangeStateMachine``; this object feeds it messages in order and writes its answers,
 /// synchronously on the event loop. It lives in its connection's ``ExtProcConnectionHandler``
 /// (one per stream, no child channel), which drops it when swift-nio-http2 reports the stream
@@ -57,9 +83,9 @@ final class ExtProcStream {
     }
 
     let shared: ExtProcShared
-    let streamID: HTTP2StreamID
-    /// Unowned: the connection handler owns every stream and outlives it.
-    private unowned let connection: ExtProcConnectionHandler
+    let streamID: Int32
+    /// Unowned: the connection owns every stream and outlives it.
+    unowned let connection: any ExtProcConnection
     var mode = Mode.awaitingHeaders
     /// The exchange's protocol state machine (set for `Process` calls).
     var machine: ExchangeStateMachine?
@@ -82,7 +108,7 @@ final class ExtProcStream {
     /// The exchange's spans when tracing is on (opened at request headers).
     var trace: ExchangeTrace?
 
-    init(id: HTTP2StreamID, connection: ExtProcConnectionHandler, shared: ExtProcShared) {
+    init(id: Int32, connection: any ExtProcConnection, shared: ExtProcShared) {
         self.streamID = id
         self.connection = connection
         self.shared = shared
@@ -125,58 +151,33 @@ final class ExtProcStream {
         trace = nil
     }
 
-    /// A frame for this stream from the peer.
-    func read(context: Context, payload: HTTP2Frame.FramePayload) {
-        switch payload {
-        case .headers(let headers):
-            if case .awaitingHeaders = mode {
-                start(context: context, headers: headers.headers)
-                if headers.endStream { clientEnded(context: context) }
-            } else if headers.endStream {
-                // Client trailers (gRPC clients send none, but HTTP/2 allows them): end of input.
-                clientEnded(context: context)
-            }
-        case .data(let frame):
-            if case .byteBuffer(let buffer) = frame.data, buffer.readableBytes > 0 {
-                received(context: context, bytes: buffer)
-            }
-            if frame.endStream { clientEnded(context: context) }
-        default:
-            break
-        }
+    /// The request head arrived (`endStream`: and nothing more will).
+    func headersReceived(context: Context, head: GRPCRequestHead, endStream: Bool) {
+        if case .awaitingHeaders = mode { start(context: context, head: head) }
+        if endStream { clientEnded(context: context) }
     }
 
     /// The server is draining (GOAWAY sent): end health watches with NOT_SERVING.
     func quiesce(context: Context) {
         if case .healthWatch = mode {
             writeHealth(context: context, serving: false)
-            end(context: context, trailers: GRPCHeaders.okTrailers)
+            end(context: context, .ok)
         }
     }
 
     // MARK: - Stream start
 
-    func start(context: ChannelHandlerContext, headers: HPACKHeaders) {
-        var path = ""
-        var method = ""
-        var contentType = ""
-        var encoding: String?
-        var timeout: String?
-        for (name, value, _) in headers {
-            switch name {
-            case ":path": path = value
-            case ":method": method = value
-            case "content-type": contentType = value
-            case "grpc-encoding": encoding = value
-            case "grpc-timeout": timeout = value
-            default: break
-            }
-        }
+    func start(context: ChannelHandlerContext, head: GRPCRequestHead) {
+        let path = head.path
+        let method = head.method
+        let contentType = head.contentType
+        let encoding = head.encoding
+        let timeout = head.timeout
         guard method == "POST" else {
-            return rejectHTTP(context: context, status: "405")
+            return rejectHTTP(context: context, status: 405)
         }
         guard contentType.hasPrefix("application/grpc") else {
-            return rejectHTTP(context: context, status: "415")
+            return rejectHTTP(context: context, status: 415)
         }
         if let encoding, encoding != "identity" {
             return finishTrailersOnly(
@@ -205,7 +206,7 @@ final class ExtProcStream {
             deadline = context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
                 let (stream, context) = loopBound.value
                 stream.deadlineExceeded(context: context)
-                context.flush()
+                stream.connection.flush(context)
             }
         }
     }
@@ -213,7 +214,7 @@ final class ExtProcStream {
     func deadlineExceeded(context: ChannelHandlerContext) {
         if case .closed = mode { return }
         shared.metrics.error("deadline_exceeded")
-        end(context: context, trailers: GRPCHeaders.trailers(.deadlineExceeded, message: "deadline exceeded"), thenReset: true)
+        end(context: context, GRPCStatusCode.deadlineExceeded.end("deadline exceeded"), thenReset: true)
     }
 
     // MARK: - Messages
@@ -321,28 +322,24 @@ final class ExtProcStream {
     // MARK: - Writing
 
     func writeMessage(context: ChannelHandlerContext, frame: ByteBuffer) {
-        if !responseHeadersSent {
-            responseHeadersSent = true
-            write(context, .headers(.init(headers: GRPCHeaders.responseHeaders)))
-        }
-        write(context, .data(.init(data: .byteBuffer(frame))))
+        let first = !responseHeadersSent
+        responseHeadersSent = true
+        connection.sendMessage(context, stream: streamID, frame: frame, first: first)
     }
 
-    /// Ends the response with trailers (after response headers were sent).
-    func end(context: ChannelHandlerContext, trailers: HPACKHeaders, thenReset: Bool = false) {
+    /// Ends the response with trailers (response headers are sent first if they were not).
+    func end(context: ChannelHandlerContext, _ end: GRPCStreamEnd, thenReset: Bool = false) {
         if case .closed = mode { return }
-        if !responseHeadersSent {
-            responseHeadersSent = true
-            write(context, .headers(.init(headers: GRPCHeaders.responseHeaders)))
-        }
-        writeLast(context: context, .headers(.init(headers: trailers, endStream: true)), thenReset: thenReset)
+        let ending: EndShape = responseHeadersSent ? .trailers : .headersAndTrailers
+        responseHeadersSent = true
+        writeLast(context: context, end, ending, thenReset: thenReset)
     }
 
     func finishTrailersOnlyOrEnd(
         context: ChannelHandlerContext, _ code: GRPCStatusCode, _ message: String?, thenReset: Bool = false
     ) {
         if responseHeadersSent {
-            end(context: context, trailers: GRPCHeaders.trailers(code, message: message), thenReset: thenReset)
+            end(context: context, code.end(message), thenReset: thenReset)
         } else {
             finishTrailersOnly(context: context, code, message, thenReset: thenReset)
         }
@@ -354,39 +351,21 @@ final class ExtProcStream {
     ) {
         if case .closed = mode { return }
         responseHeadersSent = true
-        let headers = GRPCHeaders.trailersOnly(code, message: message, extra: extra)
-        writeLast(context: context, .headers(.init(headers: headers, endStream: true)), thenReset: thenReset)
+        writeLast(context: context, code.end(message, extra: extra), .trailersOnly, thenReset: thenReset)
     }
 
-    /// Writes the frame that ends our side of the stream; with `thenReset`, resets the stream once
-    /// that frame has been written (not before: a reset purges frames still queued).
-    func writeLast(context: ChannelHandlerContext, _ frame: HTTP2Frame.FramePayload, thenReset: Bool) {
-        if thenReset && !peerEnded {
-            // gRPC over HTTP/2: a server that ends before the client resets with NO_ERROR (CANCEL
-            // would read as a cancelled call), and only once our last frame has been written: a
-            // reset purges frames still queued for flow control.
-            let written = context.eventLoop.makePromise(of: Void.self)
-            let id = streamID
-            let connection = self.connection
-            write(context, frame, promise: written)
-            written.futureResult.assumeIsolated().whenSuccess {
-                connection.write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError)), promise: nil)
-                context.flush()
-            }
-        } else {
-            write(context, frame)
-        }
+    /// Writes the end of our side; with `thenReset` (and the client's side still open), the stream
+    /// is reset once that end has been written (not before: a reset purges frames still queued).
+    func writeLast(context: ChannelHandlerContext, _ end: GRPCStreamEnd, _ shape: EndShape, thenReset: Bool) {
+        // gRPC over HTTP/2: a server that ends before the client resets with NO_ERROR (CANCEL would
+        // read as a cancelled call).
+        connection.sendEnd(context, stream: streamID, end, shape, thenReset: thenReset && !peerEnded)
         release()
     }
 
-    func write(_ context: Context, _ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
-        connection.write(context, HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
-    }
-
-    func rejectHTTP(context: ChannelHandlerContext, status: String) {
+    func rejectHTTP(context: ChannelHandlerContext, status: Int) {
         responseHeadersSent = true
-        let headers: HPACKHeaders = [":status": status]
-        writeLast(context: context, .headers(.init(headers: headers, endStream: true)), thenReset: true)
+        writeLast(context: context, .http(status: status), .trailersOnly, thenReset: true)
     }
 
 }

@@ -1,3 +1,4 @@
+import GRPCTransport
 import NIOHPACK
 
 /// The gRPC status codes we send (grpc/doc/statuscodes.md).
@@ -10,6 +11,11 @@ enum GRPCStatusCode: Int {
     case unimplemented = 12
     case `internal` = 13
     case unavailable = 14
+
+    /// The stream end carrying this status.
+    func end(_ message: String?, extra: [(String, String)] = []) -> GRPCStreamEnd {
+        .status(code: rawValue, message: message, extra: extra.map { GRPCStreamEnd.Field($0.0, $0.1) })
+    }
 }
 
 enum GRPCHeaders {
@@ -31,36 +37,22 @@ enum GRPCHeaders {
         return headers
     }
 
-    /// grpc-message is percent-encoded: bytes outside 0x20...0x7E, and '%', are escaped.
-    static func percentEncode(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for byte in text.utf8 {
-            if byte >= 0x20 && byte <= 0x7E && byte != UInt8(ascii: "%") {
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            } else {
-                let hex = String(byte, radix: 16, uppercase: true)
-                out += "%" + (hex.count == 1 ? "0" + hex : hex)
-            }
+    /// The header block that ends a stream: trailers after response headers, or a trailers-only
+    /// (or plain HTTP) response when nothing was sent.
+    static func block(_ end: GRPCStreamEnd, trailersOnly: Bool) -> HPACKHeaders {
+        switch end {
+        case .http(let status):
+            return [":status": String(status)]
+        case .status:
+            var headers = trailersOnly ? responseHeaders : HPACKHeaders()
+            for field in end.statusFields { headers.add(name: field.name, value: field.value) }
+            return headers
         }
-        return out
     }
 
+    /// grpc-message is percent-encoded: bytes outside 0x20...0x7E, and '%', are escaped.
+    static func percentEncode(_ text: String) -> String { GRPCStatusMessage.percentEncode(text) }
+
     /// Parses `grpc-timeout` (e.g. `100m`, `5S`): 1 to 8 ASCII digits and a unit (PROTOCOL-HTTP2.md).
-    static func parseTimeout(_ value: String) -> Int64? {
-        let digits = value.utf8.dropLast()
-        guard let unit = value.last, (1...8).contains(digits.count),
-            digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-            let amount = Int64(value.dropLast())
-        else { return nil }
-        switch unit {
-        case "H": return amount * 3_600_000_000_000
-        case "M": return amount * 60_000_000_000
-        case "S": return amount * 1_000_000_000
-        case "m": return amount * 1_000_000
-        case "u": return amount * 1_000
-        case "n": return amount
-        default: return nil
-        }
-    }
+    static func parseTimeout(_ value: String) -> Int64? { GRPCTimeout.parse(value) }
 }

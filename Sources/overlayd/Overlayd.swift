@@ -52,6 +52,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event-loop threads (default: the CPUs this process may use; taskset and cpusets are honoured).")
     var threads: Int?
 
+    @Option(help: "The ext_proc listener's HTTP/2 layer: nghttp2 (libnghttp2) or swift-nio-http2.")
+    var http2 = HTTP2Layer.swiftNIO.rawValue
+
     @Flag(help: "Run HTTP/2 semantic header-block and content-length checks on every stream (off by default for the local Envoy peer).")
     var strictHttp2 = false
 
@@ -73,6 +76,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...1_000_000).contains(maxConcurrentStreams) else {
             throw ValidationError("--max-concurrent-streams must be 1...1000000, got \(maxConcurrentStreams)")
+        }
+        guard HTTP2Layer(rawValue: http2) != nil else {
+            throw ValidationError("--http2 must be nghttp2 or swift-nio-http2, got \(http2)")
         }
         guard (0...1_000_000).contains(shadowQueue) else {
             throw ValidationError("--shadow-queue must be 0...1000000, got \(shadowQueue)")
@@ -114,6 +120,7 @@ struct Serve: AsyncParsableCommand {
         extProc.maxConcurrentStreams = maxConcurrentStreams
         if let threads { extProc.threads = threads }
         extProc.strictHTTP2 = strictHttp2
+        extProc.http2 = HTTP2Layer(rawValue: http2) ?? .swiftNIO
         options.engine.shadowQueueCapacity = shadowQueue
         options.engine.shadowConcurrency = shadowConcurrency
         options.forecastBucketSeconds = forecastBucket

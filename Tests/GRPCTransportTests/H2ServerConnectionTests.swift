@@ -1,0 +1,366 @@
+import CNGHTTP2
+import GRPCTransport
+import NIOCore
+import NIOEmbedded
+import Testing
+
+/// An HTTP/2 client on libnghttp2 in memory mode that records every frame it receives, in order.
+private final class Client {
+    private(set) var session: OpaquePointer?
+    enum Event: Equatable {
+        case headers(stream: Int32, fields: [String: String], endStream: Bool)
+        case data(stream: Int32, bytes: [UInt8], endStream: Bool)
+        case reset(stream: Int32, code: UInt32)
+        case goaway(lastStream: Int32, code: UInt32)
+    }
+    var events: [Event] = []
+    private var fields: [Int32: [String: String]] = [:]
+    private var data: [Int32: [UInt8]] = [:]
+
+    init() {
+        var callbacks: OpaquePointer?
+        precondition(nghttp2_session_callbacks_new(&callbacks) == 0)
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+            let client = Unmanaged<Client>.fromOpaque(user!).takeUnretainedValue()
+            let stream = frame!.pointee.hd.stream_id
+            client.fields[stream, default: [:]][String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)] =
+                String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, bytes, length, user in
+            let client = Unmanaged<Client>.fromOpaque(user!).takeUnretainedValue()
+            client.data[stream, default: []].append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
+            let client = Unmanaged<Client>.fromOpaque(user!).takeUnretainedValue()
+            let header = frame!.pointee.hd
+            let stream = header.stream_id
+            let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            switch UInt32(header.type) {
+            case NGHTTP2_HEADERS.rawValue:
+                client.events.append(.headers(stream: stream, fields: client.fields.removeValue(forKey: stream) ?? [:], endStream: endStream))
+            case NGHTTP2_DATA.rawValue:
+                client.events.append(.data(stream: stream, bytes: client.data.removeValue(forKey: stream) ?? [], endStream: endStream))
+            case NGHTTP2_RST_STREAM.rawValue:
+                client.events.append(.reset(stream: stream, code: frame!.pointee.rst_stream.error_code))
+            case NGHTTP2_GOAWAY.rawValue:
+                client.events.append(.goaway(lastStream: frame!.pointee.goaway.last_stream_id, code: frame!.pointee.goaway.error_code))
+            default:
+                break
+            }
+            return 0
+        }
+        let user = Unmanaged.passUnretained(self).toOpaque()
+        precondition(nghttp2_session_client_new(&session, callbacks, user) == 0)
+        precondition(nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil, 0) == 0)
+    }
+
+    deinit { nghttp2_session_del(session) }
+
+    func output() -> ByteBuffer {
+        var out = ByteBuffer()
+        while true {
+            var chunk: UnsafePointer<UInt8>?
+            let count = nghttp2_session_mem_send(session, &chunk)
+            precondition(count >= 0)
+            if count == 0 { return out }
+            out.writeBytes(UnsafeRawBufferPointer(start: chunk, count: count))
+        }
+    }
+
+    func input(_ buffer: ByteBuffer) {
+        let consumed = buffer.withUnsafeReadableBytes {
+            nghttp2_session_mem_recv(session, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count)
+        }
+        precondition(consumed == buffer.readableBytes, "client refused the server's bytes: \(consumed)")
+    }
+
+    /// A gRPC request head (ending the stream when `end`).
+    @discardableResult
+    func request(path: String, extra: [(String, String)] = [], end: Bool = false) -> Int32 {
+        let headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "sidecar"),
+                       ("content-type", "application/grpc"), ("te", "trailers")] + extra
+        var bytes: [UInt8] = []
+        var spans: [(Int, Int, Int, Int)] = []
+        for (name, value) in headers {
+            let nameStart = bytes.count
+            bytes += Array(name.utf8)
+            let valueStart = bytes.count
+            bytes += Array(value.utf8)
+            spans.append((nameStart, valueStart - nameStart, valueStart, bytes.count - valueStart))
+        }
+        let endHeaders = end
+        let stream = bytes.withUnsafeMutableBufferPointer { storage in
+            let fields = spans.map {
+                nghttp2_nv(name: storage.baseAddress! + $0.0, value: storage.baseAddress! + $0.2, namelen: $0.1,
+                           valuelen: $0.3, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return fields.withUnsafeBufferPointer {
+                nghttp2_submit_headers(session, UInt8(endHeaders ? NGHTTP2_FLAG_END_STREAM.rawValue : NGHTTP2_FLAG_NONE.rawValue),
+                                       -1, nil, $0.baseAddress, $0.count, nil)
+            }
+        }
+        return stream
+    }
+
+    private var pending: [Int32: [UInt8]] = [:]
+
+    func send(stream: Int32, _ bytes: [UInt8], end: Bool) {
+        pending[stream] = bytes
+        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil)) { _, stream, buffer, length, flags, _, user in
+            let client = Unmanaged<Client>.fromOpaque(user!).takeUnretainedValue()
+            let bytes = client.pending.removeValue(forKey: stream) ?? []
+            precondition(bytes.count <= length)
+            bytes.withUnsafeBufferPointer { buffer!.update(from: $0.baseAddress!, count: bytes.count) }
+            flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            if client.keepOpen.contains(stream) { flags!.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue }
+            return bytes.count
+        }
+        if !end { keepOpen.insert(stream) } else { keepOpen.remove(stream) }
+        precondition(nghttp2_submit_data(session, UInt8(end ? NGHTTP2_FLAG_END_STREAM.rawValue : NGHTTP2_FLAG_NONE.rawValue), stream, &provider) == 0)
+    }
+
+    private var keepOpen: Set<Int32> = []
+
+    func reset(_ stream: Int32) {
+        precondition(nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, NGHTTP2_CANCEL.rawValue) == 0)
+    }
+}
+
+/// Records what the transport reports and answers as each test says.
+private final class Recorder: H2StreamDelegate {
+    var started: [(Int32, GRPCRequestHead, Bool)] = []
+    var received: [Int32: [UInt8]] = [:]
+    var ended: [Int32] = []
+    var closed: [Int32] = []
+    var quiescing = 0
+    var connectionGone = false
+    var onStart: (H2ServerConnection, Int32, GRPCRequestHead) -> Void = { _, _, _ in }
+    var onEnd: (H2ServerConnection, Int32) -> Void = { _, _ in }
+
+    func streamStarted(_ connection: H2ServerConnection, context: ChannelHandlerContext, stream: Int32, head: GRPCRequestHead, endStream: Bool) {
+        started.append((stream, head, endStream))
+        onStart(connection, stream, head)
+    }
+    func streamData(_ connection: H2ServerConnection, context: ChannelHandlerContext, stream: Int32, data: ByteBuffer) {
+        received[stream, default: []].append(contentsOf: data.readableBytesView)
+    }
+    func streamEnded(_ connection: H2ServerConnection, context: ChannelHandlerContext, stream: Int32) {
+        ended.append(stream)
+        onEnd(connection, stream)
+    }
+    func streamClosed(_ connection: H2ServerConnection, stream: Int32) { closed.append(stream) }
+    func connectionQuiescing(_ connection: H2ServerConnection, context: ChannelHandlerContext) { quiescing += 1 }
+    func connectionClosed(_ connection: H2ServerConnection) { connectionGone = true }
+}
+
+/// A server connection in an embedded channel, a client, and the bytes between them.
+private struct Pair {
+    let channel = EmbeddedChannel()
+    let client = Client()
+    let recorder = Recorder()
+    let server: H2ServerConnection
+
+    init(settings: H2ServerSettings = H2ServerSettings()) throws {
+        server = H2ServerConnection(settings: settings, delegate: recorder)
+        try channel.pipeline.syncOperations.addHandler(server)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    /// Moves bytes both ways until neither side has anything to say.
+    func pump() throws {
+        while true {
+            let toServer = client.output()
+            if toServer.readableBytes > 0, channel.isActive { try channel.writeInbound(toServer) }
+            var any = toServer.readableBytes > 0
+            while let bytes = try channel.readOutbound(as: ByteBuffer.self) {
+                any = true
+                client.input(bytes)
+            }
+            if !any { return }
+        }
+    }
+
+    /// Events of `stream`, in order.
+    func events(_ stream: Int32) -> [Client.Event] {
+        client.events.filter {
+            switch $0 {
+            case .headers(let id, _, _), .data(let id, _, _), .reset(let id, _): id == stream
+            case .goaway: false
+            }
+        }
+    }
+}
+
+private func frame(_ payload: [UInt8]) -> ByteBuffer {
+    var buffer = ByteBuffer()
+    buffer.writeInteger(UInt8(0))
+    buffer.writeInteger(UInt32(payload.count))
+    buffer.writeBytes(payload)
+    return buffer
+}
+
+private let process = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+
+@Suite struct H2ServerConnectionTests {
+    @Test func theRequestHeadAndBodyReachTheDelegateAndTheAnswerComesBackInGRPCOrder() throws {
+        let pair = try Pair()
+        pair.recorder.onEnd = { connection, stream in
+            connection.sendMessage(stream: stream, frame: frame([1, 2, 3]))
+            connection.sendEnd(stream: stream, .ok, trailersOnly: false, thenReset: false)
+        }
+        let stream = pair.client.request(path: process, extra: [("grpc-timeout", "100m")])
+        try pair.pump()
+        pair.client.send(stream: stream, Array(frame([9, 8]).readableBytesView), end: true)
+        try pair.pump()
+        #expect(pair.recorder.started.count == 1)
+        let head = try #require(pair.recorder.started.first).1
+        #expect(head == GRPCRequestHead(method: "POST", path: process, contentType: "application/grpc", timeout: "100m"))
+        #expect(pair.recorder.received[stream] == Array(frame([9, 8]).readableBytesView))
+        #expect(pair.recorder.ended == [stream])
+        #expect(pair.events(stream) == [
+            .headers(stream: stream, fields: [":status": "200", "content-type": "application/grpc"], endStream: false),
+            .data(stream: stream, bytes: Array(frame([1, 2, 3]).readableBytesView), endStream: false),
+            .headers(stream: stream, fields: ["grpc-status": "0"], endStream: true),
+        ])
+        #expect(pair.recorder.closed == [stream])
+    }
+
+    @Test func aTrailersOnlyAnswerIsOneHeadersFrameWithTheStatusAndItsEncodedMessage() throws {
+        let pair = try Pair()
+        pair.recorder.onStart = { connection, stream, _ in
+            connection.sendEnd(
+                stream: stream, .status(code: 12, message: "no 100%", extra: [.init("grpc-accept-encoding", "identity")]),
+                trailersOnly: true, thenReset: false)
+        }
+        let stream = pair.client.request(path: "/unknown", end: true)
+        try pair.pump()
+        #expect(pair.events(stream) == [
+            .headers(stream: stream, fields: [
+                ":status": "200", "content-type": "application/grpc", "grpc-status": "12",
+                "grpc-message": "no 100%25", "grpc-accept-encoding": "identity",
+            ], endStream: true),
+        ])
+    }
+
+    @Test func anEndBeforeTheClientsIsFollowedByAResetWithNoErrorOnlyAfterIt() throws {
+        let pair = try Pair()
+        pair.recorder.onStart = { connection, stream, _ in
+            connection.sendMessage(stream: stream, frame: frame([7]))
+            connection.sendEnd(stream: stream, .status(code: 0, message: "framing"), trailersOnly: false, thenReset: true)
+        }
+        let stream = pair.client.request(path: process)  // the client's side stays open
+        try pair.pump()
+        #expect(pair.events(stream) == [
+            .headers(stream: stream, fields: [":status": "200", "content-type": "application/grpc"], endStream: false),
+            .data(stream: stream, bytes: Array(frame([7]).readableBytesView), endStream: false),
+            .headers(stream: stream, fields: ["grpc-status": "0", "grpc-message": "framing"], endStream: true),
+            .reset(stream: stream, code: NGHTTP2_NO_ERROR.rawValue),
+        ])
+        #expect(pair.recorder.closed == [stream])
+    }
+
+    @Test func aMessageSentLaterLeavesOnFlush() throws {
+        let pair = try Pair()
+        let stream = pair.client.request(path: process)
+        try pair.pump()
+        #expect(pair.recorder.started.count == 1)
+        pair.server.sendMessage(stream: stream, frame: frame([1]))
+        pair.server.flush(context: try #require(pair.server.context))
+        try pair.pump()
+        // Deferred once the queue ran dry, then resumed by the next message.
+        pair.server.sendMessage(stream: stream, frame: frame([2]))
+        pair.server.sendEnd(stream: stream, .ok, trailersOnly: false, thenReset: false)
+        pair.server.flush(context: try #require(pair.server.context))
+        try pair.pump()
+        #expect(pair.events(stream) == [
+            .headers(stream: stream, fields: [":status": "200", "content-type": "application/grpc"], endStream: false),
+            .data(stream: stream, bytes: Array(frame([1]).readableBytesView), endStream: false),
+            .data(stream: stream, bytes: Array(frame([2]).readableBytesView), endStream: false),
+            .headers(stream: stream, fields: ["grpc-status": "0"], endStream: true),
+        ])
+    }
+
+    @Test func envoysResetAfterEveryAnswerDoesNotTripTheRapidResetGuard() throws {
+        let pair = try Pair()
+        pair.recorder.onStart = { connection, stream, _ in
+            connection.sendMessage(stream: stream, frame: frame([0]))
+        }
+        for _ in 0..<5_000 {
+            let stream = pair.client.request(path: process)
+            try pair.pump()
+            pair.client.reset(stream)
+            try pair.pump()
+        }
+        #expect(pair.recorder.started.count == 5_000)
+        #expect(pair.recorder.closed.count == 5_000)
+        #expect(!pair.client.events.contains { if case .goaway = $0 { true } else { false } })
+        #expect(pair.channel.isActive)
+    }
+
+    @Test func theDefaultGuardWouldHaveEndedThatConnection() throws {
+        var settings = H2ServerSettings()
+        settings.resetBurst = 1_000
+        settings.resetRate = 33
+        let pair = try Pair(settings: settings)
+        pair.recorder.onStart = { connection, stream, _ in connection.sendMessage(stream: stream, frame: frame([0])) }
+        for _ in 0..<1_100 {
+            let stream = pair.client.request(path: process)
+            try pair.pump()
+            pair.client.reset(stream)
+            try pair.pump()
+            if !pair.channel.isActive { break }
+        }
+        // nghttp2 1.52's guard ends the connection with GOAWAY(INTERNAL_ERROR).
+        #expect(pair.client.events.contains { if case .goaway(_, let code) = $0 { code == NGHTTP2_INTERNAL_ERROR.rawValue } else { false } })
+        #expect(pair.recorder.started.count < 1_100)
+    }
+
+    @Test func drainingSendsTwoGoawaysLetsTheStreamInFlightFinishThenCloses() throws {
+        let pair = try Pair()
+        let first = pair.client.request(path: process)
+        try pair.pump()
+        pair.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try pair.pump()  // the notice, its PING, the ack, the final GOAWAY
+        #expect(pair.recorder.quiescing == 1)
+        let goaways = pair.client.events.compactMap { if case .goaway(let last, let code) = $0 { (last, code) } else { nil } }
+        #expect(goaways.map(\.0) == [Int32.max, first])
+        #expect(goaways.allSatisfy { $0.1 == NGHTTP2_NO_ERROR.rawValue })
+        #expect(pair.channel.isActive)  // the stream is still in flight
+        pair.server.sendEnd(stream: first, .ok, trailersOnly: true, thenReset: false)
+        pair.client.send(stream: first, [], end: true)
+        pair.server.flush(context: try #require(pair.server.context))
+        try pair.pump()
+        #expect(pair.events(first).last == .headers(stream: first, fields: [":status": "200", "content-type": "application/grpc", "grpc-status": "0"], endStream: true))
+        #expect(!pair.channel.isActive)
+    }
+
+    @Test func aBadPrefaceClosesTheConnection() throws {
+        let pair = try Pair()
+        try pair.channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        #expect(!pair.channel.isActive)
+        #expect(pair.recorder.connectionGone)
+    }
+
+    @Test func bytesHeldPastTheBudgetStopTheConnectionWindowUntilReleased() throws {
+        // A 65,535-byte connection window: nghttp2 gives bytes back once half of it is consumed.
+        var settings = H2ServerSettings()
+        settings.maxBufferedBytes = 10
+        settings.connectionWindow = 65_535
+        let pair = try Pair(settings: settings)
+        let stream = pair.client.request(path: process)
+        try pair.pump()
+        let before = nghttp2_session_get_remote_window_size(pair.client.session)
+        pair.server.bufferedChanged(by: 100)  // the delegate holds a partial message
+        for _ in 0..<3 {
+            pair.client.send(stream: stream, [UInt8](repeating: 1, count: 15_000), end: false)
+            try pair.pump()
+        }
+        #expect(nghttp2_session_get_remote_window_size(pair.client.session) == before - 45_000)
+        pair.server.bufferedChanged(by: -100)
+        try pair.pump()
+        #expect(nghttp2_session_get_remote_window_size(pair.client.session) == before)
+    }
+}
