@@ -141,6 +141,7 @@ let package = Package(
             dependencies: [
                 "OverlayRuntime", "OverlayCore", "ExtProcCore", "ExtProcProto", "Locking", "GRPCTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),

@@ -32,8 +32,11 @@ public struct H2ServerSettings: Sendable {
     /// The rapid-reset guard (CVE-2023-44487): a token bucket of stream resets, `resetBurst` deep,
     /// refilled at `resetRate` per second. Envoy ends most ext_proc streams with RST_STREAM, so
     /// the reset rate equals the exchange rate: libnghttp2's default (1,000 deep, 33 per second)
-    /// would end a busy Envoy connection within a second.
-    public var resetBurst: UInt64 = 20_000
+    /// would end a busy Envoy connection within a second. libnghttp2 refills the bucket once per
+    /// whole second, so the depth is what one connection may reset in a second: 200,000, above
+    /// any exchange rate this server reaches (the swift-nio-http2 layer allowed the same, 20,000
+    /// per 100 ms); a reset costs the client as much as it costs us beyond that.
+    public var resetBurst: UInt64 = 200_000
     public var resetRate: UInt64 = 200_000
     /// Request bytes the delegate may hold (partial messages) before the connection window stops
     /// being refilled.
@@ -68,6 +71,9 @@ public final class H2ServerConnection: ChannelDuplexHandler {
     /// The request head being collected (HEADERS and CONTINUATION come in one piece).
     private var headStream: Int32 = 0
     private var head = GRPCRequestHead()
+    /// The decoded size of the header list being collected (RFC 9113 §6.5.2: name + value + 32
+    /// per field), held to SETTINGS_MAX_HEADER_LIST_SIZE: an HPACK bomb is refused early.
+    private var headBytes = 0
     /// While nghttp2 parses a read: the buffer, so DATA is handed on as slices of it.
     private var input: ByteBuffer?
     private var inputBase: UnsafeRawPointer?
@@ -357,16 +363,26 @@ public final class H2ServerConnection: ChannelDuplexHandler {
 
     private static func install(_ callbacks: OpaquePointer?) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
-            guard let frame, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+            guard let frame else { return 0 }
             let connection = H2ServerConnection.connection(user)
+            connection.headBytes = 0
+            guard frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
             connection.headStream = frame.pointee.hd.stream_id
             connection.head = GRPCRequestHead()
             return 0
         }
-        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { session, frame, name, nameLength, value, valueLength, _, user in
             guard let frame, let name, let value else { return 0 }
             let connection = H2ServerConnection.connection(user)
-            guard frame.pointee.hd.stream_id == connection.headStream, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+            let stream = frame.pointee.hd.stream_id
+            connection.headBytes += nameLength + valueLength + 32
+            if connection.headBytes > connection.settings.maxHeaderListSize {
+                // The rest of the block is still decoded (HPACK state), but not delivered; the
+                // stream is reset with PROTOCOL_ERROR.
+                _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, NGHTTP2_PROTOCOL_ERROR.rawValue)
+                return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+            }
+            guard stream == connection.headStream, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
             connection.header(name: UnsafeBufferPointer(start: name, count: nameLength), value: UnsafeBufferPointer(start: value, count: valueLength))
             return 0
         }

@@ -5,6 +5,7 @@ import NIOCore
 import NIOExtras
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
 import OverlayCore
 import OverlayRuntime
 import ServiceLifecycle
@@ -30,15 +31,18 @@ public struct ExtProcServerOptions: Sendable {
     /// `--max-concurrent-streams`: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 4096;
     /// Envoy multiplexes every exchange of a worker over few connections).
     public var maxConcurrentStreams = 4096
-    /// `--strict-http2`: run swift-nio-http2's semantic header-block and content-length checks on
+    /// `--strict-http2` (swift-nio-http2 layer only; libnghttp2 always checks): run swift-nio-http2's semantic header-block and content-length checks on
     /// every stream (default off: the peer is the local Envoy, frames and HPACK are still fully
     /// parsed and checked, and overlayd validates every header it uses; the checks cost ~7 % of
     /// the per-stream CPU).
     public var strictHTTP2 = false
-    /// `--http2`: the HTTP/2 layer of the listener: libnghttp2 (``H2ServerConnection``) or
-    /// swift-nio-http2 (``ExtProcConnectionHandler``, the default while the nghttp2 layer is
-    /// measured; issue 16).
-    public var http2: HTTP2Layer = .swiftNIO
+    /// `--http2`: the HTTP/2 layer of the listener: libnghttp2 (``H2ServerConnection``, the
+    /// default) or swift-nio-http2 (``ExtProcConnectionHandler``, the earlier layer, kept while
+    /// the new one settles).
+    public var http2: HTTP2Layer = .nghttp2
+    /// `--tls-cert`/`--tls-key`/`--tls-client-ca`: TLS (ALPN h2, mTLS with a client CA), see
+    /// ``ExtProcTLS``; nil: h2c with prior knowledge.
+    public var tls: NIOSSLContext?
     /// Event-loop threads (default: the CPUs this process may use, honouring taskset/cpusets).
     public var threads = CPUAffinity.usableCores
 
@@ -148,10 +152,15 @@ public final class ExtProcServer: Service, Sendable {
         let strict = options.strictHTTP2
         let grace = options.drainTimeout.timeAmount
         let layer = options.http2
+        let tls = options.tls
         let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // A peer that vanished (a shared service's client across the network) is found by TCP
+            // keepalive; the libnghttp2 layer sends no PINGs of its own.
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     switch layer {
                     case .nghttp2:
                         var settings = H2ServerSettings()
