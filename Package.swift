@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "BackendCore", targets: ["BackendCore"]),
         .library(name: "ExtProcCore", targets: ["ExtProcCore"]),
         .library(name: "ExtProcProto", targets: ["ExtProcProto"]),
+        .library(name: "GRPCTransport", targets: ["GRPCTransport"]),
     ],
     traits: [
         // The OTLP/HTTP span exporter behind `--otlp-endpoint` (swift-otel). On by default;

@@ -59,6 +59,11 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        fuzzTarget("h2-input", [
+            main("GRPCTransport"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
         fuzzTarget("request-target", []),
         fuzzTarget("hop-by-hop", [
             main("OverlayDecisions"),

@@ -90,6 +90,12 @@ public final class H2ServerConnection: ChannelDuplexHandler {
     /// The PING that tells the drain the client has seen the first GOAWAY.
     private static let drainPing: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0x64, 0x72, 0x61, 0x69, 0x6e, 0x21, 0x21, 0x21)
 
+    /// The stream as libnghttp2 holds it (tests: closed streams must not be kept).
+    func sessionHoldsStream(_ stream: Int32) -> Bool {
+        guard let session else { return false }
+        return nghttp2_session_find_stream(session, stream) != nil
+    }
+
     public init(settings: H2ServerSettings, delegate: any H2StreamDelegate) {
         self.settings = settings
         self.delegate = delegate
@@ -130,6 +136,10 @@ public final class H2ServerConnection: ChannelDuplexHandler {
         }
         defer { nghttp2_option_del(option) }
         nghttp2_option_set_no_auto_window_update(option, 1)
+        // No closed streams kept for RFC 7540 priorities (deprecated by RFC 9113, and Envoy sends
+        // none): libnghttp2 would otherwise hold up to SETTINGS_MAX_CONCURRENT_STREAMS of them per
+        // connection, ~6 MB on a busy one.
+        nghttp2_option_set_no_closed_streams(option, 1)
         nghttp2_option_set_stream_reset_rate_limit(option, settings.resetBurst, settings.resetRate)
         let user = Unmanaged.passUnretained(self).toOpaque()
         guard nghttp2_session_server_new2(&session, callbacks, user, option) == 0 else {
