@@ -15,37 +15,16 @@ public enum ExtProcTLS {
 
     /// The server context for the given files (PEM). `clientCA` turns on client verification.
     public static func context(certificate: String, key: String, clientCA: String?) throws(SetupError) -> NIOSSLContext {
-        let chain: [NIOSSLCertificate]
-        do {
-            chain = try NIOSSLCertificate.fromPEMFile(try readable(certificate, option: "--tls-cert"))
-        } catch let error as SetupError {
-            throw error
-        } catch {
-            throw SetupError(description: "--tls-cert \(certificate): not a PEM certificate chain (\(error))")
-        }
+        let chain = try load("--tls-cert", certificate, "a PEM certificate chain") { try NIOSSLCertificate.fromPEMFile($0) }
         guard !chain.isEmpty else {
             throw SetupError(description: "--tls-cert \(certificate): no PEM certificate in the file")
         }
-        let privateKey: NIOSSLPrivateKey
-        do {
-            privateKey = try NIOSSLPrivateKey(file: try readable(key, option: "--tls-key"), format: .pem)
-        } catch let error as SetupError {
-            throw error
-        } catch {
-            throw SetupError(description: "--tls-key \(key): not a PEM private key (\(error))")
-        }
+        let privateKey = try load("--tls-key", key, "a PEM private key") { try NIOSSLPrivateKey(file: $0, format: .pem) }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
         configuration.applicationProtocols = ["h2"]
         if let clientCA {
-            let roots: [NIOSSLCertificate]
-            do {
-                roots = try NIOSSLCertificate.fromPEMFile(try readable(clientCA, option: "--tls-client-ca"))
-            } catch let error as SetupError {
-                throw error
-            } catch {
-                throw SetupError(description: "--tls-client-ca \(clientCA): not a PEM certificate bundle (\(error))")
-            }
+            let roots = try load("--tls-client-ca", clientCA, "a PEM certificate bundle") { try NIOSSLCertificate.fromPEMFile($0) }
             guard !roots.isEmpty else {
                 throw SetupError(description: "--tls-client-ca \(clientCA): no PEM certificate in the file")
             }
@@ -58,6 +37,17 @@ public enum ExtProcTLS {
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw SetupError(description: "--tls-cert \(certificate) with --tls-key \(key): \(error) (does the key belong to the certificate?)")
+        }
+    }
+
+    /// Reads `path` (given as `option`) with `parse`; a failure names the option, the file and what
+    /// it should have held.
+    private static func load<T>(_ option: String, _ path: String, _ what: String, _ parse: (String) throws -> T) throws(SetupError) -> T {
+        let path = try readable(path, option: option)
+        do {
+            return try parse(path)
+        } catch {
+            throw SetupError(description: "\(option) \(path): not \(what) (\(error))")
         }
     }
 
