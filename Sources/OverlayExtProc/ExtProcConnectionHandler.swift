@@ -165,10 +165,8 @@ final class ExtProcConnectionHandler: ChannelDuplexHandler, ExtProcConnection {
         if case .headersAndTrailers = shape {
             write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: GRPCHeaders.responseHeaders))), promise: nil)
         }
-        let block: HPACKHeaders =
-            if case .status = end, case .trailers = shape { end == .ok ? GRPCHeaders.okTrailers : GRPCHeaders.block(end, trailersOnly: false) }
-            else if case .headersAndTrailers = shape { GRPCHeaders.block(end, trailersOnly: false) }
-            else { GRPCHeaders.block(end, trailersOnly: true) }
+        let trailersOnly = shape == .trailersOnly
+        let block = !trailersOnly && end == .ok ? GRPCHeaders.okTrailers : GRPCHeaders.block(end, trailersOnly: trailersOnly)
         let frame = HTTP2Frame(streamID: id, payload: .headers(.init(headers: block, endStream: true)))
         guard thenReset else {
             write(context, frame, promise: nil)

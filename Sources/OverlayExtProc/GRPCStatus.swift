@@ -22,19 +22,9 @@ enum GRPCHeaders {
     static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
     static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
 
-    static func trailers(_ code: GRPCStatusCode, message: String?) -> HPACKHeaders {
-        var headers: HPACKHeaders = ["grpc-status": String(code.rawValue)]
-        if let message, !message.isEmpty { headers.add(name: "grpc-message", value: percentEncode(message)) }
-        return headers
-    }
-
     /// A "trailers-only" response: status and trailers in the one HEADERS frame.
     static func trailersOnly(_ code: GRPCStatusCode, message: String?, extra: [(String, String)] = []) -> HPACKHeaders {
-        var headers = responseHeaders
-        headers.add(name: "grpc-status", value: String(code.rawValue))
-        if let message, !message.isEmpty { headers.add(name: "grpc-message", value: percentEncode(message)) }
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        return headers
+        block(code.end(message, extra: extra), trailersOnly: true)
     }
 
     /// The header block that ends a stream: trailers after response headers, or a trailers-only
