@@ -126,31 +126,31 @@ public struct ExchangeStateMachine: Sendable {
     /// nanoseconds (the latency budget is measured on it); `ready` is the model call's result if
     /// it is in already.
     public mutating func receive(
-        _ message: ProcessingRequest, now: UInt64 = 0, ready: OverlayResultView? = nil
+        _ message: some ExtProcRequest, now: UInt64 = 0, ready: OverlayResultView? = nil
     ) throws(ExchangeError) -> ExchangeAction {
         messages += 1
-        if message.hasProtocolConfig {
+        if let settings = message.protocolSettings {
             guard messages == 1 else {
                 throw ExchangeError(.protocolConfigNotFirst, "protocol_config on message \(messages); Envoy sends it only on the first")
             }
-            requestBodyMode = message.protocolConfig.requestBodyMode
-            responseBodyMode = message.protocolConfig.responseBodyMode
-            sendsBodyWithoutWaiting = message.protocolConfig.sendBodyWithoutWaitingForHeaderResponse
+            requestBodyMode = settings.requestBodyMode
+            responseBodyMode = settings.responseBodyMode
+            sendsBodyWithoutWaiting = settings.sendBodyWithoutWaitingForHeaderResponse
         }
         if immediateResponseSent {
             throw ExchangeError(.afterImmediateResponse, "message after the exchange was answered with immediate_response")
         }
         let observe = message.observabilityMode
-        switch message.request {
+        switch message.phase {
         case nil:
             throw ExchangeError(.emptyRequest, "ProcessingRequest with no phase set")
 
-        case .requestHeaders(let headers):
+        case .requestHeaders(let headers, let endOfStream):
             if request == .idle && response != .idle {
                 throw ExchangeError(.outOfOrder, "request_headers after the response phase began")
             }
-            try Self.enterHeaders(&request, direction: "request", endOfStream: headers.endOfStream)
-            let action = exchange.requestHead(EnvoyRequestHead(headers.headers.headers), endOfStream: headers.endOfStream, now: now)
+            try Self.enterHeaders(&request, direction: "request", endOfStream: endOfStream)
+            let action = exchange.requestHead(headers, endOfStream: endOfStream, now: now)
             if observe { return .none }
             switch action {
             case .passThrough:
@@ -170,28 +170,28 @@ public struct ExchangeStateMachine: Sendable {
                 return .respond(.message(answer))
             }
 
-        case .responseHeaders(let headers):
-            try Self.enterHeaders(&response, direction: "response", endOfStream: headers.endOfStream)
+        case .responseHeaders(let headers, let endOfStream):
+            try Self.enterHeaders(&response, direction: "response", endOfStream: endOfStream)
             if observe { return .none }
             // Only the fields the response plan reads are turned into text.
             var status = 0
             var fields: [(name: String, value: String)] = []
-            for header in headers.headers.headers where ResponsePlan.relevantHeaders.contains(header.key) {
-                if header.key == ":status" {
-                    status = Int(header.textValue) ?? 0
+            for (name, value) in headers.values(named: ResponsePlan.relevantHeaders) {
+                if name == ":status" {
+                    status = Int(value) ?? 0
                 } else {
-                    fields.append((header.key, header.textValue))
+                    fields.append((name, value))
                 }
             }
             let action = exchange.responseHead(
-                status: status, fields: fields, endOfStream: headers.endOfStream, ready: ready, now: now)
+                status: status, fields: fields, endOfStream: endOfStream, ready: ready, now: now)
             if case .wait(let deadline) = action { return .wait(deadline: deadline) }
             return .respond(responseHeadersAnswer(action))
 
-        case .requestBody(let body):
-            try Self.enterBody(&request, direction: "request", endOfStream: body.endOfStream)
+        case .requestBody(let body, let endOfStream):
+            try Self.enterBody(&request, direction: "request", endOfStream: endOfStream)
             if observe { return .none }
-            switch exchange.requestBody(body.body, end: body.endOfStream) {
+            switch exchange.requestBody(body, end: endOfStream) {
             case .answer(let local):
                 immediateResponseSent = true
                 return .respond(.message(Self.immediateResponse(local)))
@@ -202,26 +202,25 @@ public struct ExchangeStateMachine: Sendable {
                 break
             }
             if Self.answersStreamed(requestBodyMode) {
-                return .respondStreamed(Self.streamedEcho(body, request: true))
+                return .respondStreamed(Self.streamedEcho(Self.data(body), endOfStream: endOfStream, request: true))
             }
             return .respond(.canned(.continueRequestBody))
 
-        case .responseBody(let body):
-            try Self.enterBody(&response, direction: "response", endOfStream: body.endOfStream)
+        case .responseBody(let body, let endOfStream):
+            try Self.enterBody(&response, direction: "response", endOfStream: endOfStream)
             if observe { return .none }
             // BUFFERED: the one message is the whole body, even when trailers follow and
             // end_of_stream is false (§1.3); rewriting it must finish the body here.
             // BUFFERED_PARTIAL: the one message may be cut short (the rest passes unprocessed) or
             // be whole with trailers after it; either way no other message comes.
             let replaced =
-                responseFirstBodyIsLast && !body.endOfStream && !responseBodySeen
-                ? exchange.responseBodyLast(body.body)
-                : exchange.responseBody(body.body, end: body.endOfStream || responseBodyMode == .buffered)
+                responseFirstBodyIsLast && !endOfStream && !responseBodySeen
+                ? exchange.responseBodyLast(body)
+                : exchange.responseBody(body, end: endOfStream || responseBodyMode == .buffered)
             responseBodySeen = true
             if Self.answersStreamed(responseBodyMode) {
-                var echoed = body
-                if let replaced { echoed.body = Data(replaced) }
-                return .respondStreamed(Self.streamedEcho(echoed, request: false))
+                let echoed = replaced.map { Data($0) } ?? Self.data(body)
+                return .respondStreamed(Self.streamedEcho(echoed, endOfStream: endOfStream, request: false))
             }
             guard let replaced else { return .respond(.canned(.continueResponseBody)) }
             var answer = ProcessingResponse()
@@ -239,12 +238,9 @@ public struct ExchangeStateMachine: Sendable {
             // (a partial tag, a collected body) goes out first, as a last streamed chunk, then the
             // trailers answer (§1.3: body responses, then the trailers response).
             if Self.answersStreamed(responseBodyMode), let rest = exchange.responseBody(EmptyCollection(), end: true), !rest.isEmpty {
-                var last = Envoy_Service_ExtProc_V3_HttpBody()
-                last.body = Data(rest)
-                last.endOfStream = false
                 var trailers = ProcessingResponse()
                 trailers.responseTrailers = .init()
-                return .respondStreamed(Self.streamedEcho(last, request: false) + [trailers])
+                return .respondStreamed(Self.streamedEcho(Data(rest), endOfStream: false, request: false) + [trailers])
             }
             return .respond(.canned(.continueResponseTrailers))
         }
@@ -396,15 +392,20 @@ public struct ExchangeStateMachine: Sendable {
         return response
     }
 
-    static func streamedEcho(_ body: Envoy_Service_ExtProc_V3_HttpBody, request: Bool) -> [ProcessingResponse] {
-        let bytes = body.body
+    /// A body's bytes as `Data`: swift-protobuf's as they are, a C view's copied once.
+    static func data(_ body: some Collection<UInt8>) -> Data {
+        if let data = body as? Data { return data }
+        return body.withContiguousStorageIfAvailable { Data(buffer: $0) } ?? Data(body)
+    }
+
+    static func streamedEcho(_ bytes: Data, endOfStream: Bool, request: Bool) -> [ProcessingResponse] {
         var answers: [ProcessingResponse] = []
         var start = bytes.startIndex
         repeat {
             let end = min(start + maxStreamedChunk, bytes.endIndex)
             var streamed = Envoy_Service_ExtProc_V3_StreamedBodyResponse()
             streamed.body = bytes[start..<end]
-            streamed.endOfStream = end == bytes.endIndex ? body.endOfStream : false
+            streamed.endOfStream = end == bytes.endIndex ? endOfStream : false
             var bodyResponse = Envoy_Service_ExtProc_V3_BodyResponse()
             bodyResponse.response.bodyMutation.streamedResponse = streamed
             var answer = ProcessingResponse()
@@ -413,34 +414,5 @@ public struct ExchangeStateMachine: Sendable {
             start = end
         } while start < bytes.endIndex
         return answers
-    }
-}
-
-extension Envoy_Config_Core_V3_HeaderValue {
-    /// The value as text: `raw_value` when set (current Envoy, §1.2), else `value`.
-    public var textValue: String {
-        rawValue.isEmpty ? value : String(decoding: rawValue, as: UTF8.self)
-    }
-}
-
-/// Envoy's request header list as ``OverlayExchange`` reads it: pseudo-headers (`:authority`,
-/// `:path`, `:method`) and regular fields in one list, names lower case (§1.2). Each value is
-/// turned into text only when read.
-struct EnvoyRequestHead: ExchangeRequestHead {
-    let list: [Envoy_Config_Core_V3_HeaderValue]
-
-    init(_ list: [Envoy_Config_Core_V3_HeaderValue]) { self.list = list }
-
-    var authority: Substring? { firstValue(":authority") }
-    var path: Substring { firstValue(":path") ?? "/" }
-    var method: Substring { firstValue(":method") ?? "GET" }
-
-    func firstValue(_ name: String) -> Substring? {
-        for header in list where header.key == name { return header.textValue[...] }
-        return nil
-    }
-
-    var fields: HeaderList {
-        list.lazy.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) }
     }
 }

@@ -24,16 +24,9 @@ public enum ExchangePhase: Int, CaseIterable, Sendable {
     }
 
     /// The phase of a request message, or nil when its oneof is not set.
-    public init?(of message: ProcessingRequest) {
-        switch message.request {
-        case .requestHeaders: self = .requestHeaders
-        case .requestBody: self = .requestBody
-        case .requestTrailers: self = .requestTrailers
-        case .responseHeaders: self = .responseHeaders
-        case .responseBody: self = .responseBody
-        case .responseTrailers: self = .responseTrailers
-        case nil: return nil
-        }
+    public init?(of message: some ExtProcRequest) {
+        guard let phase = message.phase else { return nil }
+        self = phase.kind
     }
 }
 

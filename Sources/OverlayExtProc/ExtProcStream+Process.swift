@@ -15,18 +15,19 @@ extension ExtProcStream {
     /// Steps the core with one message and writes its answer. Returns false when the stream ended
     /// or paused (waiting for the AI result).
     func process(context: ChannelHandlerContext, payload: ByteBuffer) -> Bool {
-        let request: ProcessingRequest
-        do {
-            request = try ProcessingRequest(serializedBytes: ProtobufBytes(payload))
-        } catch {
-            protocolFailure(context: context, ExchangeError(.undecodable, "ProcessingRequest does not decode: \(error)"))
+        // libprotobuf-c decodes in place (README "Design"); the request lives for this call only.
+        let handled = payload.withUnsafeReadableBytes { bytes in
+            DecodedRequest.decode(bytes) { request in
+                if let phase = request.phase?.kind { shared.metrics.messages[phase.rawValue].increment() }
+                if request.carriesUnknownFields { shared.metrics.unknownFields.increment() }
+                return handle(context: context, request)
+            }
+        }
+        guard let handled else {
+            protocolFailure(context: context, ExchangeError(.undecodable, "ProcessingRequest does not decode (\(payload.readableBytes) bytes)"))
             return false
         }
-        if let phase = ExchangePhase(of: request) {
-            shared.metrics.messages[phase.rawValue].increment()
-        }
-        if request.carriesUnknownFields { shared.metrics.unknownFields.increment() }
-        return handle(context: context, request)
+        return handled
     }
 
     /// Holds the response headers (and what follows) until the result arrives or the latency
@@ -69,16 +70,16 @@ extension ExtProcStream {
         connection.flush(context)
     }
 
-    func handle(context: ChannelHandlerContext, _ request: ProcessingRequest) -> Bool {
+    func handle(context: ChannelHandlerContext, _ request: some ExtProcRequest) -> Bool {
         // The loop's clock: the exchange's budget is measured on it (a test's embedded loop
         // advances it by hand).
         let started = context.eventLoop.now
         // Traced: the exchange's span opens at the request head, joined to the host app's trace.
         var traceStarted: DefaultTracerClock.Instant?
-        if OverlayTracing.isOn, trace == nil, case .requestHeaders(let head)? = request.request {
+        if OverlayTracing.isOn, trace == nil, case .requestHeaders(let head, _)? = request.phase {
             var headers: [String: String] = [:]
-            for header in head.headers.headers where ExchangeTrace.wanted.contains(header.key) {
-                headers[header.key] = header.textValue
+            for (name, value) in head.values(named: ExchangeTrace.wanted) {
+                headers[name] = value
             }
             trace = ExchangeTrace(frontend: "extproc", headers: headers)
             traceStarted = DefaultTracerClock.now
@@ -90,7 +91,7 @@ extension ExtProcStream {
             protocolFailure(context: context, error)
             return false
         }
-        switch request.request {
+        switch request.phase {
         case .requestHeaders:
             shared.services.metrics.record(machine?.exchange.decision)
             if let traceStarted, let exchange = machine?.exchange { trace?.recordDecision(exchange, started: traceStarted) }

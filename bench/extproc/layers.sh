@@ -9,6 +9,10 @@
 #
 #   bench/extproc/layers.sh        # ROUNDS=3 DURATION=5 SETTINGS="8x16 64x10" PINNED=1
 #
+# With BASE_BIN=/path/to/another/overlayd the second server is that binary (on its default layer)
+# instead of the swift-nio-http2 layer, labelled "base": two builds side by side in the same run
+# (issue 16 part 4: libprotobuf-c decoding against the swift-protobuf build before it).
+#
 # PINNED=1 puts every server on core 0 and h2load on core 1 (CPU per exchange is then the
 # server's alone); PINNED=0 leaves both free. Knobs: ROUNDS, DURATION, SETTINGS, PINNED,
 # OVERLAYD_BIN, SHARED_BENCH, BENCH_WORK, PORT. Everything runs on 127.0.0.1 and stops by PID.
@@ -40,15 +44,22 @@ trap cleanup EXIT
 pin=()
 client=()
 if [ "$PINNED" = 1 ]; then pin=(taskset -c 0); client=(taskset -c 1); fi
-start_overlayd() {  # layer port
-  "${pin[@]}" "$BIN" serve --listen "127.0.0.1:$2" --admin 127.0.0.1:0 --log-level warning --http2 "$1" \
-    2> "$logs/$1.log" &
+start_overlayd() {  # binary layer port log
+  "${pin[@]}" "$1" serve --listen "127.0.0.1:$3" --admin 127.0.0.1:0 --log-level warning --http2 "$2" \
+    2> "$logs/$4.log" &
   pids+=($!)
-  wait_listening "$2"
+  wait_listening "$3"
 }
-start_overlayd nghttp2 "$PORT"
+start_overlayd "$BIN" nghttp2 "$PORT" nghttp2
 pid_nghttp2=${pids[-1]}
-start_overlayd swift-nio-http2 "$((PORT + 1))"
+if [ -n "${BASE_BIN:-}" ]; then
+  [ -x "$BASE_BIN" ] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; }
+  second=base
+  start_overlayd "$BASE_BIN" nghttp2 "$((PORT + 1))" base
+else
+  second=nio
+  start_overlayd "$BIN" swift-nio-http2 "$((PORT + 1))" nio
+fi
 pid_nio=${pids[-1]}
 pid_go=$(cat "$BENCH_WORK/pids/go.pid")
 pid_nghttpd=$(cat "$BENCH_WORK/pids/nghttpd.pid")
@@ -78,15 +89,15 @@ for round in $(seq "$ROUNDS"); do
   for s in $SETTINGS; do
     c=${s%x*}; m=${s#*x}
     measure nghttp2 "$pid_nghttp2" "127.0.0.1:$PORT" "$PROCESS" "$c" "$m"
-    measure nio "$pid_nio" "127.0.0.1:$((PORT + 1))" "$PROCESS" "$c" "$m"
+    measure "$second" "$pid_nio" "127.0.0.1:$((PORT + 1))" "$PROCESS" "$c" "$m"
     measure go "$pid_go" "127.0.0.1:50052" "$PROCESS" "$c" "$m"
     measure nghttpd "$pid_nghttpd" "127.0.0.1:18080" /resp-headers.bin "$c" "$m"
   done
 done
 
-python3 - "$rows" "$hz" "$PINNED" <<'EOF'
+python3 - "$rows" "$hz" "$PINNED" "$second" <<'EOF'
 import statistics, sys
-path, hz, pinned = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
+path, hz, pinned, second = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 rows = [line.rstrip("\n").split("\t") for line in open(path)]
 by = {}
 for label, setting, ticks, rps, done, failed, p99 in rows:
@@ -95,17 +106,17 @@ for label, setting, ticks, rps, done, failed, p99 in rows:
     entry["us"].append(float(ticks) / hz * 1e6 / max(1, int(done)))
     entry["failed"].append(failed)
     entry["p99"].append(float(p99))
-labels = ["nghttp2", "nio", "go", "nghttpd"]
+labels = ["nghttp2", second, "go", "nghttpd"]
 print(f"\nheader-only, {'pinned (servers on core 0, h2load on core 1)' if pinned else 'unpinned'}; "
       "medians over the rounds (same run); CPU µs per exchange from /proc")
-print("| setting | server | req/s | p99 ms | CPU µs/exchange | req/s ÷ nio | CPU ÷ nio | req/s ÷ go | req/s ÷ nghttpd | rounds (req/s) | failed |")
+print(f"| setting | server | req/s | p99 ms | CPU µs/exchange | req/s ÷ {second} | CPU ÷ {second} | req/s ÷ go | req/s ÷ nghttpd | rounds (req/s) | failed |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
 for setting in dict.fromkeys(s for s, _ in by):
     med = {l: (statistics.median(by[(setting, l)]["rps"]), statistics.median(by[(setting, l)]["us"])) for l in labels if (setting, l) in by}
     for l in labels:
         if l not in med: continue
         rps, us = med[l]
-        nio, go, limit = med["nio"], med["go"], med["nghttpd"]
+        nio, go, limit = med[second], med["go"], med["nghttpd"]
         runs = ", ".join(f"{r:,.0f}" for r in by[(setting, l)]["rps"])
         p99 = statistics.median(by[(setting, l)]["p99"])
         print(f"| {setting} | {l} | {rps:,.0f} | {p99:.2f} | {us:.1f} | {rps / nio[0]:.2f}× | {us / nio[1]:.2f}× | "
