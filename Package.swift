@@ -227,10 +227,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Shared test support: fakes and oracles (tests only).
+        // Shared test support: fakes and oracles, an HTTP/2 client on libnghttp2 (tests only).
         .target(
             name: "OverlayTesting",
-            dependencies: ["OverlayCore", "OverlayDecisions", "OverlayInject"],
+            dependencies: [
+                "OverlayCore", "OverlayDecisions", "OverlayInject", "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -261,7 +265,7 @@ let package = Package(
         .testTarget(
             name: "GRPCTransportTests",
             dependencies: [
-                "GRPCTransport", "CNGHTTP2",
+                "GRPCTransport", "CNGHTTP2", "OverlayTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -305,13 +309,11 @@ let package = Package(
         .testTarget(
             name: "OverlayExtProcTests",
             dependencies: [
-                "OverlayExtProc", "OverlayRuntime", "ExtProcProto", "ExtProcCore", "OverlayCore",
+                "OverlayExtProc", "OverlayRuntime", "ExtProcProto", "ExtProcCore", "OverlayCore", "OverlayTesting", "GRPCTransport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-                .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ],
             swiftSettings: strict
         ),

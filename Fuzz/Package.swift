@@ -55,6 +55,10 @@ let package = Package(
             main("ExtProcCore"), main("ExtProcProto"), main("OverlayCore"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        fuzzTarget("extproc-decode", [
+            main("ExtProcCore"), main("ExtProcProto"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         fuzzTarget("grpc-message-reader", [
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,21 +1,22 @@
 import ExtProcCore
 import ExtProcProto
 import Foundation
+import GRPCTransport
 import Logging
 import NIOCore
 import NIOEmbedded
-import NIOHPACK
-import NIOHTTP2
 import OverlayCore
 import OverlayRuntime
+import OverlayTesting
 import SwiftProtobuf
 import Testing
 
 @testable import OverlayExtProc
 
-/// The ext_proc call without sockets: the connection handler in an `EmbeddedChannel`, fed the
-/// HTTP/2 frames `NIOHTTP2Handler` would hand it, answering with the frames it would encode. The
-/// embedded loop's clock is the exchange's clock, so the latency budget is driven by advancing it.
+/// The ext_proc call without sockets: the server's connection (libnghttp2 behind
+/// `H2ServerConnection`, with `ExtProcH2Connection`'s streams) in an `EmbeddedChannel`, and an
+/// nghttp2 client in memory as Envoy. The embedded loop's clock is the exchange's clock, so the
+/// latency budget is driven by advancing it.
 @Suite("ext_proc call (EmbeddedChannel harness)")
 struct ExtProcCallHarnessTests {
     static let yaml = """
@@ -35,11 +36,14 @@ struct ExtProcCallHarnessTests {
           mock: {latency: 10m}
         """
 
-    /// One connection handler in an embedded channel, with the runtime pieces it serves from.
+    /// One server connection in an embedded channel, the client, and the runtime pieces it serves from.
     final class Harness {
         let channel: EmbeddedChannel
         let loop: EmbeddedEventLoop
+        let client = H2TestClient()
         let metrics = PrometheusMetrics()
+        /// How many of the client's events were read by ``written()``.
+        private var seen = 0
 
         init(engine: Bool) throws {
             let config = try ConfigLoader.load(text: ExtProcCallHarnessTests.yaml, source: "test")
@@ -52,40 +56,46 @@ struct ExtProcCallHarnessTests {
                 health: HealthState(), metrics: ExtProcMetrics(factory: metrics.factory), maxMessageBytes: 1 << 20)
             loop = EmbeddedEventLoop()
             channel = EmbeddedChannel(loop: loop)
-            try channel.pipeline.syncOperations.addHandler(
-                ExtProcConnectionHandler(
-                    shared: shared, connectionWindowTarget: 65_535, streamWindowTarget: 65_535, maxBufferedBytes: 1 << 20))
+            try channel.pipeline.syncOperations.addHandler(ExtProcH2Connection.handler(shared: shared, settings: H2ServerSettings()))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
 
-        /// Opens a Process call on `stream`.
-        func open(_ stream: HTTP2StreamID) throws {
-            let headers: HPACKHeaders = [
-                ":method": "POST", ":scheme": "http", ":path": ExtProcShared.processPath, ":authority": "overlayd",
-                "content-type": "application/grpc", "te": "trailers",
-            ]
-            try channel.writeInbound(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: headers))))
+        deinit {
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+        }
+
+        /// Opens a Process call; its stream id.
+        func open() throws -> Int32 {
+            let stream = client.request(path: ExtProcShared.processPath)
+            try client.exchange(with: channel)
+            return stream
         }
 
         /// Sends one ProcessingRequest as a gRPC message on `stream`.
-        func send(_ request: ProcessingRequest, on stream: HTTP2StreamID, end: Bool = false) throws {
+        func send(_ request: ProcessingRequest, on stream: Int32, end: Bool = false) throws {
             let frame = try GRPCFrame.encode(request, allocator: channel.allocator)
-            try channel.writeInbound(HTTP2Frame(streamID: stream, payload: .data(.init(data: .byteBuffer(frame), endStream: end))))
-            channel.pipeline.fireChannelReadComplete()
+            client.send(stream: stream, Array(frame.readableBytesView), end: end)
+            try client.exchange(with: channel)
         }
 
-        /// Every frame written (and flushed) since the last call.
-        func written() throws -> [HTTP2Frame.FramePayload] {
-            var out: [HTTP2Frame.FramePayload] = []
-            while let frame = try channel.readOutbound(as: HTTP2Frame.self) { out.append(frame.payload) }
-            return out
+        /// Envoy resets `stream` (RST_STREAM CANCEL).
+        func reset(_ stream: Int32) throws {
+            client.reset(stream)
+            try client.exchange(with: channel)
         }
 
-        /// The ProcessingResponses among `frames`.
-        static func answers(_ frames: [HTTP2Frame.FramePayload]) throws -> [ProcessingResponse] {
+        /// Every frame the client received since the last call (after moving what is pending).
+        func written() throws -> [H2TestClient.Event] {
+            try client.exchange(with: channel)
+            defer { seen = client.events.count }
+            return Array(client.events[seen...])
+        }
+
+        /// The ProcessingResponses among `events`.
+        static func answers(_ events: [H2TestClient.Event]) throws -> [ProcessingResponse] {
             var out: [ProcessingResponse] = []
-            for case .data(let data) in frames {
-                guard case .byteBuffer(var buffer) = data.data else { continue }
+            for case .data(_, let bytes, _) in events {
+                var buffer = ByteBuffer(bytes: bytes)
                 while buffer.readableBytes >= 5 {
                     _ = buffer.readInteger(as: UInt8.self)
                     let length = Int(buffer.readInteger(as: UInt32.self)!)
@@ -95,10 +105,10 @@ struct ExtProcCallHarnessTests {
             return out
         }
 
-        /// The `grpc-status` of the trailers among `frames`, if any.
-        static func status(_ frames: [HTTP2Frame.FramePayload]) -> String? {
-            for case .headers(let headers) in frames where headers.endStream {
-                return headers.headers.first(name: "grpc-status")
+        /// The `grpc-status` of the trailers among `events`, if any.
+        static func status(_ events: [H2TestClient.Event]) -> String? {
+            for case .headers(_, let fields, true) in events {
+                return fields["grpc-status"]
             }
             return nil
         }
@@ -143,8 +153,8 @@ struct ExtProcCallHarnessTests {
     @Test("a host without an overlay: one pass-through answer, then status 0 when Envoy ends the call")
     func passThrough() throws {
         let harness = try Harness(engine: false)
-        try harness.open(1)
-        try harness.send(Self.requestHeaders(authority: "elsewhere.example.org"), on: 1, end: true)
+        let stream = try harness.open()
+        try harness.send(Self.requestHeaders(authority: "elsewhere.example.org"), on: stream, end: true)
         let frames = try harness.written()
         let answers = try Harness.answers(frames)
         #expect(answers.count == 1)
@@ -157,14 +167,14 @@ struct ExtProcCallHarnessTests {
     @Test("an overlaid page whose model is slow: the response headers wait for the budget on the loop's clock, then the token goes in")
     func budgetOnTheLoopClock() throws {
         let harness = try Harness(engine: true)
-        try harness.open(3)
-        try harness.send(Self.requestHeaders(authority: "shop.example.com"), on: 3)
+        let stream = try harness.open()
+        try harness.send(Self.requestHeaders(authority: "shop.example.com"), on: stream)
         let first = try Harness.answers(try harness.written())
         #expect(first.count == 1)
         #expect(first.first?.requestHeaders.response.headerMutation.setHeaders.first?.header.key == "x-overlay-model")
 
-        try harness.send(Self.responseHeaders(contentType: "text/html"), on: 3)
-        try harness.send(Self.responseBody("<html><head></head><body>hi</body></html>", end: true), on: 3)
+        try harness.send(Self.responseHeaders(contentType: "text/html"), on: stream)
+        try harness.send(Self.responseBody("<html><head></head><body>hi</body></html>", end: true), on: stream)
         #expect(try Harness.answers(try harness.written()).isEmpty, "held while the budget runs")
 
         harness.loop.advanceTime(by: .milliseconds(149))
@@ -182,12 +192,11 @@ struct ExtProcCallHarnessTests {
     @Test("Envoy resets the stream while the headers wait: the wait is dropped and nothing more is written")
     func resetWhileWaiting() throws {
         let harness = try Harness(engine: true)
-        try harness.open(5)
-        try harness.send(Self.requestHeaders(authority: "shop.example.com"), on: 5)
+        let stream = try harness.open()
+        try harness.send(Self.requestHeaders(authority: "shop.example.com"), on: stream)
         _ = try harness.written()
-        try harness.send(Self.responseHeaders(contentType: "text/html"), on: 5)
-        harness.channel.pipeline.fireUserInboundEventTriggered(
-            StreamClosedEvent(streamID: 5, reason: .cancel))
+        try harness.send(Self.responseHeaders(contentType: "text/html"), on: stream)
+        try harness.reset(stream)
         harness.loop.advanceTime(by: .seconds(1))
         #expect(try harness.written().isEmpty)
     }

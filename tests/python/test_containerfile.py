@@ -11,11 +11,15 @@ What is checked instead of a build:
   Package.swift declares; the runtime is distroless cc-debian12:nonroot (or debian:bookworm-slim),
   runs as uid 65532, copies the binary from the builder to the path ENTRYPOINT (exec form) runs;
   EXPOSE 50051 and 9901; the default CMD uses only options `overlayd serve --help` lists;
-  .dockerignore keeps .build/ out of the context.
+  .dockerignore keeps .build/ out of the context;
+* every shared library the binary links from the system (``ldd`` of the built binary: the C
+  libraries under /lib or /usr/lib) that the distroless cc image lacks is copied into the runtime
+  stage (SQLite, libnghttp2, libprotobuf-c, zlib today): a library added to the build without its
+  copy would leave an image whose binary cannot start.
 
 What is not checked: that the build succeeds, that the pinned images exist, and that the
-binary's shared libraries (glibc, libstdc++, libgcc_s) are all present in the runtime image.
-Each check is shown to fail on a broken copy.
+distroless image really carries glibc, libstdc++ and libgcc_s. Each check is shown to fail on a
+broken copy.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import dockerfile
 import pytest
 
 from crd_agreement import serve_options
+from overlayd_proc import overlayd_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = REPO_ROOT / "Containerfile"
@@ -40,8 +45,27 @@ INSTRUCTIONS = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FRO
                 "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
 
 
-def containerfile_problems(path: Path) -> list[str]:
-    """Every fact of the module doc that ``path`` violates (parse errors included)."""
+# What gcr.io/distroless/cc-debian12 carries of what the binary links (glibc, libstdc++, libgcc_s).
+DISTROLESS_CC = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libutil.so.1",
+                 "libstdc++.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+
+
+def linked_system_libraries() -> set[str]:
+    """The sonames the built binary loads from the system's library directories (not the Swift
+    toolchain's: the image's binary has the Swift runtime linked in) that distroless cc lacks."""
+    binary = overlayd_bin()
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True, timeout=60).stdout
+    found = set()
+    for line in out.splitlines():
+        match = re.match(r"\s*(\S+) => (/\S+)", line)
+        if match and match.group(2).startswith(("/lib/", "/usr/lib/")) and match.group(1) not in DISTROLESS_CC:
+            found.add(match.group(1))
+    return found
+
+
+def containerfile_problems(path: Path, libraries: set[str] | None = None) -> list[str]:
+    """Every fact of the module doc that ``path`` violates (parse errors included); ``libraries``:
+    the sonames the runtime stage must copy (default: ``linked_system_libraries()``)."""
     try:
         commands = dockerfile.parse_file(str(path))
     except dockerfile.GoParseError as exc:
@@ -81,6 +105,9 @@ def containerfile_problems(path: Path) -> list[str]:
     elif entrypoints[0].value[0] not in destinations or not entrypoints[0].value[0].endswith("/overlayd"):
         problems.append(f"ENTRYPOINT {entrypoints[0].value[0]} is not the overlayd copied from {builder_name} "
                         f"(copied to {sorted(destinations)})")
+    copied = {Path(d).name for d in destinations}
+    for library in sorted((linked_system_libraries() if libraries is None else libraries) - copied):
+        problems.append(f"the runtime stage does not copy {library}, which the binary links (copied: {sorted(copied)})")
     exposed = {p.split("/")[0] for c in runtime if c.cmd == "EXPOSE" for p in c.value}
     if not {"50051", "9901"} <= exposed:
         problems.append(f"EXPOSE must list 50051 and 9901, got {sorted(exposed)}")
@@ -138,7 +165,14 @@ BROKEN = {
     "unknown-serve-option": (lambda t: t.replace('"--admin"', '"--admin-address"'), "not a valid 'overlayd serve'"),
     "unknown-instruction": (lambda t: t.replace("\nWORKDIR /src", "\nWORKDIRECTORY /src"), "unknown instruction"),
     "unterminated-heredoc": (lambda t: t.replace("COPY . .\n", "RUN <<EOF\necho\n"), "does not parse"),
+    "no-nghttp2-copy": (lambda t: t.replace("COPY --from=builder /out/lib/libnghttp2.so.14 /usr/lib/libnghttp2.so.14\n", ""),
+                        "does not copy libnghttp2.so.14"),
 }
+
+
+def test_the_binary_links_the_libraries_the_image_copies():
+    # The list the check above works from, as of this writing (a new one must be copied too).
+    assert {"libsqlite3.so.0", "libnghttp2.so.14", "libprotobuf-c.so.1", "libz.so.1"} <= linked_system_libraries()
 
 
 @pytest.mark.parametrize("variant", sorted(BROKEN))
