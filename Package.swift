@@ -82,14 +82,18 @@ let package = Package(
         ),
         // Pure model-call logic: the chat-completions codec, SSE, retries with a budget, the
         // circuit breaker, the concurrency limiter. No network imports.
-        // libnghttp2 from the system (Debian libnghttp2-dev, found by pkg-config), for the ext_proc
-        // data plane (issue 16); today only its tests use it.
+        // libnghttp2 from the system (Debian libnghttp2-dev, found by pkg-config): the ext_proc
+        // listener's HTTP/2 (issue 16).
         .systemLibrary(name: "CNGHTTP2", path: "Sources/CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         // The ext_proc transport: HTTP/2 on libnghttp2 behind a NIO channel handler, and gRPC's
-        // message framing. Knows nothing of overlays.
+        // message framing (reassembly, and swift-protobuf messages serialized in place after the
+        // prefix). Knows nothing of overlays.
         .target(
             name: "GRPCTransport",
-            dependencies: ["CNGHTTP2", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "CNGHTTP2", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: strict),
         // A lock ThreadSanitizer sees (Synchronization.Mutex is invisible to it on Linux). C library only.
         .target(name: "Locking", swiftSettings: strict),
@@ -142,8 +146,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Front end: the ext_proc gRPC server (HTTP/2 stream I/O on swift-nio-http2, gRPC message
-        // framing, the call that decodes, steps ExtProcCore and encodes, grpc.health.v1).
+        // Front end: the ext_proc gRPC server (the listener, TLS and drain; per stream the gRPC
+        // call that decodes, steps ExtProcCore and encodes; grpc.health.v1) on GRPCTransport.
         .target(
             name: "OverlayExtProc",
             dependencies: [
@@ -151,8 +155,6 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),

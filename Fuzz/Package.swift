@@ -6,11 +6,11 @@
 // scripts/fuzz, so that every module a target links (ours and the dependencies') is instrumented,
 // not only the target itself. Build and run one with `scripts/fuzz TARGET SECONDS`.
 //
-// Three targets test files of the OverlayExtProc / OverlayProxy front-end modules (GRPCMessageReader,
-// RequestTarget, HopByHop): linking those modules would build the whole server graph (Hummingbird,
-// async-http-client, BoringSSL) instrumented; their folders hold a symbolic link to the one source
-// file instead, compiled into the target with the file's own imports. (When issue 20 splits
-// the front ends into smaller modules, they can depend on the module that holds the file.)
+// Two targets test files of the OverlayProxy front-end module (RequestTarget, HopByHop): linking
+// it would build the whole server graph (Hummingbird, async-http-client, BoringSSL) instrumented;
+// their folders hold a symbolic link to the one source file instead, compiled into the target
+// with the file's own imports. (grpc-message-reader links GRPCTransport, where the gRPC framing
+// lives now.)
 import PackageDescription
 
 // SwiftPM identifies a path dependency by the last component of its directory (lower-cased), not by
@@ -60,8 +60,8 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         fuzzTarget("grpc-message-reader", [
+            main("GRPCTransport"),
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         fuzzTarget("h2-input", [
             main("GRPCTransport"),

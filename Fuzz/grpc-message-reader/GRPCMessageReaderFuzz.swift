@@ -1,8 +1,8 @@
 import FuzzSupport
+import GRPCTransport
 import NIOCore
 
-// The reader's source file is compiled into this target (a symbolic link to
-// Sources/OverlayServer/GRPCMessageReader.swift, see Package.swift).
+// The reader is GRPCTransport's (Sources/GRPCTransport/GRPCFraming.swift).
 //
 // Input: a chunking (the HTTP/2 DATA frame boundaries), a message size limit, then the stream.
 //

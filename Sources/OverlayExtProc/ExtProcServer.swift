@@ -3,19 +3,12 @@ import GRPCTransport
 import Logging
 import NIOCore
 import NIOExtras
-import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import OverlayCore
 import OverlayRuntime
 import ServiceLifecycle
 import Locking
-
-/// The HTTP/2 implementation under the ext_proc listener.
-public enum HTTP2Layer: String, Sendable, CaseIterable {
-    case nghttp2
-    case swiftNIO = "swift-nio-http2"
-}
 
 /// Options of the ext_proc gRPC server.
 public struct ExtProcServerOptions: Sendable {
@@ -31,15 +24,6 @@ public struct ExtProcServerOptions: Sendable {
     /// `--max-concurrent-streams`: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 4096;
     /// Envoy multiplexes every exchange of a worker over few connections).
     public var maxConcurrentStreams = 4096
-    /// `--strict-http2` (swift-nio-http2 layer only; libnghttp2 always checks): run swift-nio-http2's semantic header-block and content-length checks on
-    /// every stream (default off: the peer is the local Envoy, frames and HPACK are still fully
-    /// parsed and checked, and overlayd validates every header it uses; the checks cost ~7 % of
-    /// the per-stream CPU).
-    public var strictHTTP2 = false
-    /// `--http2`: the HTTP/2 layer of the listener: libnghttp2 (``H2ServerConnection``, the
-    /// default) or swift-nio-http2 (``ExtProcConnectionHandler``, the earlier layer, kept while
-    /// the new one settles).
-    public var http2: HTTP2Layer = .nghttp2
     /// `--tls-cert`/`--tls-key`/`--tls-client-ca`: TLS (ALPN h2, mTLS with a client CA), see
     /// ``ExtProcTLS``; nil: h2c with prior knowledge.
     public var tls: NIOSSLContext?
@@ -51,12 +35,12 @@ public struct ExtProcServerOptions: Sendable {
 
 /// The ext_proc server as a `Service`: binds, serves until graceful shutdown, then drains.
 ///
-/// Built on swift-nio-http2 directly (see README "Design"): h2c with prior knowledge, one
-/// ``ExtProcConnectionHandler`` per connection holding an ``ExtProcStream`` per HTTP/2 stream (no
-/// child channel), answering synchronously on the connection's event loop. On graceful shutdown
-/// the listener closes, health turns NOT_SERVING, every connection gets GOAWAY (swift-nio-http2's
-/// connection management handler) and in-flight streams have `drainTimeout` to finish before
-/// connections are closed.
+/// HTTP/2 by libnghttp2 under SwiftNIO's sockets (see README "Design"): h2c with prior knowledge
+/// or TLS, one ``H2ServerConnection`` per connection whose ``ExtProcH2Connection`` holds an
+/// ``ExtProcStream`` per HTTP/2 stream, answering synchronously on the connection's event loop.
+/// On graceful shutdown the listener closes, health turns NOT_SERVING, every connection gets
+/// GOAWAY (the transport's two-step drain) and in-flight streams have `drainTimeout` to finish
+/// before connections are closed.
 public final class ExtProcServer: Service, Sendable {
     private let options: ExtProcServerOptions
     private let shared: ExtProcShared
@@ -149,9 +133,7 @@ public final class ExtProcServer: Service, Sendable {
 
     private func bind(quiesce: ServerQuiescingHelper, shared: ExtProcShared, options: ExtProcServerOptions) async throws -> any Channel {
         let maxStreams = options.maxConcurrentStreams
-        let strict = options.strictHTTP2
         let grace = options.drainTimeout.timeAmount
-        let layer = options.http2
         let tls = options.tls
         let bootstrap = ServerBootstrap.overlaydListener(group: group, quiesce: quiesce)
             .childChannelOption(.maxMessagesPerRead, value: 16)
@@ -161,18 +143,15 @@ public final class ExtProcServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    switch layer {
-                    case .nghttp2:
-                        var settings = H2ServerSettings()
-                        settings.maxConcurrentStreams = maxStreams
-                        settings.streamWindow = Self.streamWindowTarget
-                        settings.connectionWindow = Self.connectionWindowTarget
-                        settings.maxBufferedBytes = 2 * shared.maxMessageBytes
-                        settings.graceTime = grace
-                        try channel.pipeline.syncOperations.addHandler(ExtProcH2Connection.handler(shared: shared, settings: settings))
-                    case .swiftNIO:
-                        try Self.configureConnection(channel, shared: shared, maxStreams: maxStreams, grace: grace, strict: strict)
-                    }
+                    var settings = H2ServerSettings()
+                    settings.maxConcurrentStreams = maxStreams
+                    settings.streamWindow = Self.streamWindowTarget
+                    settings.connectionWindow = Self.connectionWindowTarget
+                    // Partial messages of all streams may hold at most two maximum-size messages
+                    // before the connection window stops being given back.
+                    settings.maxBufferedBytes = 2 * shared.maxMessageBytes
+                    settings.graceTime = grace
+                    try channel.pipeline.syncOperations.addHandler(ExtProcH2Connection.handler(shared: shared, settings: settings))
                 }
             }
         return try await ListenFailure.opening(option: options.listenOption, address: "\(options.listen)") {
@@ -191,44 +170,6 @@ public final class ExtProcServer: Service, Sendable {
     /// message of Envoy's default buffer limit, §14), the connection 16 MiB.
     static let streamWindowTarget = 1 << 20
     static let connectionWindowTarget = 1 << 24
-
-    static func configureConnection(
-        _ channel: any Channel, shared: ExtProcShared, maxStreams: Int, grace: TimeAmount, strict: Bool
-    ) throws {
-        let sync = channel.pipeline.syncOperations
-        let management = NIOHTTP2ServerConnectionManagementHandler(
-            eventLoop: channel.eventLoop,
-            configuration: .init(
-                maxIdleTime: nil, maxAge: nil, maxGraceTime: grace,
-                keepalive: .init(pingInterval: .hours(2), ackTimeout: .seconds(20))))
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: maxStreams),
-            HTTP2Setting(parameter: .initialWindowSize, value: streamWindowTarget),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
-        ]
-        connection.headerBlockValidation = strict ? .enabled : .disabled
-        connection.contentLengthValidation = strict ? .enabled : .disabled
-        // Envoy ends every Process stream with RST_STREAM (§1): the reset rate equals the exchange
-        // rate. swift-nio-http2's rapid-reset guard (CVE-2023-44487) allows 200 resets per 30 s by
-        // default and would GOAWAY(ENHANCE_YOUR_CALM) a busy Envoy connection within a second.
-        // Allow 20,000 per 100 ms (200k/s per connection, above any exchange rate we can serve) so
-        // a reset flood is still bounded. The limiter preallocates `maximumCount` timestamps.
-        var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.streamResetFrameRateLimit.maximumCount = 20_000
-        stream.streamResetFrameRateLimit.windowLength = .milliseconds(100)
-        // Frame mode: NIOHTTP2Handler hands every stream's frames to ExtProcConnectionHandler.
-        // Stream frames stop at ExtProcConnectionHandler; connection frames (PING acks) and every
-        // user event but window updates go on to the management handler (GOAWAY on drain, keepalive,
-        // grace timer).
-        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
-        // Partial messages of all streams may hold at most two maximum-size messages before the
-        // connection window stops being refilled.
-        try sync.addHandler(ExtProcConnectionHandler(
-            shared: shared, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget,
-            maxBufferedBytes: 2 * shared.maxMessageBytes))
-        try sync.addHandler(management)
-    }
 
     static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {
         guard let address else { return fallback.description }

@@ -36,8 +36,8 @@ final class ExtProcShared: Sendable {
     }
 }
 
-/// What a stream needs from its connection, whichever HTTP/2 layer carries it (libnghttp2 through
-/// ``ExtProcH2Connection``, or swift-nio-http2 through ``ExtProcConnectionHandler``).
+/// What a stream needs from its connection (``ExtProcH2Connection`` on libnghttp2): the stream
+/// knows nothing of the HTTP/2 layer.
 protocol ExtProcConnection: AnyObject {
     var context: ChannelHandlerContext? { get }
     /// Seeds the per-exchange random sources (splits without a user key, shadow sampling).
@@ -67,9 +67,9 @@ enum EndShape {
 ///
 /// Protocol work only: gRPC framing, status. Every decision about the exchange is the
 /// core's ``ExchangeStateMachine``; this object feeds it messages in order and writes its answers,
-/// synchronously on the event loop. It lives in its connection's ``ExtProcConnectionHandler``
-/// (one per stream, no child channel), which drops it when swift-nio-http2 reports the stream
-/// closed: an RST_STREAM from Envoy (its normal end, §1) just frees it.
+/// synchronously on the event loop. It lives in its connection's ``ExtProcH2Connection`` (one per
+/// stream, no child channel), which drops it when libnghttp2 reports the stream closed: an
+/// RST_STREAM from Envoy (its normal end, §1) just frees it.
 final class ExtProcStream {
     typealias Context = ChannelHandlerContext
 
@@ -199,7 +199,7 @@ final class ExtProcStream {
             return finishTrailersOnly(context: context, .unimplemented, "unknown method \(path)")
         }
         if let timeout {
-            guard let nanos = GRPCHeaders.parseTimeout(timeout) else {
+            guard let nanos = GRPCTimeout.parse(timeout) else {
                 return finishTrailersOnly(context: context, .invalidArgument, "malformed grpc-timeout \(timeout)")
             }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

@@ -120,7 +120,8 @@ public final class H2TestClient {
             return bytes.count
         }
         if !end { keepOpen.insert(stream) } else { keepOpen.remove(stream) }
-        precondition(nghttp2_submit_data(session, UInt8(end ? NGHTTP2_FLAG_END_STREAM.rawValue : NGHTTP2_FLAG_NONE.rawValue), stream, &provider) == 0)
+        let submitted = nghttp2_submit_data(session, UInt8(end ? NGHTTP2_FLAG_END_STREAM.rawValue : NGHTTP2_FLAG_NONE.rawValue), stream, &provider)
+        precondition(submitted == 0, "nghttp2_submit_data on stream \(stream): \(String(cString: nghttp2_strerror(submitted)))")
     }
 
     private var keepOpen: Set<Int32> = []

@@ -52,9 +52,6 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event-loop threads (default: the CPUs this process may use; taskset and cpusets are honoured).")
     var threads: Int?
 
-    @Option(help: "The ext_proc listener's HTTP/2 layer: nghttp2 (libnghttp2, the default) or swift-nio-http2 (the earlier layer).")
-    var http2 = HTTP2Layer.nghttp2.rawValue
-
     @Option(help: "ext_proc over TLS: the server's certificate chain (PEM). Needs --tls-key.")
     var tlsCert: String?
 
@@ -63,9 +60,6 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "ext_proc mTLS: CA certificates (PEM) that must have signed every client's certificate. Needs --tls-cert.")
     var tlsClientCa: String?
-
-    @Flag(help: "With --http2 swift-nio-http2: run its semantic header-block and content-length checks on every stream (libnghttp2 always runs its own).")
-    var strictHttp2 = false
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
@@ -92,9 +86,6 @@ struct Serve: AsyncParsableCommand {
         case (_?, nil): throw ValidationError("--tls-cert needs --tls-key (the certificate's private key)")
         case (nil, _?): throw ValidationError("--tls-key needs --tls-cert (the certificate it belongs to)")
         case (_?, _?): break
-        }
-        guard HTTP2Layer(rawValue: http2) != nil else {
-            throw ValidationError("--http2 must be nghttp2 or swift-nio-http2, got \(http2)")
         }
         guard (0...1_000_000).contains(shadowQueue) else {
             throw ValidationError("--shadow-queue must be 0...1000000, got \(shadowQueue)")
@@ -135,8 +126,6 @@ struct Serve: AsyncParsableCommand {
         extProc.maxMessageBytes = maxMessageBytes
         extProc.maxConcurrentStreams = maxConcurrentStreams
         if let threads { extProc.threads = threads }
-        extProc.strictHTTP2 = strictHttp2
-        extProc.http2 = HTTP2Layer(rawValue: http2) ?? .nghttp2
         if let tlsCert, let tlsKey {
             do {
                 extProc.tls = try ExtProcTLS.context(certificate: tlsCert, key: tlsKey, clientCA: tlsClientCa)

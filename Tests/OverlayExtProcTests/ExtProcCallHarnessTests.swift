@@ -84,6 +84,9 @@ struct ExtProcCallHarnessTests {
             try client.exchange(with: channel)
         }
 
+        /// Forgets the events read so far (after the client's list was emptied).
+        func rewind() { seen = 0 }
+
         /// Every frame the client received since the last call (after moving what is pending).
         func written() throws -> [H2TestClient.Event] {
             try client.exchange(with: channel)
@@ -200,4 +203,43 @@ struct ExtProcCallHarnessTests {
         harness.loop.advanceTime(by: .seconds(1))
         #expect(try harness.written().isEmpty)
     }
+
+    /// The C boundary end to end (libnghttp2 and libprotobuf-c; `scripts/sanitize asan` runs this
+    /// under AddressSanitizer): many calls on one connection, of which some carry bytes that are
+    /// not a ProcessingRequest and some are reset by the client after their request headers.
+    @Test("30,000 calls on one connection: pass-through, undecodable and reset ones mixed; each ends as it should")
+    func manyCallsAcrossTheCBoundary() throws {
+        let harness = try Harness(engine: false)
+        let request = try GRPCFrame.encode(Self.requestHeaders(authority: "elsewhere.example.org"), allocator: harness.channel.allocator)
+        var garbage = ByteBuffer()
+        garbage.writeInteger(UInt8(0))
+        garbage.writeInteger(UInt32(3))
+        garbage.writeBytes([0x12, 0xFF, 0xFF])  // request_headers, a length past the end
+        var passed = 0, failedOpen = 0, reset = 0
+        for call in 0..<30_000 {
+            let stream = harness.client.request(path: ExtProcShared.processPath)
+            // The stream exists once its HEADERS went out (libnghttp2 takes DATA or a reset only then).
+            try harness.client.exchange(with: harness.channel)
+            switch call % 3 {
+            case 0: harness.client.send(stream: stream, Array(request.readableBytesView), end: true)
+            case 1: harness.client.send(stream: stream, Array(garbage.readableBytesView), end: true)
+            default: harness.client.reset(stream)
+            }
+            if call % 100 == 99 {
+                let events = try harness.written()
+                for case .headers(_, let fields, true) in events {
+                    if fields["grpc-status"] == "0", fields["grpc-message"] == nil { passed += 1 } else if fields["grpc-status"] == "0" { failedOpen += 1 }
+                }
+                reset += 100 - events.filter { if case .headers(_, _, true) = $0 { true } else { false } }.count
+                harness.client.events.removeAll()
+                harness.rewind()
+            }
+        }
+        #expect(passed == 10_000, "every pass-through call answered and ended with status 0")
+        #expect(failedOpen == 10_000, "every undecodable call ended failing open (status 0 with a message)")
+        #expect(reset == 10_000, "no answer for a call the client reset")
+        #expect(harness.metricLine("overlayd_extproc_errors_total{", #"kind="undecodable""#)?.hasSuffix(" 10000") == true)
+        #expect(harness.metricLine("overlayd_decisions_total{", #"decision="pass_through""#)?.hasSuffix(" 10000") == true)
+    }
 }
+

@@ -1,8 +1,8 @@
 import ExtProcCore
 import ExtProcProto
 import Foundation
+import GRPCTransport
 import NIOCore
-import NIOHPACK
 import SwiftProtobuf
 import Testing
 
@@ -80,34 +80,31 @@ import Testing
     }
 }
 
-@Suite struct GRPCHeadersTests {
+@Suite struct GRPCShapesTests {
     @Test(arguments: [
         ("100m", Int64(100_000_000)), ("5S", 5_000_000_000), ("1H", 3_600_000_000_000), ("2M", 120_000_000_000),
         ("7u", 7_000), ("9n", 9), ("99999999S", 99_999_999_000_000_000),
     ])
     func timeouts(text: String, nanos: Int64) {
-        #expect(GRPCHeaders.parseTimeout(text) == nanos)
+        #expect(GRPCTimeout.parse(text) == nanos)
     }
 
     @Test(arguments: ["", "S", "10", "10x", "123456789S", "-1S", "1.5S"])
     func malformedTimeouts(text: String) {
-        #expect(GRPCHeaders.parseTimeout(text) == nil)
+        #expect(GRPCTimeout.parse(text) == nil)
     }
 
     @Test func percentEncoding() {
-        #expect(GRPCHeaders.percentEncode("plain text: ok") == "plain text: ok")
-        #expect(GRPCHeaders.percentEncode("100%") == "100%25")
-        #expect(GRPCHeaders.percentEncode("line\nbreak") == "line%0Abreak")
-        #expect(GRPCHeaders.percentEncode("é") == "%C3%A9")
+        #expect(GRPCStatusMessage.percentEncode("plain text: ok") == "plain text: ok")
+        #expect(GRPCStatusMessage.percentEncode("100%") == "100%25")
+        #expect(GRPCStatusMessage.percentEncode("line\nbreak") == "line%0Abreak")
+        #expect(GRPCStatusMessage.percentEncode("é") == "%C3%A9")
     }
 
-    @Test func trailersOnlyCarriesStatusAndMessage() {
-        let headers = GRPCHeaders.trailersOnly(.unimplemented, message: "unknown method /x", extra: [("grpc-accept-encoding", "identity")])
-        #expect(headers.first(name: ":status") == "200")
-        #expect(headers.first(name: "content-type") == "application/grpc")
-        #expect(headers.first(name: "grpc-status") == "12")
-        #expect(headers.first(name: "grpc-message") == "unknown method /x")
-        #expect(headers.first(name: "grpc-accept-encoding") == "identity")
+    @Test func aStatusEndCarriesStatusMessageAndExtraFields() {
+        let end = GRPCStatusCode.unimplemented.end("unknown method /x", extra: [("grpc-accept-encoding", "identity")])
+        let fields = Dictionary(uniqueKeysWithValues: end.statusFields.map { ($0.name, $0.value) })
+        #expect(fields == ["grpc-status": "12", "grpc-message": "unknown method /x", "grpc-accept-encoding": "identity"])
     }
 }
 

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# The ext_proc listener's two HTTP/2 layers side by side (issue 16's gate): req/s, p99 and CPU µs
-# per header-only exchange of each server, read from /proc around interleaved h2load runs (same
-# run), for
-#   nghttp2    overlayd serve --http2 nghttp2          (libnghttp2 in memory mode under NIO)
-#   nio        overlayd serve --http2 swift-nio-http2  (swift-nio-http2)
+# Two overlayd builds side by side with the peers (issue 16): req/s, p99 and CPU µs per
+# header-only exchange of each server, read from /proc around interleaved h2load runs (same run),
+# for
+#   nghttp2    overlayd serve, this build (OVERLAYD_BIN, or the release build of this tree)
+#   base       overlayd serve, another build (BASE_BIN, required)
 #   go         ../shared/bench's Go peer (grpc-go)
 #   nghttpd    nghttp2's own server with a static file: the HTTP/2 limit (no gRPC, no protobuf)
 #
-#   bench/extproc/layers.sh        # ROUNDS=3 DURATION=5 SETTINGS="8x16 64x10" PINNED=1
+#   BASE_BIN=/path/to/overlayd bench/extproc/layers.sh   # ROUNDS=3 DURATION=5 SETTINGS="8x16 64x10" PINNED=1
 #
-# With BASE_BIN=/path/to/another/overlayd the second server is that binary (on its default layer)
-# instead of the swift-nio-http2 layer, labelled "base": two builds side by side in the same run
-# (issue 16 part 4: libprotobuf-c decoding against the swift-protobuf build before it).
+# Issue 16's gate compared the two HTTP/2 layers of one build this way (the swift-nio-http2 layer
+# is gone since); its part 4, libprotobuf-c decoding against the build before it.
 #
 # PINNED=1 puts every server on core 0 and h2load on core 1 (CPU per exchange is then the
 # server's alone); PINNED=0 leaves both free. Knobs: ROUNDS, DURATION, SETTINGS, PINNED,
@@ -25,6 +24,8 @@ DURATION=${DURATION:-5}
 SETTINGS=${SETTINGS:-"8x16 64x10"}
 PINNED=${PINNED:-1}
 
+[ -n "${BASE_BIN:-}" ] || { echo "set BASE_BIN to the overlayd build to compare with" >&2; exit 2; }
+[ -x "$BASE_BIN" ] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; }
 BIN=$(overlayd_release_bin)
 "$B/install.sh" >&2
 if [ "$PINNED" = 1 ]; then PIN_CPU=0 "$B/start-peers.sh" go nghttpd >&2; else "$B/start-peers.sh" go nghttpd >&2; fi
@@ -44,22 +45,16 @@ trap cleanup EXIT
 pin=()
 client=()
 if [ "$PINNED" = 1 ]; then pin=(taskset -c 0); client=(taskset -c 1); fi
-start_overlayd() {  # binary layer port log
-  "${pin[@]}" "$1" serve --listen "127.0.0.1:$3" --admin 127.0.0.1:0 --log-level warning --http2 "$2" \
-    2> "$logs/$4.log" &
+start_overlayd() {  # binary port log
+  "${pin[@]}" "$1" serve --listen "127.0.0.1:$2" --admin 127.0.0.1:0 --log-level warning \
+    2> "$logs/$3.log" &
   pids+=($!)
-  wait_listening "$3"
+  wait_listening "$2"
 }
-start_overlayd "$BIN" nghttp2 "$PORT" nghttp2
+start_overlayd "$BIN" "$PORT" nghttp2
 pid_nghttp2=${pids[-1]}
-if [ -n "${BASE_BIN:-}" ]; then
-  [ -x "$BASE_BIN" ] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; }
-  second=base
-  start_overlayd "$BASE_BIN" nghttp2 "$((PORT + 1))" base
-else
-  second=nio
-  start_overlayd "$BIN" swift-nio-http2 "$((PORT + 1))" nio
-fi
+second=base
+start_overlayd "$BASE_BIN" "$((PORT + 1))" base
 pid_nio=${pids[-1]}
 pid_go=$(cat "$BENCH_WORK/pids/go.pid")
 pid_nghttpd=$(cat "$BENCH_WORK/pids/nghttpd.pid")

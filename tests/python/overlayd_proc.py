@@ -66,12 +66,6 @@ def _normalise_tcp(token: str) -> str:
     return f"{match.group(1)}:{match.group(2)}"
 
 
-def _http2_args() -> list[str]:
-    """``OVERLAYD_HTTP2=nghttp2|swift-nio-http2`` runs every ``serve`` of the suite on that HTTP/2 layer."""
-    layer = os.environ.get("OVERLAYD_HTTP2")
-    return ["--http2", layer] if layer else []
-
-
 class OverlaydProcess:
     """One overlayd process. ``start()`` returns once it listens; ``stop()`` SIGTERMs it."""
 
@@ -81,7 +75,7 @@ class OverlaydProcess:
         self.binary = overlayd_bin()
         config_args = ["--config", str(config_path)] if config_path is not None else []
         self.args = [str(self.binary), "serve", *config_args, "--listen", listen,
-                     "--admin", admin, "--drain-timeout", DRAIN_TIMEOUT_ARG, *_http2_args(), *extra_args]
+                     "--admin", admin, "--drain-timeout", DRAIN_TIMEOUT_ARG, *extra_args]
         self.listen_arg = listen
         self.proc: subprocess.Popen | None = None
         self._lines: list[str] = []

@@ -1,10 +1,12 @@
 import NIOCore
 import SwiftProtobuf
 
+/// gRPC's message framing (grpc/doc/PROTOCOL-HTTP2.md "Length-Prefixed-Message"), both ways.
+
 /// Reassembles gRPC length-prefixed messages (1-byte compressed flag, 4-byte big-endian length,
 /// payload) from HTTP/2 DATA frames, whatever their boundaries. Holds at most one partial message.
-struct GRPCMessageReader {
-    enum Failure: Error, Equatable {
+public struct GRPCMessageReader: Sendable {
+    public enum Failure: Error, Equatable, Sendable {
         /// The compressed flag is set, but we accept only `identity` (we advertise no other encoding).
         case compressed
         /// A message larger than the configured limit.
@@ -13,20 +15,20 @@ struct GRPCMessageReader {
         case badFlag(UInt8)
     }
 
-    let maxMessageBytes: Int
+    public let maxMessageBytes: Int
     private var buffer: ByteBuffer?
 
-    init(maxMessageBytes: Int) {
+    public init(maxMessageBytes: Int) {
         self.maxMessageBytes = maxMessageBytes
     }
 
     /// True while a partial message is held (the stream must not end here).
-    var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
+    public var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
 
     /// Bytes held for a message not complete yet.
-    var bufferedBytes: Int { buffer?.readableBytes ?? 0 }
+    public var bufferedBytes: Int { buffer?.readableBytes ?? 0 }
 
-    mutating func append(_ data: ByteBuffer) {
+    public mutating func append(_ data: ByteBuffer) {
         if var existing = buffer, existing.readableBytes > 0 {
             var data = data
             existing.writeBuffer(&data)
@@ -37,7 +39,7 @@ struct GRPCMessageReader {
     }
 
     /// The next complete message payload, or nil when more bytes are needed.
-    mutating func next() throws(Failure) -> ByteBuffer? {
+    public mutating func next() throws(Failure) -> ByteBuffer? {
         guard var buf = buffer, buf.readableBytes >= 5 else { return nil }
         let start = buf.readerIndex
         let flag = buf.getInteger(at: start, as: UInt8.self)!
@@ -58,17 +60,17 @@ struct GRPCMessageReader {
 
 /// Lets swift-protobuf decode straight from a NIO `ByteBuffer` and encode into one
 /// (swift-protobuf's documented extension point for byte containers).
-struct ProtobufBytes: SwiftProtobufContiguousBytes {
-    var buffer: ByteBuffer
+public struct ProtobufBytes: SwiftProtobufContiguousBytes {
+    public var buffer: ByteBuffer
 
-    init(_ buffer: ByteBuffer) { self.buffer = buffer }
-    init(repeating: UInt8, count: Int) { buffer = ByteBuffer(repeating: repeating, count: count) }
-    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 { buffer = ByteBuffer(bytes: sequence) }
-    var count: Int { buffer.readableBytes }
-    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    public init(_ buffer: ByteBuffer) { self.buffer = buffer }
+    public init(repeating: UInt8, count: Int) { buffer = ByteBuffer(repeating: repeating, count: count) }
+    public init<S: Sequence>(_ sequence: S) where S.Element == UInt8 { buffer = ByteBuffer(bytes: sequence) }
+    public var count: Int { buffer.readableBytes }
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try buffer.withUnsafeReadableBytes(body)
     }
-    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+    public mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
         try buffer.withUnsafeMutableReadableBytes(body)
     }
 }
@@ -108,12 +110,12 @@ struct GRPCFramedBytes: SwiftProtobufContiguousBytes {
     }
 }
 
-enum GRPCFrame {
-    static let prefixLength = 5
+public enum GRPCFrame {
+    public static let prefixLength = 5
 
     /// A gRPC length-prefixed frame holding the serialized message (serialized in place after the
     /// prefix, see ``GRPCFramedBytes``).
-    static func encode(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws -> ByteBuffer {
+    public static func encode(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws -> ByteBuffer {
         let payload: GRPCFramedBytes = try message.serializedBytes()
         var frame = payload.buffer
         let length = frame.readableBytes
@@ -124,7 +126,7 @@ enum GRPCFrame {
     }
 
     /// Several messages in one buffer (one DATA frame for a batch of answers).
-    static func encode(_ messages: [some SwiftProtobuf.Message], allocator: ByteBufferAllocator) throws -> ByteBuffer {
+    public static func encode(_ messages: [some SwiftProtobuf.Message], allocator: ByteBufferAllocator) throws -> ByteBuffer {
         var frame = allocator.buffer(capacity: 64)
         for message in messages {
             var one = try encode(message, allocator: allocator)

@@ -1,1 +1,0 @@
-../../Sources/OverlayExtProc/GRPCMessageReader.swift
