@@ -73,9 +73,11 @@ public struct DecodedRequest: ExtProcRequest {
 
     public var protocolSettings: ExtProcProtocolSettings? {
         guard let config = message.pointee.protocol_config?.pointee else { return nil }
+        // An enum is an int32 on the wire; the C enum's raw value is unsigned (a negative value,
+        // unknown to the enum, is kept as swift-protobuf keeps it: UNRECOGNIZED(-n)).
         return ExtProcProtocolSettings(
-            requestBodyMode: BodySendMode(rawValue: Int(config.request_body_mode.rawValue)) ?? .none,
-            responseBodyMode: BodySendMode(rawValue: Int(config.response_body_mode.rawValue)) ?? .none,
+            requestBodyMode: BodySendMode(rawValue: Int(Int32(bitPattern: config.request_body_mode.rawValue))) ?? .none,
+            responseBodyMode: BodySendMode(rawValue: Int(Int32(bitPattern: config.response_body_mode.rawValue))) ?? .none,
             sendBodyWithoutWaitingForHeaderResponse: config.send_body_without_waiting_for_header_response != 0)
     }
 

@@ -90,7 +90,7 @@ public struct EnvoyHeaderValues: EnvoyHeaderList {
     }
 
     public var fields: HeaderList {
-        list.lazy.filter { $0.key.first != ":" }.map { (name: $0.key, value: $0.textValue) }
+        list.lazy.filter { $0.key.utf8.first != UInt8(ascii: ":") }.map { (name: $0.key, value: $0.textValue) }
     }
 
     public func values(named names: Set<String>) -> HeaderList {

@@ -80,8 +80,9 @@ struct DecodedRequestTests {
             ("response trailers", Envoy.responseTrailers()),
             ("no phase", Envoy.empty()),
         ]
-        // Every body mode in protocol_config, and one beyond the enum (an open enum keeps it).
-        for mode in [BodySendMode.none, .streamed, .buffered, .bufferedPartial, .fullDuplexStreamed, .grpc, .UNRECOGNIZED(9)] {
+        // Every body mode in protocol_config, and values beyond the enum (an open enum keeps
+        // them), a negative one too (found by the extproc-decode fuzz target).
+        for mode in [BodySendMode.none, .streamed, .buffered, .bufferedPartial, .fullDuplexStreamed, .grpc, .UNRECOGNIZED(9), .UNRECOGNIZED(-1_342_177_281)] {
             var message = Envoy.requestHeaders(authority: "a").withProtocolConfig(request: mode, response: .buffered)
             message.protocolConfig.sendBodyWithoutWaitingForHeaderResponse = true
             list.append(("protocol_config \(mode)", message))
@@ -92,6 +93,9 @@ struct DecodedRequestTests {
         browser.requestHeaders.headers.headers += [
             Envoy.header("x-user", "ada"), Envoy.header("x-user", "grace"), Envoy.header("cookie", ""),
             Envoy.header("x-usera", "not x-user"), Envoy.header("x-use", "nor this"), Envoy.header("accept-language", "fr-CH, fr;q=0.9, é"),
+            // A pseudo-header by its first byte, though ':' and the combining mark after it are
+            // one Character (found by the extproc-decode fuzz target).
+            Envoy.header(":\u{064D}x", "pseudo"),
         ]
         var both = Envoy.header("if-none-match", "\"from-raw\"")
         both.value = "from-value"
