@@ -23,6 +23,8 @@ let package = Package(
         .library(name: "ExtProcCore", targets: ["ExtProcCore"]),
         .library(name: "ExtProcProto", targets: ["ExtProcProto"]),
         .library(name: "GRPCTransport", targets: ["GRPCTransport"]),
+        // Test support (for the fuzz targets' shared oracles).
+        .library(name: "OverlayTesting", targets: ["OverlayTesting"]),
     ],
     traits: [
         // The OTLP/HTTP span exporter behind `--otlp-endpoint` (swift-otel). On by default;
@@ -233,7 +235,7 @@ let package = Package(
         .target(
             name: "OverlayTesting",
             dependencies: [
-                "OverlayCore", "OverlayDecisions", "OverlayInject", "CNGHTTP2",
+                "OverlayCore", "OverlayDecisions", "OverlayInject", "ExtProcCore", "CNGHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -56,7 +56,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         fuzzTarget("extproc-decode", [
-            main("ExtProcCore"), main("ExtProcProto"),
+            main("ExtProcCore"), main("ExtProcProto"), main("OverlayTesting"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         fuzzTarget("grpc-message-reader", [

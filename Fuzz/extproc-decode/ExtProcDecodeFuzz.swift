@@ -1,6 +1,7 @@
 import ExtProcCore
 import ExtProcProto
 import Foundation
+import OverlayTesting
 import SwiftProtobuf
 
 // Input: arbitrary bytes, as the payload of one gRPC message on a Process stream.
@@ -26,36 +27,8 @@ import SwiftProtobuf
 
 let names: Set<String> = [":authority", ":path", ":method", ":status", "content-type", "cookie", "x"]
 
-struct Reading: Equatable {
-    var phase: ExchangePhase?
-    var endOfStream: Bool?
-    var headers: [String] = []
-    var fields: [String] = []
-    var head: [String] = []
-    var body: [UInt8]?
-    var settings: ExtProcProtocolSettings?
-    var observability: Bool
-    var unknown: Bool
-
-    init(_ request: some ExtProcRequest) {
-        settings = request.protocolSettings
-        observability = request.observabilityMode
-        unknown = request.carriesUnknownFields
-        phase = request.phase?.kind
-        switch request.phase {
-        case .requestHeaders(let list, let eos)?, .responseHeaders(let list, let eos)?:
-            endOfStream = eos
-            headers = list.values(named: names).map { "\($0.name)=\($0.value)" }
-            fields = list.fields.map { "\($0.name)=\($0.value)" }
-            head = [list.authority.map(String.init) ?? "-", String(list.path), String(list.method)]
-        case .requestBody(let bytes, let eos)?, .responseBody(let bytes, let eos)?:
-            endOfStream = eos
-            body = Array(bytes)
-        case .requestTrailers?, .responseTrailers?, nil:
-            break
-        }
-    }
-}
+/// Everything the machine reads of a request (`ExtProcReading`, shared with DecodedRequestTests).
+func reading(_ request: some ExtProcRequest) -> ExtProcReading { ExtProcReading(request, names: names) }
 
 /// Whether a string field anywhere in `message`'s header lists holds a NUL byte.
 func holdsNUL(_ message: ProcessingRequest) -> Bool {
@@ -72,18 +45,18 @@ func holdsNUL(_ message: ProcessingRequest) -> Bool {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: size == 0 ? nil : data, count: size)
-    _ = DecodedRequest.decode(bytes) { Reading($0) }
+    _ = DecodedRequest.decode(bytes) { reading($0) }
     let viaSwift = try? ProcessingRequest(serializedBytes: Array(bytes))
     guard let viaSwift, !holdsNUL(viaSwift) else { return 0 }
     // Both read every byte of their own decoding (above: C's every header, value and body byte
-    // through Reading). What swift-protobuf read, encoded again as a protobuf encoder writes it
+    // through reading). What swift-protobuf read, encoded again as a protobuf encoder writes it
     // (canonical: each field once, in order, no unknown field), libprotobuf-c reads the same.
     var discard = BinaryDecodingOptions()
     discard.discardUnknownFields = true
     let known = try! ProcessingRequest(serializedBytes: Array(bytes), options: discard)
     let canonical: [UInt8] = try! known.serializedBytes()
-    let again = canonical.withUnsafeBytes { DecodedRequest.decode($0) { Reading($0) } }
+    let again = canonical.withUnsafeBytes { DecodedRequest.decode($0) { reading($0) } }
     precondition(again != nil, "libprotobuf-c refuses what swift-protobuf encodes without unknown fields")
-    precondition(again == Reading(known), "the carriers disagree on the re-encoded message:\nC     \(again!)\nSwift \(Reading(known))")
+    precondition(again == reading(known), "the carriers disagree on the re-encoded message:\nC     \(again!)\nSwift \(reading(known))")
     return 0
 }

@@ -3,6 +3,7 @@ import ExtProcProto
 import Foundation
 import OverlayCore
 import OverlayDecisions
+import OverlayTesting
 import SwiftProtobuf
 import Testing
 
@@ -20,43 +21,7 @@ func withDecoded<R>(_ bytes: [UInt8], _ body: (DecodedRequest) throws -> R) thro
 
 struct DecodeRefused: Error {}
 
-/// What the machine reads of one message, from either carrier: equal for the same bytes.
-struct Reading: Equatable, CustomStringConvertible {
-    var phase: ExchangePhase?
-    var endOfStream: Bool?
-    var headers: [String] = []
-    var fields: [String] = []
-    var head: [String] = []
-    var body: [UInt8]?
-    var settings: ExtProcProtocolSettings?
-    var observability: Bool
-    var unknown: Bool
-
-    init(_ request: some ExtProcRequest, names: Set<String>) {
-        settings = request.protocolSettings
-        observability = request.observabilityMode
-        unknown = request.carriesUnknownFields
-        phase = request.phase?.kind
-        switch request.phase {
-        case .requestHeaders(let list, let eos)?, .responseHeaders(let list, let eos)?:
-            endOfStream = eos
-            headers = list.values(named: names).map { "\($0.name)=\($0.value)" }
-            fields = list.fields.map { "\($0.name)=\($0.value)" }
-            head = [list.authority.map(String.init) ?? "<none>", String(list.path), String(list.method)]
-                + names.sorted().map { "\($0):\(list.firstValue($0).map(String.init) ?? "<none>")" }
-        case .requestBody(let bytes, let eos)?, .responseBody(let bytes, let eos)?:
-            endOfStream = eos
-            body = Array(bytes)
-        case .requestTrailers?, .responseTrailers?, nil:
-            break
-        }
-    }
-
-    var description: String {
-        "\(phase.map { $0.label } ?? "none") eos=\(String(describing: endOfStream)) headers=\(headers) fields=\(fields) "
-            + "head=\(head) body=\(body?.count ?? -1) settings=\(String(describing: settings)) observe=\(observability) unknown=\(unknown)"
-    }
-}
+typealias Reading = ExtProcReading
 
 @Suite("DecodedRequest: libprotobuf-c's carrier reads what swift-protobuf's does")
 struct DecodedRequestTests {

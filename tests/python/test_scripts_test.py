@@ -1,6 +1,6 @@
-"""scripts/test's set-up of Debian packages, with dpkg-query, id and apt-get replaced by recording
-stand-ins on PATH (nothing is installed): as root it installs exactly the missing packages; as
-another user it prints one line naming them and stops before anything else.
+"""scripts/test's and scripts/demo's set-up of Debian packages, with dpkg-query, id and apt-get
+replaced by recording stand-ins on PATH (nothing is installed): as root each installs exactly the
+missing packages; as another user it prints one line naming them and stops before anything else.
 
 The clean-environment run of the whole set-up (a fresh clone, nothing pip-installed on PATH) is
 scripts/check-clean-setup, run by .ci/run.
@@ -17,7 +17,7 @@ from overlayd_proc import REPO_ROOT
 MISSING = ("chromium-driver", "prometheus")
 
 
-def _stand_ins(directory: Path, uid: int) -> Path:
+def _stand_ins(directory: Path, uid: int, missing: tuple[str, ...] = MISSING) -> Path:
     bin_dir = directory / "bin"
     bin_dir.mkdir()
     log = directory / "calls.log"
@@ -25,7 +25,7 @@ def _stand_ins(directory: Path, uid: int) -> Path:
         # `dpkg-query -W -f=... PKG`: the packages of MISSING are not installed.
         "dpkg-query": f"""#!/bin/sh
 for a in "$@"; do pkg=$a; done
-case " {' '.join(MISSING)} " in *" $pkg "*) printf 'not-installed' ;; *) printf 'installed' ;; esac
+case " {' '.join(missing)} " in *" $pkg "*) printf 'not-installed' ;; *) printf 'installed' ;; esac
 """,
         "id": f"#!/bin/sh\necho {uid}\n",
         # Records the call; `install` fails so the run stops there (nothing is installed).
@@ -75,3 +75,43 @@ def test_unknown_argument_is_refused(tmp_path):
     proc = subprocess.run([str(REPO_ROOT / "scripts" / "test"), "--pyhton"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "usage: scripts/test [--swift | --python | --setup-only]" in proc.stderr
+
+
+DEMO_MISSING = ("libnghttp2-dev", "libprotobuf-c-dev")
+
+
+def _run_demo(directory: Path, uid: int) -> tuple[subprocess.CompletedProcess, Path]:
+    log = _stand_ins(directory, uid, DEMO_MISSING)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLAYD_")}
+    env["PATH"] = f"{directory / 'bin'}:{env['PATH']}"
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=60)
+    return proc, log
+
+
+def test_demo_as_root_installs_only_the_missing_build_libraries_and_stops_when_that_fails(tmp_path):
+    proc, log = _run_demo(tmp_path, uid=0)
+    assert proc.returncode == 100, proc.stdout + proc.stderr  # the stand-in apt-get's failure, before any build
+    calls = log.read_text().splitlines()
+    assert calls == ["apt-get update -q", f"apt-get install -y -q {' '.join(DEMO_MISSING)}"], calls
+
+
+def test_demo_as_another_user_names_what_to_install_in_one_line(tmp_path):
+    proc, log = _run_demo(tmp_path, uid=1000)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert not log.exists(), "apt-get was called without root"
+    assert proc.stderr.strip().splitlines() == [
+        f"scripts/demo: missing Debian packages; install them with: sudo apt-get install {' '.join(DEMO_MISSING)}"
+    ], proc.stderr
+
+
+def _package_list(script: str, variable: str) -> list[str]:
+    text = (REPO_ROOT / "scripts" / script).read_text()
+    block = text[text.index(f"{variable}=(") + len(variable) + 2:]
+    block = block[:block.index("\n)")]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_scripts_test_installs_every_library_scripts_demo_does():
+    demo = _package_list("demo", "packages")
+    assert demo == ["libsqlite3-dev", "libnghttp2-dev", "libprotobuf-c-dev", "zlib1g-dev"]
+    assert set(demo) <= set(_package_list("test", "apt_packages"))
