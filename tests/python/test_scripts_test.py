@@ -42,14 +42,15 @@ exit 100
     return log
 
 
-def _run(directory: Path, uid: int) -> tuple[subprocess.CompletedProcess, Path]:
-    log = _stand_ins(directory, uid)
+def _run(directory: Path, uid: int, command: tuple[str, ...] = ("test", "--setup-only"),
+         missing: tuple[str, ...] = MISSING) -> tuple[subprocess.CompletedProcess, Path]:
+    log = _stand_ins(directory, uid, missing)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLAYD_")}
     env["PATH"] = f"{directory / 'bin'}:{env['PATH']}"
     # A venv place that must stay untouched: the run has to stop before the Python set-up.
     env["OVERLAYD_VENV"] = str(directory / "venv")
     proc = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "test"), "--setup-only"], env=env, capture_output=True, text=True, timeout=60)
+        [str(REPO_ROOT / "scripts" / command[0]), *command[1:]], env=env, capture_output=True, text=True, timeout=60)
     assert not (directory / "venv").exists(), "the run went on to the Python set-up"
     return proc, log
 
@@ -81,11 +82,7 @@ DEMO_MISSING = ("libnghttp2-dev", "libprotobuf-c-dev")
 
 
 def _run_demo(directory: Path, uid: int) -> tuple[subprocess.CompletedProcess, Path]:
-    log = _stand_ins(directory, uid, DEMO_MISSING)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLAYD_")}
-    env["PATH"] = f"{directory / 'bin'}:{env['PATH']}"
-    proc = subprocess.run([str(REPO_ROOT / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=60)
-    return proc, log
+    return _run(directory, uid, ("demo",), DEMO_MISSING)
 
 
 def test_demo_as_root_installs_only_the_missing_build_libraries_and_stops_when_that_fails(tmp_path):
