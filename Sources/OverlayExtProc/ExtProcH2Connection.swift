@@ -65,12 +65,11 @@ final class ExtProcH2Connection: H2StreamDelegate, ExtProcConnection {
         transport?.bufferedChanged(by: delta)
     }
 
-    func sendMessage(_ context: ChannelHandlerContext, stream: Int32, frame: ByteBuffer, first: Bool) {
+    func sendMessage(_ context: ChannelHandlerContext, stream: Int32, frame: ByteBuffer) {
         transport?.sendMessage(stream: stream, frame: frame)
     }
 
-    func sendEnd(_ context: ChannelHandlerContext, stream: Int32, _ end: GRPCStreamEnd, _ shape: EndShape, thenReset: Bool) {
-        let trailersOnly = if case .trailersOnly = shape { true } else { false }
+    func sendEnd(_ context: ChannelHandlerContext, stream: Int32, _ end: GRPCStreamEnd, trailersOnly: Bool, thenReset: Bool) {
         transport?.sendEnd(stream: stream, end, trailersOnly: trailersOnly, thenReset: thenReset)
     }
 

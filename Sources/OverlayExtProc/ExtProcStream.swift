@@ -44,23 +44,13 @@ protocol ExtProcConnection: AnyObject {
     func nextSeed() -> UInt64
     /// A stream's partial-message bytes changed by `delta` (the connection's buffer budget).
     func bufferedChanged(context: ChannelHandlerContext, by delta: Int)
-    /// One gRPC message frame; `first` when the response headers go with it.
-    func sendMessage(_ context: ChannelHandlerContext, stream: Int32, frame: ByteBuffer, first: Bool)
+    /// One gRPC message frame (the transport sends the response headers with the first).
+    func sendMessage(_ context: ChannelHandlerContext, stream: Int32, frame: ByteBuffer)
     /// Ends our side: trailers, or a trailers-only response when nothing was sent; with
     /// `thenReset`, RST_STREAM(NO_ERROR) once the end is written.
-    func sendEnd(_ context: ChannelHandlerContext, stream: Int32, _ end: GRPCStreamEnd, _ shape: EndShape, thenReset: Bool)
+    func sendEnd(_ context: ChannelHandlerContext, stream: Int32, _ end: GRPCStreamEnd, trailersOnly: Bool, thenReset: Bool)
     /// Writes what was sent outside a read (timers, results, health changes).
     func flush(_ context: ChannelHandlerContext)
-}
-
-/// How the end of a response is framed.
-enum EndShape {
-    /// One HEADERS frame with `:status`, `content-type` and the status (nothing was sent before).
-    case trailersOnly
-    /// Response headers, then trailers (a call that ends before its first message).
-    case headersAndTrailers
-    /// Trailers after the response headers and messages already sent.
-    case trailers
 }
 
 /// One HTTP/2 stream: a `Process` call (the ext_proc exchange), a health call, or a rejection.
@@ -322,17 +312,15 @@ final class ExtProcStream {
     // MARK: - Writing
 
     func writeMessage(context: ChannelHandlerContext, frame: ByteBuffer) {
-        let first = !responseHeadersSent
         responseHeadersSent = true
-        connection.sendMessage(context, stream: streamID, frame: frame, first: first)
+        connection.sendMessage(context, stream: streamID, frame: frame)
     }
 
     /// Ends the response with trailers (response headers are sent first if they were not).
     func end(context: ChannelHandlerContext, _ end: GRPCStreamEnd, thenReset: Bool = false) {
         if case .closed = mode { return }
-        let ending: EndShape = responseHeadersSent ? .trailers : .headersAndTrailers
         responseHeadersSent = true
-        writeLast(context: context, end, ending, thenReset: thenReset)
+        writeLast(context: context, end, trailersOnly: false, thenReset: thenReset)
     }
 
     func finishTrailersOnlyOrEnd(
@@ -351,21 +339,21 @@ final class ExtProcStream {
     ) {
         if case .closed = mode { return }
         responseHeadersSent = true
-        writeLast(context: context, code.end(message, extra: extra), .trailersOnly, thenReset: thenReset)
+        writeLast(context: context, code.end(message, extra: extra), trailersOnly: true, thenReset: thenReset)
     }
 
     /// Writes the end of our side; with `thenReset` (and the client's side still open), the stream
     /// is reset once that end has been written (not before: a reset purges frames still queued).
-    func writeLast(context: ChannelHandlerContext, _ end: GRPCStreamEnd, _ shape: EndShape, thenReset: Bool) {
+    func writeLast(context: ChannelHandlerContext, _ end: GRPCStreamEnd, trailersOnly: Bool, thenReset: Bool) {
         // gRPC over HTTP/2: a server that ends before the client resets with NO_ERROR (CANCEL would
         // read as a cancelled call).
-        connection.sendEnd(context, stream: streamID, end, shape, thenReset: thenReset && !peerEnded)
+        connection.sendEnd(context, stream: streamID, end, trailersOnly: trailersOnly, thenReset: thenReset && !peerEnded)
         release()
     }
 
     func rejectHTTP(context: ChannelHandlerContext, status: Int) {
         responseHeadersSent = true
-        writeLast(context: context, .http(status: status), .trailersOnly, thenReset: true)
+        writeLast(context: context, .http(status: status), trailersOnly: true, thenReset: true)
     }
 
 }
