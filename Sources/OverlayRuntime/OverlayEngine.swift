@@ -20,12 +20,21 @@ package final class ModelCall: Sendable {
     package let token: String
     package let plan: OverlayPlan
     package let started: NIODeadline
-    private let state = Locked<(result: OverlayResultView?, waiter: (@Sendable (OverlayResultView) -> Void)?)>((nil, nil))
+    private let state: Locked<(result: OverlayResultView?, waiter: (@Sendable (OverlayResultView) -> Void)?)>
 
     package init(token: String, plan: OverlayPlan, started: NIODeadline) {
         self.token = token
         self.plan = plan
         self.started = started
+        state = Locked((nil, nil))
+    }
+
+    /// A call whose result is already in (an instant mock answers inline).
+    package init(token: String, plan: OverlayPlan, started: NIODeadline, result: OverlayResultView) {
+        self.token = token
+        self.plan = plan
+        self.started = started
+        state = Locked((result, nil))
     }
 
     /// The result, once in.
@@ -240,11 +249,11 @@ public final class OverlayEngine: Service, Sendable {
     package func start(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
         let token = Self.newToken()
         let started = NIODeadline.now()
-        let call = ModelCall(token: token, plan: plan, started: started)
         let router = self.router(for: config)
         let results = self.results
-        let calls = callMetrics(model: plan.model)
-        decisionCounter(overlay: plan.overlay, model: plan.model).increment()
+        let instruments = instruments(overlay: plan.overlay, model: plan.model)
+        let calls = instruments.calls
+        instruments.decisions.increment()
         let request = CompletionRequest(prompt: plan.prompt, maxTokens: 512)
         if let spec = router.specs[plan.model], spec.provider == .mock, spec.mockLatencyMs == 0, spec.mockErrorRate == 0 {
             // An instant mock (demos, load tests) answers inline: no task, no hand-over, no wait.
@@ -261,12 +270,12 @@ public final class OverlayEngine: Service, Sendable {
                 span.end()
             }
             results.put(view)
-            call.complete(view)
             if plan.challenger != nil {
                 enqueueShadow(plan: plan, config: config, router: router, champion: Task { view }, trace: trace)
             }
-            return call
+            return ModelCall(token: token, plan: plan, started: started, result: view)
         }
+        let call = ModelCall(token: token, plan: plan, started: started)
         results.put(OverlayResultView(overlay: plan.overlay, model: plan.model, token: token, status: .pending))
         let champion = Task {
             let view: OverlayResultView
@@ -334,16 +343,30 @@ public final class OverlayEngine: Service, Sendable {
         let duration: CoreMetrics.Timer
     }
 
-    private let decisionCounters = Locked<[String: Counter]>([:])
+    /// A model's call metrics and its decision counter for one overlay, made on first use.
+    struct Instruments {
+        let decisions: Counter
+        let calls: CallMetrics
+    }
 
-    /// `overlayd_overlay_decisions_total{overlay,model}`: exchanges the model was chosen for.
-    private func decisionCounter(overlay: String, model: String) -> Counter {
-        decisionCounters.withLock { counters in
-            let key = overlay + "\u{0}" + model
-            if let found = counters[key] { return found }
-            let made = Counter(
-                label: "overlayd_overlay_decisions_total", dimensions: [("overlay", overlay), ("model", model)], factory: factory)
-            counters[key] = made
+    private struct InstrumentKey: Hashable {
+        let overlay: String
+        let model: String
+    }
+
+    private let instrumentCache = Locked<[InstrumentKey: Instruments]>([:])
+
+    /// `overlayd_overlay_decisions_total{overlay,model}` (exchanges the model was chosen for) and the
+    /// model's call metrics, under one lock.
+    private func instruments(overlay: String, model: String) -> Instruments {
+        instrumentCache.withLock { cache in
+            let key = InstrumentKey(overlay: overlay, model: model)
+            if let found = cache[key] { return found }
+            let made = Instruments(
+                decisions: Counter(
+                    label: "overlayd_overlay_decisions_total", dimensions: [("overlay", overlay), ("model", model)], factory: factory),
+                calls: callMetrics(model: model))
+            cache[key] = made
             return made
         }
     }
@@ -461,76 +484,110 @@ public final class OverlayEngine: Service, Sendable {
 }
 
 /// Results by token, bounded (oldest evicted) and expiring.
+///
+/// A large store (capacity 4,096 and more, as the engine's 10,000) is split into 16 shards by the
+/// token's last hex digit (tokens are random hex), each with its own lock and a 16th of the capacity, so
+/// the two event loops putting a result on every overlaid exchange rarely meet on one lock; the
+/// oldest result of a shard leaves first.
 public final class ResultStore: OverlayResultLookup, Sendable {
-    struct Entry {
-        var view: OverlayResultView
-        var created: ContinuousClock.Instant
-        var completed: ContinuousClock.Instant?
-    }
-
-    private struct State {
-        var entries: [String: Entry] = [:]
-        var order: [String] = []
-        var head = 0
-    }
-
-    private let state = Locked(State())
-    private let capacity: Int
-    private let ttl: Duration
+    private let shards: [Shard]
 
     init(capacity: Int, ttl: Duration) {
-        self.capacity = max(1, capacity)
-        self.ttl = ttl
+        let capacity = max(1, capacity)
+        let count = capacity >= 4096 ? 16 : 1
+        shards = (0..<count).map { _ in Shard(capacity: capacity / count, ttl: ttl) }
     }
 
-    func put(_ view: OverlayResultView) {
-        let now = ContinuousClock.now
-        state.withLock { state in
-            if var existing = state.entries[view.token] {
-                existing.view = view
-                if view.status != .pending { existing.completed = now }
-                state.entries[view.token] = existing
-                return
-            }
-            state.entries[view.token] = Entry(view: view, created: now, completed: view.status == .pending ? nil : now)
-            state.order.append(view.token)
-            // Oldest first: over the capacity, or past the TTL (a lookup would miss them anyway;
-            // leaving them to the capacity kept up to `capacity` dead results in memory).
-            while state.head < state.order.count {
-                let oldest = state.order[state.head]
-                if let entry = state.entries[oldest], state.entries.count <= capacity, now - entry.created <= ttl { break }
-                state.entries[oldest] = nil
-                state.head += 1
-            }
-            if state.head > 4096 && state.head * 2 > state.order.count {
-                state.order.removeFirst(state.head)
-                state.head = 0
-            }
-        }
+    /// The shard of a token: its last hex digit's value (any other last byte lands somewhere too).
+    private func shard(_ token: String) -> Shard {
+        guard shards.count > 1 else { return shards[0] }
+        let last = Int(token.utf8.last ?? 0)
+        let digit = last >= 0x61 ? last - 0x61 + 10 : last - 0x30
+        return shards[digit & (shards.count - 1)]
     }
 
-    public func view(token: String) -> OverlayResultView? {
-        let now = ContinuousClock.now
-        return state.withLock { state in
-            guard let entry = state.entries[token] else { return nil }
-            if now - entry.created > ttl {
-                state.entries[token] = nil
-                return nil
-            }
-            return entry.view
-        }
-    }
+    func put(_ view: OverlayResultView) { shard(view.token).put(view) }
+
+    public func view(token: String) -> OverlayResultView? { shard(token).view(token: token) }
 
     /// How long the call took (for drift), once completed.
-    func latencyMs(token: String) -> Double? {
-        state.withLock { state in
-            guard let entry = state.entries[token], let completed = entry.completed else { return nil }
-            let elapsed = completed - entry.created
-            return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-        }
-    }
+    func latencyMs(token: String) -> Double? { shard(token).latencyMs(token: token) }
 
-    var count: Int { state.withLock { $0.entries.count } }
+    var count: Int { shards.reduce(0) { $0 + $1.count } }
+
+    private final class Shard: Sendable {
+        struct Entry {
+            var view: OverlayResultView
+            var created: ContinuousClock.Instant
+            var completed: ContinuousClock.Instant?
+        }
+
+        private struct State {
+            var entries: [String: Entry] = [:]
+            /// Tokens in the order they came, with when (the TTL is checked here, not on the entry).
+            var order: [(token: String, created: ContinuousClock.Instant)] = []
+            var head = 0
+        }
+
+        private let state = Locked(State())
+        private let capacity: Int
+        private let ttl: Duration
+
+        init(capacity: Int, ttl: Duration) {
+            self.capacity = max(1, capacity)
+            self.ttl = ttl
+        }
+
+        func put(_ view: OverlayResultView) {
+            let now = ContinuousClock.now
+            let entry = Entry(view: view, created: now, completed: view.status == .pending ? nil : now)
+            state.withLock { state in
+                // One hash for the common case, a new token.
+                if var existing = state.entries.updateValue(entry, forKey: view.token) {
+                    existing.view = view
+                    if view.status != .pending { existing.completed = now }
+                    state.entries[view.token] = existing
+                    return
+                }
+                state.order.append((view.token, now))
+                // Oldest first: over the capacity, or past the TTL (a lookup would miss them anyway;
+                // leaving them to the capacity kept up to `capacity` dead results in memory). A token
+                // a lookup already dropped is simply not there any more.
+                while state.head < state.order.count {
+                    let oldest = state.order[state.head]
+                    if state.entries.count <= capacity, now - oldest.created <= ttl { break }
+                    state.entries.removeValue(forKey: oldest.token)
+                    state.head += 1
+                }
+                if state.head > 1024 && state.head * 2 > state.order.count {
+                    state.order.removeFirst(state.head)
+                    state.head = 0
+                }
+            }
+        }
+
+        func view(token: String) -> OverlayResultView? {
+            let now = ContinuousClock.now
+            return state.withLock { state in
+                guard let entry = state.entries[token] else { return nil }
+                if now - entry.created > ttl {
+                    state.entries[token] = nil
+                    return nil
+                }
+                return entry.view
+            }
+        }
+
+        func latencyMs(token: String) -> Double? {
+            state.withLock { state in
+                guard let entry = state.entries[token], let completed = entry.completed else { return nil }
+                let elapsed = completed - entry.created
+                return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            }
+        }
+
+        var count: Int { state.withLock { $0.entries.count } }
+    }
 }
 
 /// The rolling drift window of every Shadow overlay (`GET /drift`).

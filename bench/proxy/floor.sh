@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Where proxy mode's cost per request goes, beside nginx: req/s and CPU µs per request of each
-# process, read from /proc around interleaved wrk runs (same run, same upstream), for
+# Where proxy mode's cost per request goes, beside nginx: req/s, p99, and each process's CPU µs and
+# context switches per request (both read from /proc) around interleaved wrk runs (same run, same
+# upstream), for
 #   overlaid   overlayd proxy, overlaid page (split, instant mock model, result island, injection)
 #   passthru   overlayd proxy, a host no overlay matches (no overlay work: NIO HTTP/1 in and out)
 #   nginx-sub  nginx + sub_filter (../shared/bench's peer; proxy and upstream in the same workers)
@@ -36,18 +37,31 @@ fi
 nginx_pids=$(pgrep -d ' ' -f "nginx: worker" || true)
 [ -n "$nginx_pids" ] || { echo "FAIL: no nginx worker running" >&2; exit 1; }
 ticks() { local sum=0 p; for p in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$sum"; }
+# Context switches of every thread of the given processes, voluntary plus involuntary (a thread
+# that ends between the two reads is left out of both).
+switches() {
+  local sum=0 p f n
+  for p in "$@"; do
+    for f in /proc/"$p"/task/*/status; do
+      n=$(awk '/^(non)?voluntary_ctxt_switches/{s += $2} END {print s}' "$f" 2>/dev/null || true)
+      sum=$((sum + ${n:-0}))
+    done
+  done
+  echo "$sum"
+}
 hz=$(getconf CLK_TCK)
 
 measure() {  # label conns url [wrk args...]
   local label=$1 conns=$2 url=$3; shift 3
-  local o0 n0 o1 n1 out
-  o0=$(ticks "$pid"); n0=$(ticks $nginx_pids)
+  local o0 n0 o1 n1 os0 ns0 os1 ns1 out
+  o0=$(ticks "$pid"); n0=$(ticks $nginx_pids); os0=$(switches "$pid"); ns0=$(switches $nginx_pids)
   out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url")
-  o1=$(ticks "$pid"); n1=$(ticks $nginx_pids)
+  o1=$(ticks "$pid"); n1=$(ticks $nginx_pids); os1=$(switches "$pid"); ns1=$(switches $nginx_pids)
   local rps p99
   rps=$(grep -oP 'Requests/sec:\s+\K[\d.]+' <<< "$out")
   p99=$(grep -oP '^\s+99%\s+\K\S+' <<< "$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$conns" "$rps" "$((o1 - o0))" "$((n1 - n0))" "$p99" >> "$rows"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$conns" "$rps" "$((o1 - o0))" "$((n1 - n0))" "$p99" \
+    "$((os1 - os0))" "$((ns1 - ns0))" >> "$rows"
   echo "round $round c=$conns $label: $rps req/s, p99 $p99"
 }
 
@@ -66,20 +80,28 @@ path, duration, hz = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 rows = [line.rstrip("\n").split("\t") for line in open(path)]
 def us(ticks, rps):
     return float(ticks) / hz * 1e6 / (float(rps) * duration)
+def ms(text):  # wrk's latency: 812.00us, 5.20ms, 1.02s
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float("nan")
 by = {}
-for label, conns, rps, od, ng, p99 in rows:
-    by.setdefault((int(conns), label), []).append((float(rps), us(od, rps), us(ng, rps), p99))
-print(f"\nmedians over the rounds (same run); CPU µs per request from /proc ({duration:g} s runs)")
-print("| c | target | req/s | overlayd CPU µs/req | nginx CPU µs/req | ratio to nginx-sub req/s |")
-print("|---:|---|---:|---:|---:|---:|")
+for label, conns, rps, od, ng, p99, osw, nsw in rows:
+    n = float(rps) * duration
+    by.setdefault((int(conns), label), []).append((float(rps), us(od, rps), us(ng, rps), ms(p99), int(osw) / n, int(nsw) / n))
+print(f"\nmedians over the rounds (same run); CPU µs per request from /proc ({duration:g} s runs); context")
+print("switches per request (voluntary and involuntary, every thread) from /proc/PID/task/*/status")
+print("| c | target | req/s | ÷ nginx-sub req/s | p99 ms | p99 ÷ nginx-sub | overlayd CPU µs/req | nginx CPU µs/req | switches/req overlayd | switches/req nginx |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for conns in sorted({c for c, _ in by}):
-    ref = statistics.median(r[0] for r in by.get((conns, "nginx-sub"), [(float("nan"),)]))
+    ref = by.get((conns, "nginx-sub"), [(float("nan"),) * 6])
+    ref_rps = statistics.median(r[0] for r in ref)
+    ref_p99 = statistics.median(r[3] for r in ref)
     for label in ("overlaid", "passthru", "nginx-sub", "direct"):
         items = by.get((conns, label))
         if not items:
             continue
-        rps = statistics.median(i[0] for i in items)
-        od = statistics.median(i[1] for i in items)
-        ng = statistics.median(i[2] for i in items)
-        print(f"| {conns} | {label} | {rps:,.0f} | {od:.0f} | {ng:.0f} | {rps / ref:.2f}× |")
+        med = [statistics.median(i[k] for i in items) for k in range(6)]
+        print(f"| {conns} | {label} | {med[0]:,.0f} | {med[0] / ref_rps:.2f}× | {med[3]:.2f} | {med[3] / ref_p99:.2f}× "
+              f"| {med[1]:.0f} | {med[2]:.0f} | {med[4]:.2f} | {med[5]:.2f} |")
 EOF
