@@ -54,6 +54,9 @@ final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var bodyBytes: Int64 = 0
     /// A refused request: everything the client sends after it is dropped.
     private var refusing = false
+    /// The current request may be read past (see ``channelReadComplete(context:)``): not an
+    /// upgrade, whose first bytes of the new protocol wait in the socket until the tunnel is made.
+    private var readAhead = false
 
     init(limits: ClientLimits, now: NIODeadline) {
         self.limits = limits
@@ -88,6 +91,7 @@ final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             let chunked = head.headers.contains(name: "transfer-encoding")
+            readAhead = !head.headers.contains(name: "upgrade")
             bodyBytes = 0
             deadlines.head(hasBody: chunked || (length ?? 0) > 0, now: now(context))
         case .body(let chunk):
@@ -106,6 +110,24 @@ final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         arm(context)
         context.fireChannelRead(data)
+    }
+
+    /// Keeps the socket's read interest while the one request read waits for its response.
+    ///
+    /// NIO's pipelining handler (after this one) holds every read while a response is owed, so the
+    /// event loop takes the socket out of epoll after each request and puts it back after each
+    /// response: two `epoll_ctl` calls per request on a keep-alive connection. Asking for the next
+    /// read here, before that handler can hold it, leaves the socket registered; nothing is read
+    /// unless the client sends. What a client pipelines behind the request is still held by that
+    /// handler: its head makes two requests outstanding, and from then on reads wait again for the
+    /// first response's end (one read's worth is buffered, as before). Not while a request body is
+    /// read (the proxy's back-pressure toward the upstream decides those reads) nor after an
+    /// upgrade request.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if readAhead, !refusing, deadlines.outstanding == 1, deadlines.phase == .awaitingResponse {
+            context.read()
+        }
+        context.fireChannelReadComplete()
     }
 
     /// A head over `--max-request-head-bytes` (NIO's decoder counts it): 431 and close, instead of
