@@ -88,6 +88,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private var responsesUnwritten = 0
     /// The client closed its side between requests: close once the responses are written.
     private var closeWhenWritten = false
+    /// The client's IP address for `X-Forwarded-For`, formatted once per connection (not per request).
+    private lazy var clientAddress: String? = context.channel.remoteAddress?.ipAddress
 
     init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?) {
         self.shared = shared
@@ -510,7 +512,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             }
         }
         if let extra { headers.add(name: extra.name, value: extra.value) }
-        if let ip = context.channel.remoteAddress?.ipAddress { forwardedFor.append(ip) }
+        if let ip = clientAddress { forwardedFor.append(ip) }
         if !forwardedFor.isEmpty { headers.add(name: "x-forwarded-for", value: forwardedFor.joined(separator: ", ")) }
         headers.add(name: "x-forwarded-proto", value: "http")
         if !authority.isEmpty { headers.add(name: "x-forwarded-host", value: authority) }
