@@ -5,13 +5,15 @@
 #   overlaid   overlayd proxy, overlaid page (split, instant mock model, result island, injection)
 #   passthru   overlayd proxy, a host no overlay matches (no overlay work: NIO HTTP/1 in and out)
 #   nginx-sub  nginx + sub_filter (../shared/bench's peer; proxy and upstream in the same workers)
+#   nginx-2proc the same nginx proxy and sub_filter in a process of its own (a second nginx, one
+#              worker) before the same upstream: overlayd's topology, for comparison only
 #   direct     the upstream served directly (nginx; its cost per request is the upstream's share)
 #
 #   bench/proxy/floor.sh          # ROUNDS=3 DURATION=5 CONNS="16 64"
 #
 # passthru is the floor of this design: what NIO's HTTP/1 codecs, the pipeline and the loopback
 # kernel path cost with none of overlayd's own work. Knobs: ROUNDS, DURATION, CONNS, OVERLAYD_BIN,
-# SHARED_BENCH, BENCH_WORK, PORT. Everything runs on 127.0.0.1 and stops by PID.
+# SHARED_BENCH, BENCH_WORK, PORT, NGINX2_PORT. Everything runs on 127.0.0.1 and stops by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
 . "$ROOT/bench/lib.sh"
@@ -27,7 +29,10 @@ BIN=$(overlayd_release_bin)
 log=$(mktemp)
 rows=$(mktemp)
 PROXY_PID=
-trap 'if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; fi; "$B/stop-peers.sh" nginx >&2 || true; rm -f "$log" "$rows"' EXIT
+NGINX2=$(mktemp -d)
+NGINX2_PORT=${NGINX2_PORT:-18092}
+stop_nginx2() { if [ -s "$NGINX2/nginx.pid" ]; then kill "$(cat "$NGINX2/nginx.pid")" 2>/dev/null || true; fi; }
+trap 'if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; fi; stop_nginx2; "$B/stop-peers.sh" nginx >&2 || true; rm -rf "$log" "$rows" "$NGINX2"' EXIT
 start_bench_proxy "$BIN" "$PORT" "$log"
 pid=$PROXY_PID
 if curl -s -H 'Host: passthrough.test' "http://127.0.0.1:$PORT/" | grep -q 'overlayd-result'; then
@@ -36,6 +41,47 @@ fi
 
 nginx_pids=$(pgrep -d ' ' -f "nginx: worker" || true)
 [ -n "$nginx_pids" ] || { echo "FAIL: no nginx worker running" >&2; exit 1; }
+
+# nginx-2proc: the shared peer's proxy server block (same keep-alive pool, headers, sub_filter),
+# in a second nginx of one worker, so that proxy and upstream are two processes, as with overlayd.
+mkdir -p "$NGINX2"/tmp
+cat > "$NGINX2/nginx.conf" <<CONF
+worker_processes 1;
+pid $NGINX2/nginx.pid;
+error_log $NGINX2/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $NGINX2/tmp/client_body;
+    proxy_temp_path $NGINX2/tmp/proxy;
+    fastcgi_temp_path $NGINX2/tmp/fastcgi;
+    uwsgi_temp_path $NGINX2/tmp/uwsgi;
+    scgi_temp_path $NGINX2/tmp/scgi;
+    upstream app { server 127.0.0.1:18081; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX2_PORT backlog=4096;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header Accept-Encoding "";
+            sub_filter '</head>' '<script src="/__overlay/overlay.js"></script></head>';
+            sub_filter_once on;
+        }
+    }
+}
+CONF
+nginx -p "$NGINX2/" -e "$NGINX2/error.log" -c "$NGINX2/nginx.conf" -g 'daemon on;'
+for _ in $(seq 50); do [ -s "$NGINX2/nginx.pid" ] && break; sleep 0.1; done
+nginx2_pids=$(pgrep -d ' ' -P "$(cat "$NGINX2/nginx.pid")" || true)
+[ -n "$nginx2_pids" ] || { echo "FAIL: the second nginx has no worker (see $NGINX2/error.log)" >&2; exit 1; }
+curl -s "http://127.0.0.1:$NGINX2_PORT/" | grep -q '/__overlay/overlay.js' || { echo "FAIL: nginx-2proc does not substitute" >&2; exit 1; }
 ticks() { local sum=0 p; for p in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$sum"; }
 # Context switches of every thread of the given processes, voluntary plus involuntary (a thread
 # that ends between the two reads is left out of both).
@@ -51,12 +97,12 @@ switches() {
 }
 hz=$(getconf CLK_TCK)
 
-measure() {  # label conns url [wrk args...]
-  local label=$1 conns=$2 url=$3; shift 3
+measure() {  # "proxy PIDs" label conns url [wrk args...]  (the proxy's PIDs: "" when there is none)
+  local proxy=$1 label=$2 conns=$3 url=$4; shift 4
   local o0 n0 o1 n1 os0 ns0 os1 ns1 out
-  o0=$(ticks "$pid"); n0=$(ticks $nginx_pids); os0=$(switches "$pid"); ns0=$(switches $nginx_pids)
+  o0=$(ticks $proxy); n0=$(ticks $nginx_pids); os0=$(switches $proxy); ns0=$(switches $nginx_pids)
   out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "$url")
-  o1=$(ticks "$pid"); n1=$(ticks $nginx_pids); os1=$(switches "$pid"); ns1=$(switches $nginx_pids)
+  o1=$(ticks $proxy); n1=$(ticks $nginx_pids); os1=$(switches $proxy); ns1=$(switches $nginx_pids)
   local rps p99
   rps=$(grep -oP 'Requests/sec:\s+\K[\d.]+' <<< "$out")
   p99=$(grep -oP '^\s+99%\s+\K\S+' <<< "$out")
@@ -67,10 +113,11 @@ measure() {  # label conns url [wrk args...]
 
 for round in $(seq "$ROUNDS"); do
   for c in $CONNS; do
-    measure overlaid "$c" "http://127.0.0.1:$PORT/"
-    measure passthru "$c" "http://127.0.0.1:$PORT/" -H 'Host: passthrough.test'
-    measure nginx-sub "$c" http://127.0.0.1:18082/
-    measure direct "$c" http://127.0.0.1:18081/
+    measure "$pid" overlaid "$c" "http://127.0.0.1:$PORT/"
+    measure "$pid" passthru "$c" "http://127.0.0.1:$PORT/" -H 'Host: passthrough.test'
+    measure "" nginx-sub "$c" http://127.0.0.1:18082/
+    measure "$nginx2_pids" nginx-2proc "$c" "http://127.0.0.1:$NGINX2_PORT/"
+    measure "" direct "$c" http://127.0.0.1:18081/
   done
 done
 
@@ -90,14 +137,16 @@ for label, conns, rps, od, ng, p99, osw, nsw in rows:
     n = float(rps) * duration
     by.setdefault((int(conns), label), []).append((float(rps), us(od, rps), us(ng, rps), ms(p99), int(osw) / n, int(nsw) / n))
 print(f"\nmedians over the rounds (same run); CPU µs per request from /proc ({duration:g} s runs); context")
-print("switches per request (voluntary and involuntary, every thread) from /proc/PID/task/*/status")
-print("| c | target | req/s | ÷ nginx-sub req/s | p99 ms | p99 ÷ nginx-sub | overlayd CPU µs/req | nginx CPU µs/req | switches/req overlayd | switches/req nginx |")
+print("switches per request (voluntary and involuntary, every thread) from /proc/PID/task/*/status.")
+print("proxy: overlayd, or nginx-2proc's own worker; nginx: the shared nginx (the upstream; for")
+print("nginx-sub, its proxy and upstream together)")
+print("| c | target | req/s | ÷ nginx-sub req/s | p99 ms | p99 ÷ nginx-sub | proxy CPU µs/req | nginx CPU µs/req | switches/req proxy | switches/req nginx |")
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for conns in sorted({c for c, _ in by}):
     ref = by.get((conns, "nginx-sub"), [(float("nan"),) * 6])
     ref_rps = statistics.median(r[0] for r in ref)
     ref_p99 = statistics.median(r[3] for r in ref)
-    for label in ("overlaid", "passthru", "nginx-sub", "direct"):
+    for label in ("overlaid", "passthru", "nginx-sub", "nginx-2proc", "direct"):
         items = by.get((conns, label))
         if not items:
             continue
