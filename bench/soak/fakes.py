@@ -44,6 +44,10 @@ class _Server(ThreadingMixIn, http.server.HTTPServer):
 
 class _Quiet(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # http.server writes a response's head and body in two writes: with Nagle on, the body waits
+    # for the head's ACK, which the peer's kernel delays by up to 40 ms (delayed ACK), and every
+    # latency measured through these fakes had that in it.
+    disable_nagle_algorithm = True
     owner: "_Restartable"
 
     def setup(self):
