@@ -55,21 +55,31 @@ def _run(directory: Path, uid: int, command: tuple[str, ...] = ("test", "--setup
     return proc, log
 
 
+def _assert_installed_only(log: Path, missing: tuple[str, ...]) -> None:
+    """As root: apt-get was asked for exactly the missing packages, after an update."""
+    calls = log.read_text().splitlines()
+    assert calls == ["apt-get update -q", f"apt-get install -y -q {' '.join(missing)}"], calls
+
+
+def _assert_named_in_one_line(proc: subprocess.CompletedProcess, log: Path, script: str,
+                              missing: tuple[str, ...]) -> None:
+    """As another user: exit 1, no apt-get, one line naming what to install."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert not log.exists(), "apt-get was called without root"
+    assert proc.stderr.strip().splitlines() == [
+        f"scripts/{script}: missing Debian packages; install them with: sudo apt-get install {' '.join(missing)}"
+    ], proc.stderr
+
+
 def test_as_root_installs_only_the_missing_packages(tmp_path):
     proc, log = _run(tmp_path, uid=0)
     assert proc.returncode != 0, proc.stdout + proc.stderr
-    calls = log.read_text().splitlines()
-    assert calls == ["apt-get update -q", f"apt-get install -y -q {' '.join(MISSING)}"], calls
+    _assert_installed_only(log, MISSING)
 
 
 def test_as_another_user_names_what_to_install_in_one_line(tmp_path):
     proc, log = _run(tmp_path, uid=1000)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert not log.exists(), "apt-get was called without root"
-    lines = proc.stderr.strip().splitlines()
-    assert lines == [
-        f"scripts/test: missing Debian packages; install them with: sudo apt-get install {' '.join(MISSING)}"
-    ], proc.stderr
+    _assert_named_in_one_line(proc, log, "test", MISSING)
 
 
 def test_unknown_argument_is_refused(tmp_path):
@@ -88,17 +98,12 @@ def _run_demo(directory: Path, uid: int) -> tuple[subprocess.CompletedProcess, P
 def test_demo_as_root_installs_only_the_missing_build_libraries_and_stops_when_that_fails(tmp_path):
     proc, log = _run_demo(tmp_path, uid=0)
     assert proc.returncode == 100, proc.stdout + proc.stderr  # the stand-in apt-get's failure, before any build
-    calls = log.read_text().splitlines()
-    assert calls == ["apt-get update -q", f"apt-get install -y -q {' '.join(DEMO_MISSING)}"], calls
+    _assert_installed_only(log, DEMO_MISSING)
 
 
 def test_demo_as_another_user_names_what_to_install_in_one_line(tmp_path):
     proc, log = _run_demo(tmp_path, uid=1000)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert not log.exists(), "apt-get was called without root"
-    assert proc.stderr.strip().splitlines() == [
-        f"scripts/demo: missing Debian packages; install them with: sudo apt-get install {' '.join(DEMO_MISSING)}"
-    ], proc.stderr
+    _assert_named_in_one_line(proc, log, "demo", DEMO_MISSING)
 
 
 def _package_list(script: str, variable: str) -> list[str]:
