@@ -15,4 +15,36 @@ public enum ASCIICase {
             return index
         }
     }
+
+    /// Whether `text` is the lower-case ASCII `literal` but for the case of ASCII letters: a length
+    /// check, then a byte compare over contiguous UTF-8 (no lower-cased copy, no hashing).
+    public static func equals(_ text: String, lowercased literal: StaticString) -> Bool {
+        guard text.utf8.count == literal.utf8CodeUnitCount else { return false }
+        var text = text
+        return text.withUTF8 { bytes in
+            literal.withUTF8Buffer { lower in
+                for index in 0..<bytes.count {
+                    let byte = bytes[index]
+                    if (byte &- 0x41 < 26 ? byte | 0x20 : byte) != lower[index] { return false }
+                }
+                return true
+            }
+        }
+    }
+
+    /// `text` with its ASCII letters lower-cased; the same string, not a copy, when it has no
+    /// upper-case letter (scanned over contiguous UTF-8).
+    public static func lowercased(_ text: String) -> String {
+        var text = text
+        return text.withUTF8 { bytes -> String? in
+            guard bytes.contains(where: { $0 &- 0x41 < 26 }) else { return nil }
+            return String(unsafeUninitializedCapacity: bytes.count) { out in
+                for index in 0..<bytes.count {
+                    let byte = bytes[index]
+                    out[index] = byte &- 0x41 < 26 ? byte | 0x20 : byte
+                }
+                return bytes.count
+            }
+        } ?? text
+    }
 }

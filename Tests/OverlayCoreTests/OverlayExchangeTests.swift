@@ -263,4 +263,17 @@ struct OverlayExchangeTests {
         #expect(OverlayExchange.Injection.all.contains(OverlayExchange.Injection(result: "broken_encoding")))
         #expect(OverlayExchange.Injection.all.contains(.skipped("no_body")))
     }
+
+    @Test("the response fields the plan reads are found in any case, and no others")
+    func relevantResponseFieldNames() {
+        for name in ResponsePlan.relevantHeaders where name != ":status" {
+            #expect(ResponsePlan.relevantName(name) == name)
+            #expect(ResponsePlan.relevantName(name.uppercased()) == name)
+        }
+        #expect(ResponsePlan.relevantName("Content-Security-Policy") == "content-security-policy")
+        for other in ["content-typf", "content_type", "Content-Length ", "x-content-type", "etag", "", ":status",
+                      "content-security-policy-report-only", "Contént-type"] {
+            #expect(ResponsePlan.relevantName(other) == nil, "\(other)")
+        }
+    }
 }

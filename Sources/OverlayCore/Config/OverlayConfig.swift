@@ -55,22 +55,42 @@ public struct Overlay: Sendable, Hashable {
 /// The compiled, immutable runtime configuration: every overlay, validated, plus the host table.
 ///
 /// A snapshot is taken once per exchange, so an exchange in flight never sees a mix of two configs.
+/// Its parts sit in one immutable box: every exchange keeps a copy, and a copy (or its end) is one
+/// reference count, not one per part.
 public struct OverlayConfig: Sendable {
+    @usableFromInline
+    final class Storage: Sendable {
+        @usableFromInline let source: String
+        @usableFromInline let version: String
+        @usableFromInline let overlays: [Overlay]
+        @usableFromInline let models: [String: ModelSpec]
+        @usableFromInline let routes: RouteTable
+
+        init(source: String, version: String, overlays: [Overlay], models: [String: ModelSpec], routes: RouteTable) {
+            self.source = source
+            self.version = version
+            self.overlays = overlays
+            self.models = models
+            self.routes = routes
+        }
+    }
+
+    @usableFromInline let storage: Storage
+
     /// Where it came from (file path, `embedded:demo`, or a URL) and a version string (content hash).
-    public let source: String
-    public let version: String
-    public let overlays: [Overlay]
+    @inlinable public var source: String { storage.source }
+    @inlinable public var version: String { storage.version }
+    @inlinable public var overlays: [Overlay] { storage.overlays }
     /// The model registry (`AIModel` resources) by name.
-    public let models: [String: ModelSpec]
-    public let routes: RouteTable
+    @inlinable public var models: [String: ModelSpec] { storage.models }
+    @inlinable public var routes: RouteTable { storage.routes }
 
     /// Compiles validated resources. Callers get them from ``ConfigLoader``, which has checked them.
     public init(source: String, version: String, overlays: [Overlay], models: [ModelSpec] = []) {
-        self.source = source
-        self.version = version
-        self.overlays = overlays
-        self.models = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        self.routes = RouteTable(overlays.enumerated().map { ($0.element.host, $0.offset) })
+        storage = Storage(
+            source: source, version: version, overlays: overlays,
+            models: Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first }),
+            routes: RouteTable(overlays.enumerated().map { ($0.element.host, $0.offset) }))
     }
 
     /// A configuration with no overlays: every exchange is passed through.

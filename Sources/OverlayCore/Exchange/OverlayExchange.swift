@@ -214,10 +214,9 @@ public struct OverlayExchange: Sendable {
     /// common case reads `authority` only), then ``RequestRouter``.
     static func route(config: OverlayConfig, _ head: some ExchangeRequestHead) -> RequestDecision {
         if config.routes.isEmpty { return .passThrough }
-        guard let authority = head.authority, config.overlay(forAuthority: authority) != nil else { return .passThrough }
+        guard let authority = head.authority, let index = config.routes.match(authority: authority) else { return .passThrough }
         return RequestRouter.decide(
-            config: config, authority: authority, path: head.path, method: head.method,
-            ifNoneMatch: head.firstValue("if-none-match"))
+            overlay: config.overlays[index], path: head.path, method: head.method, ifNoneMatch: head.firstValue("if-none-match"))
     }
 
     /// A chunk of the request body. Only a question's body is read (up to
@@ -255,7 +254,7 @@ public struct OverlayExchange: Sendable {
         let bodyFollows = !endOfStream
         var hasBody = bodyFollows && method != "HEAD" && status != 204 && status != 304
         var relevant: [(name: String, value: String)] = [(":status", String(status))]
-        for field in fields where ResponsePlan.relevantHeaders.contains(field.name) {
+        for field in fields where ResponsePlan.relevantName(field.name) == field.name {
             if field.name == "content-length" && field.value == "0" { hasBody = false }
             relevant.append(field)
         }

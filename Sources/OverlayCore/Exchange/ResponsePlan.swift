@@ -1,3 +1,4 @@
+import OverlayDecisions
 import OverlayInject
 
 /// What happens to an overlaid exchange's response body, decided at response-header time (pure).
@@ -19,6 +20,26 @@ public enum ResponsePlan: Sendable, Equatable {
     public static let relevantHeaders: Set<String> = [
         ":status", "content-type", "content-encoding", "content-length", "content-security-policy",
     ]
+
+    /// The lower-case name of a response field ``decide(settings:method:path:headers:decodable:)``
+    /// reads, given its name in any case; nil for every other field. (`:status` is not a field.)
+    /// A compare on the length first: no hashing, no lower-cased copy of every name.
+    public static func relevantName(_ name: String) -> String? {
+        switch name.utf8.count {
+        case 12: return ASCIICase.equals(name, lowercased: "content-type") ? "content-type" : nil
+        case 14: return ASCIICase.equals(name, lowercased: "content-length") ? "content-length" : nil
+        case 16: return ASCIICase.equals(name, lowercased: "content-encoding") ? "content-encoding" : nil
+        case 23: return ASCIICase.equals(name, lowercased: "content-security-policy") ? "content-security-policy" : nil
+        default: return nil
+        }
+    }
+
+    /// A field value lower-cased: ASCII without the Unicode tables (media types and codings are
+    /// ASCII tokens); anything else as `String.lowercased()` does.
+    private static func lowercased(_ value: String) -> String {
+        guard value.utf8.allSatisfy({ $0 < 0x80 }) else { return value.lowercased() }
+        return ASCIICase.lowercased(value)
+    }
 
     /// Decides from the overlay's settings, the request and the response header fields.
     ///
@@ -45,16 +66,15 @@ public enum ResponsePlan: Sendable, Equatable {
         for header in headers {
             switch header.name {
             case ":status": status = Int(header.value) ?? 0
-            case "content-type": contentType = header.value.lowercased()
-            case "content-encoding": encoding = header.value.lowercased()
+            case "content-type": contentType = lowercased(header.value)
+            case "content-encoding": encoding = lowercased(header.value)
             case "content-length": length = Int(header.value)
             case "content-security-policy": policies.append(header.value)
             default: continue
             }
         }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map {
-            $0.trimmingCharactersASCIIWhitespace()
-        } ?? ""
+        let mediaType = contentType[..<(contentType.firstIndex(of: ";") ?? contentType.endIndex)]
+            .trimmingCharactersASCIIWhitespace()
         let wantsJSON =
             !settings.jsonPaths.isEmpty && OverlaySettings.matches(settings.jsonPaths, path: path)
             && (mediaType == "application/json" || mediaType.hasSuffix("+json"))

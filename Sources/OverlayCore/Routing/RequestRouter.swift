@@ -51,6 +51,12 @@ public enum RequestRouter {
         config: OverlayConfig, authority: Substring, path: Substring, method: Substring, ifNoneMatch: Substring? = nil
     ) -> RequestDecision {
         guard let overlay = config.overlay(forAuthority: authority) else { return .passThrough }
+        return decide(overlay: overlay, path: path, method: method, ifNoneMatch: ifNoneMatch)
+    }
+
+    /// The same, for a request whose authority already matched `overlay` (the host is not looked
+    /// up again).
+    static func decide(overlay: Overlay, path: Substring, method: Substring, ifNoneMatch: Substring?) -> RequestDecision {
         guard path.utf8.starts(with: ownPrefix.utf8) else {
             // Own endpoints answer on every path of an overlaid host; the overlay itself only
             // under its spec.paths prefixes.

@@ -37,19 +37,43 @@ public struct RouteTable: Sendable {
     }
 
     /// Lowercased host without port or trailing dot. Works on the UTF-8 bytes (the delimiters are
-    /// ASCII): this runs for every request, and Character-based scanning cost several times more.
+    /// ASCII): this runs for every request, and Character-based scanning cost several times more;
+    /// over contiguous bytes (any native string) with a pointer, as index arithmetic on a
+    /// Substring's UTF-8 view cost about 2,400 instructions for a 16-byte host.
     @inlinable
     static func normalisedHost(_ authority: Substring) -> String {
-        let bytes = authority.utf8
-        var end = bytes.endIndex
+        if let host = authority.utf8.withContiguousStorageIfAvailable({ normalisedHost(bytes: $0) }) { return host }
+        return normalisedHost(bytes: Array(authority.utf8))
+    }
+
+    @inlinable
+    static func normalisedHost(bytes: some RandomAccessCollection<UInt8>) -> String {
+        if let host = bytes.withContiguousStorageIfAvailable({ normalisedHost(contiguous: $0) }) { return host }
+        return Array(bytes).withUnsafeBufferPointer { normalisedHost(contiguous: $0) }
+    }
+
+    @usableFromInline
+    static func normalisedHost(contiguous bytes: UnsafeBufferPointer<UInt8>) -> String {
+        var end = bytes.count
         if bytes.first == UInt8(ascii: "[") {
-            if let close = bytes.firstIndex(of: UInt8(ascii: "]")) { end = bytes.index(after: close) }
+            if let close = bytes.firstIndex(of: UInt8(ascii: "]")) { end = close + 1 }
         } else if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
             end = colon
         }
-        var host = bytes[bytes.startIndex..<end]
-        if host.last == UInt8(ascii: ".") { host = host.dropLast() }
-        if host.contains(where: { $0 >= 0x80 }) { return String(Substring(host)).lowercased() }
-        return ASCIICase.lowercasedIfNeeded(host) ?? String(Substring(host))
+        if end > 0 && bytes[end - 1] == UInt8(ascii: ".") { end -= 1 }
+        let host = UnsafeBufferPointer(rebasing: bytes[0..<end])
+        var upper = false
+        for byte in host {
+            if byte >= 0x80 { return String(decoding: host, as: UTF8.self).lowercased() }
+            if byte >= 0x41 && byte <= 0x5A { upper = true }
+        }
+        guard upper else { return String(decoding: host, as: UTF8.self) }
+        return String(unsafeUninitializedCapacity: host.count) { out in
+            for index in host.indices {
+                let byte = host[index]
+                out[index] = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            }
+            return host.count
+        }
     }
 }
