@@ -118,12 +118,14 @@ public struct HTMLInjector: Sendable {
     private var probing = false
     private var probeOffset = 0
     private var finished = false
+    /// The byte being stepped was held and a flush in this step put it at the end of `out`.
+    private var byteReleased = false
     private var isEndTag = false
     private var tagHasMarker = false
     private var name = NameBuffer()
     private var attrName = NameBuffer()
     private var temp = NameBuffer()
-    private var rawEndName: [UInt8] = []
+    private var rawEndName = NameBuffer()
     private var cdataMatch = 0
     private var templateDepth = 0
 
@@ -181,9 +183,15 @@ public struct HTMLInjector: Sendable {
         var out: [UInt8] = []
         out.reserveCapacity((stopAtDecision ? min(chunk.count, 1024) : chunk.count) + held.count + snippet.count)
         var restFrom = chunk.count
+        // Bytes emitted unchanged are not appended one by one: `chunk[run..<i]` is the run of them
+        // not yet in `out`, appended in one go when something else must go out after it (the
+        // held bytes, the snippet) or at the end. While holding, the run is empty (run == i).
+        var run = 0
         var i = 0
         while i < chunk.count {
             if outcome != .pending {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[run..<i]))
+                run = i
                 bytesConsumed += chunk.count - i
                 if stopAtDecision {
                     restFrom = i
@@ -191,25 +199,70 @@ public struct HTMLInjector: Sendable {
                     // Decided: the rest of the chunk goes out in one copy.
                     out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[i...]))
                 }
+                run = chunk.count
                 break
             }
-            // States that only wait for one byte value: copy the run up to it in one go.
+            // States that only wait for one byte value: the run goes on up to it.
             if !holding, let stop = skipUntil {
                 var j = i
                 while j < chunk.count && chunk[j] != stop { j += 1 }
                 if j > i {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[i..<j]))
+                    bytesConsumed += j - i
+                    i = j
+                    continue
+                }
+            }
+            // Names, unquoted values and the spaces between attributes, outside a hold: the step
+            // would only add each byte to the name (or stay), so the run goes on without it.
+            if !holding {
+                var j = i
+                switch state {
+                case .tagName:
+                    while j < chunk.count && !isNameEnd(chunk[j]) {
+                        name.append(chunk[j])
+                        j += 1
+                    }
+                case .attrName:
+                    while j < chunk.count && !isNameEnd(chunk[j]) && chunk[j] != A.eq {
+                        attrName.append(chunk[j])
+                        j += 1
+                    }
+                case .beforeAttrName, .afterAttrName:
+                    while j < chunk.count && isSpace(chunk[j]) { j += 1 }
+                case .attrValueUnquoted:
+                    while j < chunk.count && !isSpace(chunk[j]) && chunk[j] != A.gt { j += 1 }
+                default:
+                    break
+                }
+                if j > i {
                     bytesConsumed += j - i
                     i = j
                     continue
                 }
             }
             let b = chunk[i]
-            if holding { held.append(b) } else { out.append(b) }
-            step(b, &out)
-            if probing && held.count >= maxHoldBack { probeInject(&out) }
+            byteReleased = false
+            if holding {
+                held.append(b)
+                step(b, &out)
+                if probing && held.count >= maxHoldBack { probeInject(&out) }
+                run = i + 1  // `b` is in `held` or, released with it, in `out`
+            } else {
+                step(b, &out)
+                if holding {
+                    // This byte started a hold: `<` is held (the run ends before it), or `<body ...>`
+                    // ended and what follows it is held (the run ends with its `>`).
+                    let through = held.isEmpty ? i + 1 : i
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[run..<through]))
+                    run = i + 1
+                    if probing && held.count >= maxHoldBack { probeInject(&out) }
+                }
+            }
             bytesConsumed += 1
             i += 1
+        }
+        if run < chunk.count && restFrom == chunk.count {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[run..<chunk.count]))
         }
         return (out, restFrom)
     }
@@ -280,8 +333,9 @@ public struct HTMLInjector: Sendable {
         case plaintext
     }
 
-    /// Processes one input byte `b`, which has already been appended to `out`
-    /// (or to `held` while holding).
+    /// Processes one input byte `b`: while holding, it has already been appended to `held`;
+    /// otherwise it is part of the run of input bytes the caller emits in one go (``feedBytes``),
+    /// unless this step starts holding with it.
     private mutating func step(_ b: UInt8, _ out: inout [UInt8]) {
         var reconsume = true
         while reconsume && outcome == .pending {
@@ -293,8 +347,9 @@ public struct HTMLInjector: Sendable {
                 } else if b == A.lt {
                     state = .tagOpen
                     if templateDepth == 0 && !holding {
-                        // `b` is the last byte emitted; move it to the hold buffer.
-                        out.removeLast()
+                        // `b` is held, not emitted: the caller ends its run before it, or (a flush
+                        // in this step released it) it leaves `out` again.
+                        if byteReleased { out.removeLast() }
                         held.append(b)
                         holding = true
                     }
@@ -758,6 +813,7 @@ public struct HTMLInjector: Sendable {
     /// through `probeInject` or the marker).
     private mutating func flush(_ out: inout [UInt8]) {
         guard holding && !probing else { return }
+        byteReleased = byteReleased || !held.isEmpty
         out.append(contentsOf: held)
         held.removeAll(keepingCapacity: true)
         holding = false
@@ -857,11 +913,19 @@ public struct HTMLInjector: Sendable {
 /// A lower-cased name, of which only the first 16 bytes are stored (enough to
 /// compare against every name the injector cares about). Inline storage (two words): no heap
 /// array, so `reset`/`append`/copies (`name = temp`) never allocate or hit copy-on-write.
-struct NameBuffer: Sendable {
+struct NameBuffer: Sendable, Equatable {
     private var lo: UInt64 = 0
     private var hi: UInt64 = 0
     private(set) var length = 0
     static let capacity = 16
+
+    init() {}
+
+    /// A name to compare with (at most ``capacity`` bytes, lower case).
+    init(_ literal: String) {
+        precondition(literal.utf8.count <= Self.capacity)
+        for byte in literal.utf8 { append(byte) }
+    }
 
     @inline(__always) mutating func reset() {
         lo = 0
@@ -878,17 +942,20 @@ struct NameBuffer: Sendable {
         length += 1
     }
 
-    @inline(__always) private func byte(_ i: Int) -> UInt8 {
-        i < 8 ? UInt8(truncatingIfNeeded: lo >> (UInt64(i) &* 8))
-            : UInt8(truncatingIfNeeded: hi >> (UInt64(i &- 8) &* 8))
-    }
+    /// The same name (a name over ``capacity`` bytes equals no literal: a literal has at most
+    /// that many, and the lengths differ).
+    @inline(__always) func equals(_ lit: NameBuffer) -> Bool { self == lit }
 
-    func equals(_ lit: [UInt8]) -> Bool { length == lit.count && isPrefix(of: lit) }
-
-    func isPrefix(of lit: [UInt8]) -> Bool {
-        guard length <= lit.count else { return false }
-        for i in 0..<min(length, Self.capacity) where byte(i) != lit[i] { return false }
-        return true
+    /// Whether this name is where `lit` starts (both lower case).
+    @inline(__always) func isPrefix(of lit: NameBuffer) -> Bool {
+        guard length <= lit.length else { return false }
+        if length <= 8 {
+            let mask: UInt64 = length == 8 ? ~0 : (1 << (UInt64(length) &* 8)) &- 1
+            return (lo ^ lit.lo) & mask == 0
+        }
+        let rest = length &- 8
+        let mask: UInt64 = rest >= 8 ? ~0 : (1 << (UInt64(rest) &* 8)) &- 1
+        return lo == lit.lo && (hi ^ lit.hi) & mask == 0
     }
 }
 
@@ -906,6 +973,11 @@ struct NameBuffer: Sendable {
     b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0C || b == 0x0D
 }
 
+/// A byte that ends a tag or attribute name: space, `/` or `>`.
+@inline(__always) private func isNameEnd(_ b: UInt8) -> Bool {
+    isSpace(b) || b == 0x2F || b == 0x3E
+}
+
 /// Byte constants.
 private enum A {
     static let lt: UInt8 = 0x3C
@@ -919,14 +991,15 @@ private enum A {
     static let squote: UInt8 = 0x27
     static let lbracket: UInt8 = 0x5B
     static let rbracket: UInt8 = 0x5D
-    static let head = Array("head".utf8)
-    static let body = Array("body".utf8)
-    static let script = Array("script".utf8)
-    static let template = Array("template".utf8)
-    static let plaintext = Array("plaintext".utf8)
-    static let marker = Array("data-overlayd".utf8)
+    // Names as NameBuffer values: comparing one is two word compares, not a loop over an array.
+    static let head = NameBuffer("head")
+    static let body = NameBuffer("body")
+    static let script = NameBuffer("script")
+    static let template = NameBuffer("template")
+    static let plaintext = NameBuffer("plaintext")
+    static let marker = NameBuffer("data-overlayd")
     static let cdataOpen = Array("[CDATA[".utf8)
-    static let rawTextElements: [[UInt8]] = [
+    static let rawTextElements: [NameBuffer] = [
         "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
-    ].map { Array($0.utf8) }
+    ].map { NameBuffer($0) }
 }
