@@ -49,6 +49,11 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let got = HopByHop.endToEnd(headers)
     check(got.map(\.name) == want.map(\.0) && got.map(\.value) == want.map(\.1),
           "NIOHTTP1: \(got) != \(want)")
+    // The pass-through head: the same fields, names as they came.
+    let kept = HopByHop.removed(from: headers)
+    let wantKept = pairs.filter { !fixedNames.contains(asciiLower($0.0)) && !named.contains(asciiLower($0.0)) }
+    check(kept.map(\.name) == wantKept.map(\.0) && kept.map(\.value) == wantKept.map(\.1),
+          "removed(from:): \(Array(kept)) != \(wantKept)")
     check(HopByHop.named(byConnection: pairs.filter { asciiLower($0.0) == "connection" }.map(\.1)) == named.subtracting(fixedNames),
           "named(byConnection:) differs")
 

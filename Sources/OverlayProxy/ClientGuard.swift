@@ -131,7 +131,8 @@ final class ClientGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A head over `--max-request-head-bytes` (NIO's decoder counts it): 431 and close, instead of
-    /// the protocol error handler's 400. Errors after a refusal are the decoder's echo of it.
+    /// the 400 ``ProxyHandler`` answers other malformed requests with. Errors after a refusal are
+    /// the decoder's echo of it.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if refusing { return }
         if let error = error as? HTTPParserError, error == .headerOverflow {

@@ -50,17 +50,54 @@ enum HopByHop {
         return out
     }
 
-    /// Whether a lower-cased name is in ``fixed``; most names are ruled out by their length alone,
-    /// before any hashing (this runs for every field of every response).
-    static func isFixed(_ lower: String) -> Bool {
-        switch lower.utf8.count {
-        case 2, 7, 10, 16, 17, 18, 19: return fixed.contains(lower)
+    /// `headers` without their hop-by-hop fields, names as they came (the pass-through response
+    /// head): the same value, not a copy, when there are none.
+    static func removed(from headers: HTTPHeaders) -> HTTPHeaders {
+        var found = false
+        var connectionNames = false  // a Connection value other than the usual keep-alive
+        for (name, value) in headers where isFixedName(name) {
+            found = true
+            if ASCIICase.equals(name, lowercased: "connection") && !isPlainConnection(value) { connectionNames = true }
+        }
+        if !found { return headers }
+        let named = connectionNames ? named(byConnection: headers["connection"]) : []
+        // A new list, not a copy of the old one to remove from (that copies every field through
+        // the runtime's generic witnesses).
+        var kept: [(String, String)] = []
+        kept.reserveCapacity(headers.count)
+        for (name, value) in headers {
+            if isFixedName(name) { continue }
+            if !named.isEmpty && named.contains(lowercasedASCII(name)) { continue }
+            kept.append((name, value))
+        }
+        return HTTPHeaders(kept)
+    }
+
+    /// Whether a name, in any case, is one of ``fixed``: by its length, then a byte compare with
+    /// the one or two names of that length (no lower-cased copy, no hashing).
+    static func isFixedName(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2: return ASCIICase.equals(name, lowercased: "te")
+        case 7: return ASCIICase.equals(name, lowercased: "upgrade") || ASCIICase.equals(name, lowercased: "trailer")
+        case 10: return ASCIICase.equals(name, lowercased: "connection") || ASCIICase.equals(name, lowercased: "keep-alive")
+        case 16: return ASCIICase.equals(name, lowercased: "proxy-connection")
+        case 17: return ASCIICase.equals(name, lowercased: "transfer-encoding")
+        case 18: return ASCIICase.equals(name, lowercased: "proxy-authenticate")
+        case 19: return ASCIICase.equals(name, lowercased: "proxy-authorization")
         default: return false
         }
     }
 
-    /// `name` lower-cased (field names are ASCII tokens); the same string when it already is.
-    static func lowercasedASCII(_ name: String) -> String {
-        ASCIICase.lowercasedIfNeeded(name.utf8) ?? name
+    /// `keep-alive` (any case): a Connection value that names no field that is not hop-by-hop
+    /// anyway. (`close` is read like any other value: a field named `close` would be hop-by-hop.)
+    private static func isPlainConnection(_ value: String) -> Bool {
+        ASCIICase.equals(value, lowercased: "keep-alive")
     }
+
+    /// Whether a lower-cased name is in ``fixed``; most names are ruled out by their length alone,
+    /// before any hashing (this runs for every field of every response).
+    static func isFixed(_ lower: String) -> Bool { isFixedName(lower) }
+
+    /// `name` lower-cased (field names are ASCII tokens); the same string when it already is.
+    static func lowercasedASCII(_ name: String) -> String { ASCIICase.lowercased(name) }
 }

@@ -227,6 +227,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError, !responseOpen {
+            // A malformed request (NIO's decoder; the pipelining handler delivers the error after
+            // the responses owed before it): 400, and the connection closes.
+            responseOpen = true
+            let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
         if case .proxying(let exchange) = mode, !exchange.responseFinished {
             shared.metrics.clientAborts.increment()
             exchange.abort()
@@ -321,9 +329,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         let exchange = Exchange(
             handler: self, request: head, target: target, core: core, call: call, upgrade: upgrade, trace: trace)
         mode = .proxying(exchange)
-        exchange.start(
-            upstreamHead: makeUpstreamHead(
-                head, authority: authority, target: target, extra: extra, upgrade: upgrade, dropExpect: continues))
+        let (upstreamHead, bodiless) = makeUpstreamHead(
+            head, authority: authority, target: target, extra: extra, upgrade: upgrade, dropExpect: continues)
+        exchange.start(upstreamHead: upstreamHead, bodiless: bodiless)
     }
 
     private func requestFinished() {
@@ -343,19 +351,33 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     // MARK: - Writing to the client
 
+    /// Response parts written to the client since the last flush (a flush with nothing written
+    /// still walks the whole outbound pipeline).
+    private var clientUnflushed = false
+
+    /// A response head was written and its end not yet (a 400 for a malformed request goes only
+    /// between responses).
+    private var responseOpen = false
+
     fileprivate func writeHead(_ head: HTTPResponseHead) {
+        clientUnflushed = true
+        responseOpen = true
         context.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
     fileprivate func writeBody(_ buffer: ByteBuffer) {
+        clientUnflushed = true
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
     fileprivate func writeBody(_ bytes: [UInt8]) {
+        clientUnflushed = true
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
     }
 
     fileprivate func writeEnd(close: Bool) {
+        clientUnflushed = false
+        responseOpen = false
         if close {
             responseClosing = true
             let channel = context.channel
@@ -371,7 +393,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         }
     }
 
-    fileprivate func flushClient() { context?.flush() }
+    fileprivate func flushClient() {
+        guard clientUnflushed, let context else { return }
+        clientUnflushed = false
+        context.flush()
+    }
     fileprivate func closeClient() { context?.close(promise: nil) }
     fileprivate var eventLoop: any EventLoop { context.eventLoop }
     fileprivate var sharedState: ProxyShared { shared }
@@ -383,6 +409,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         for (name, value) in local.extraHeaders { headers.add(name: name, value: value) }
         headers.add(name: "content-length", value: String(local.body.count))
         if closeAfterResponse { headers.add(name: "connection", value: "close") }
+        responseOpen = true
         context.write(
             wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .init(statusCode: local.status), headers: headers))),
             promise: nil)
@@ -397,7 +424,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         exchange.upstreamRead(part)
     }
 
-    func upstreamReadComplete() { context?.flush() }
+    func upstreamReadComplete() { flushClient() }
 
     func upstreamWritabilityChanged() {
         guard case .proxying(let exchange) = mode, exchange.upstreamTakesBody else { return }
@@ -468,13 +495,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// No `Transfer-Encoding`, or exactly one coding, `chunked` (RFC 9112 §6.1).
     static func transferCodingIsChunkedOnly(_ headers: HTTPHeaders) -> Bool {
         var codings = 0
-        for (name, value) in headers where name.caseInsensitiveEquals("transfer-encoding") {
+        for (name, value) in headers where ASCIICase.equals(name, lowercased: "transfer-encoding") {
             for coding in value.split(separator: ",", omittingEmptySubsequences: false) {
                 codings += 1
                 var trimmed = coding[...]
                 while let first = trimmed.first, first == " " || first == "\t" { trimmed = trimmed.dropFirst() }
                 while let last = trimmed.last, last == " " || last == "\t" { trimmed = trimmed.dropLast() }
-                guard codings == 1, String(trimmed).caseInsensitiveEquals("chunked") else { return false }
+                guard codings == 1, ASCIICase.equals(String(trimmed), lowercased: "chunked") else { return false }
             }
         }
         return true
@@ -487,43 +514,56 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     /// The request for the upstream: the client's end-to-end fields, its Host, X-Forwarded-*, the
     /// body's framing as the client sent it, and (for an upgrade) `Connection: upgrade` with the
-    /// client's `Upgrade`.
+    /// client's `Upgrade`. `bodiless`: the client's framing says no body follows (no
+    /// `Transfer-Encoding`, no `Content-Length` or 0), so the request's end may go with its head.
     private func makeUpstreamHead(
         _ head: HTTPRequestHead, authority: String, target: String, extra: (name: String, value: String)?, upgrade: Bool,
         dropExpect: Bool
-    ) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
-        if !authority.isEmpty { headers.add(name: "host", value: authority) }
-        var forwardedFor: [String] = []
+    ) -> (head: HTTPRequestHead, bodiless: Bool) {
+        // One pass over the client's fields; the list becomes HTTPHeaders at the end (its `add`
+        // checks every name's bytes, and NIO's decoder has checked them already).
+        let source = head.headers
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(source.count + 4)
+        if !authority.isEmpty { fields.append(("host", authority)) }
+        var lengthsAt = fields.count  // Content-Length goes right after Host, as it came
+        var forwardedFor: String?  // the client's X-Forwarded-For values, then its address
         var chunked = false
-        for (name, value) in head.headers {
-            if name.caseInsensitiveEquals("transfer-encoding") { chunked = true }
-            if name.caseInsensitiveEquals("content-length") { headers.add(name: "content-length", value: value) }
-        }
-        let replaced = extra?.name.lowercased()
-        for field in HopByHop.endToEnd(head.headers) {
-            switch field.name {
-            case "content-length", "host", "x-forwarded-proto", "x-forwarded-host": continue
+        var bodiless = true
+        let named = source.contains(name: "connection") ? HopByHop.named(byConnection: source["connection"]) : []
+        let replaced = extra.map { HopByHop.lowercasedASCII($0.name) }
+        for (name, value) in source {
+            let lower = HopByHop.lowercasedASCII(name)
+            switch lower {
+            case "transfer-encoding":
+                chunked = true
+                bodiless = false
+            case "content-length":
+                fields.insert(("content-length", value), at: lengthsAt)
+                lengthsAt += 1
+                if value != "0" { bodiless = false }
+            case "host", "x-forwarded-proto", "x-forwarded-host": continue
             case "expect" where dropExpect: continue
-            case "x-forwarded-for": forwardedFor.append(field.value)
+            case "x-forwarded-for": forwardedFor = forwardedFor.map { $0 + ", " + value } ?? value
             default:
-                if field.name == replaced { continue }
-                headers.add(name: field.name, value: field.value)
+                if HopByHop.isFixed(lower) || (!named.isEmpty && named.contains(lower)) || lower == replaced { continue }
+                fields.append((lower, value))
             }
         }
-        if let extra { headers.add(name: extra.name, value: extra.value) }
-        if let ip = clientAddress { forwardedFor.append(ip) }
-        if !forwardedFor.isEmpty { headers.add(name: "x-forwarded-for", value: forwardedFor.joined(separator: ", ")) }
-        headers.add(name: "x-forwarded-proto", value: "http")
-        if !authority.isEmpty { headers.add(name: "x-forwarded-host", value: authority) }
-        if chunked { headers.add(name: "transfer-encoding", value: "chunked") }
+        if let extra { fields.append((extra.name, extra.value)) }
+        if let ip = clientAddress { forwardedFor = forwardedFor.map { $0 + ", " + ip } ?? ip }
+        if let forwardedFor { fields.append(("x-forwarded-for", forwardedFor)) }
+        fields.append(("x-forwarded-proto", "http"))
+        if !authority.isEmpty { fields.append(("x-forwarded-host", authority)) }
+        if chunked { fields.append(("transfer-encoding", "chunked")) }
         if upgrade {
-            for value in head.headers["upgrade"] { headers.add(name: "upgrade", value: value) }
-            headers.add(name: "connection", value: "upgrade")
+            for value in source["upgrade"] { fields.append(("upgrade", value)) }
+            fields.append(("connection", "upgrade"))
         }
+        let headers = HTTPHeaders(fields)
         // Origin-form under the upstream's base path; `*` (OPTIONS) stays `*`.
         let uri = target == "*" ? target : shared.upstream.basePath + target
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: headers)
+        return (HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: headers), bodiless)
     }
 }
 
@@ -553,13 +593,6 @@ struct ProxyRequestHead: ExchangeRequestHead {
     var fields: HeaderList { ProxyHandler.headerList(head.headers) }
 }
 
-extension String {
-    fileprivate func caseInsensitiveEquals(_ lower: String) -> Bool {
-        utf8.count == lower.utf8.count
-            && zip(utf8, lower.utf8).allSatisfy { a, b in (a >= 0x41 && a <= 0x5A ? a | 0x20 : a) == b }
-    }
-}
-
 /// One forwarded request and its response: the upstream connection it uses, the body's
 /// back-pressure, the wait for the overlay's result, and the rewrite.
 final class Exchange {
@@ -572,7 +605,7 @@ final class Exchange {
     let upgrade: Bool
 
     private(set) var upstream: UpstreamConnection?
-    /// Request parts that came before the upstream connection was ready.
+    /// Request parts after the head that came before the upstream connection was ready.
     private var pending: [HTTPClientRequestPart] = []
     private(set) var requestFinished = false
     private(set) var responseFinished = false
@@ -626,11 +659,19 @@ final class Exchange {
     /// Whether anything of the response came on the current connection.
     private var sawResponseBytes = false
 
-    func start(upstreamHead: HTTPRequestHead) {
+    /// `bodiless`: no body follows the head (its framing says so), so the request's end is sent
+    /// with the head, in one flush, instead of when the client's end is read.
+    func start(upstreamHead: HTTPRequestHead, bodiless: Bool) {
         self.upstreamHead = upstreamHead
-        pending.append(.head(upstreamHead))
+        endSentWithHead = bodiless && !upgrade
         acquire(fresh: upgrade)
     }
+
+    /// The request's end went (or goes, once connected) with its head: the client's end is not
+    /// forwarded again.
+    private var endSentWithHead = false
+    /// The head went out on the current connection (``connected(_:)`` sends it first).
+    private var headSent = false
 
     private func acquire(fresh: Bool) {
         let pool = shared.pool(for: handler.eventLoop)
@@ -656,8 +697,15 @@ final class Exchange {
     private func connected(_ connection: UpstreamConnection) {
         upstream = connection
         connection.handler.delegate = handler
-        for part in pending { connection.handler.write(part) }
-        pending = []
+        if !headSent, let upstreamHead {
+            headSent = true
+            connection.handler.write(.head(upstreamHead))
+            if endSentWithHead { connection.handler.write(.end(nil)) }
+        }
+        if !pending.isEmpty {
+            for part in pending { connection.handler.write(part) }
+            pending.removeAll()
+        }
         connection.handler.flush()
         headDeadline = .now() + shared.options.upstreamTimeout.timeAmount
         handler.watchHead(until: headDeadline!)
@@ -677,7 +725,7 @@ final class Exchange {
 
     func requestEnd(_ trailers: HTTPHeaders?) {
         requestFinished = true
-        guard !ended else { return }
+        guard !ended, !endSentWithHead else { return }
         if let upstream {
             upstream.handler.write(.end(trailers), flush: true)
         } else {
@@ -726,9 +774,19 @@ final class Exchange {
             switching = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
             return
         }
-        var fields = HopByHop.endToEnd(head.headers)
+        guard call != nil else {
+            // Not overlaid: the head goes on as it came, less its hop-by-hop fields.
+            startResponse(HTTPResponseHead(version: request.version, status: head.status, headers: HopByHop.removed(from: head.headers)))
+            return
+        }
+        // The end-to-end fields go on as they came; the core reads the few it decides on (lower case).
+        var headers = HopByHop.removed(from: head.headers)
+        var relevant: [(name: String, value: String)] = []
+        for (name, value) in headers {
+            if let lower = ResponsePlan.relevantName(name) { relevant.append((lower, value)) }
+        }
         let action = core.responseHead(
-            status: Int(head.status.code), fields: fields, endOfStream: false, ready: call?.result,
+            status: Int(head.status.code), fields: relevant, endOfStream: false, ready: call?.result,
             now: handler.eventLoop.now.uptimeNanoseconds)
         recordInjection()
         switch action {
@@ -736,11 +794,13 @@ final class Exchange {
             break
         case .forwardRewriting, .wait:
             // The body changes: no content-length (the response goes out chunked).
-            fields.removeAll { $0.name == "content-length" }
+            if relevant.contains(where: { $0.name == "content-length" }) {
+                var kept: [(String, String)] = []
+                kept.reserveCapacity(headers.count)
+                for (name, value) in headers where ResponsePlan.relevantName(name) != "content-length" { kept.append((name, value)) }
+                headers = HTTPHeaders(kept)
+            }
         }
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(fields.count + 1)
-        for field in fields { headers.add(name: field.name, value: field.value) }
         let out = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
         if case .wait(let deadline) = action, let call {
             // Hold the response until the result is in or the budget is spent.
@@ -854,7 +914,8 @@ final class Exchange {
             // sent once more on a new connection, as nginx does for idempotent requests.
             retried = true
             headDeadline = nil
-            if let upstreamHead { pending = [.head(upstreamHead), .end(nil)] }
+            headSent = false
+            pending = endSentWithHead ? [] : [.end(nil)]
             shared.metrics.upstreamRetries.increment()
             acquire(fresh: true)
             return

@@ -181,8 +181,9 @@ public final class ReverseProxy: Service, Sendable {
         try sync.context(handlerType: NIOHTTP2Handler.self).fireChannelActive()
     }
 
-    /// HTTP/1.1: NIO's server codec with pipelining assistance and protocol error handling, then
-    /// ``ProxyHandler``.
+    /// HTTP/1.1: NIO's server codec with pipelining assistance, then ``ProxyHandler`` (which
+    /// answers a malformed request with 400 itself: NIO's protocol error handler would be one more
+    /// handler every response part passes through).
     private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared, guard clientGuard: ClientGuard) throws {
         let sync = channel.pipeline.syncOperations
         // An upgrade configuration with no upgraders: the request decoder then keeps the bytes
@@ -195,7 +196,7 @@ public final class ReverseProxy: Service, Sendable {
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
-            withErrorHandling: true,
+            withErrorHandling: false,
             withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(),
             withDecoderLimitConfiguration: decoderLimits)
@@ -205,7 +206,6 @@ public final class ReverseProxy: Service, Sendable {
             clientGuard,
             try sync.handler(type: HTTPResponseEncoder.self),
             try sync.handler(type: HTTPServerPipelineHandler.self),
-            try sync.handler(type: HTTPServerProtocolErrorHandler.self),
         ]
         if let upgrader = try? sync.handler(type: HTTPServerUpgradeHandler.self) { codecHandlers.append(upgrader) }
         try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: codecHandlers, decoder: decoder))

@@ -90,16 +90,26 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
+    /// Request parts written since the last flush (a flush with nothing written still walks the
+    /// outbound pipeline).
+    private var unflushed = false
+
     func write(_ part: HTTPClientRequestPart, flush: Bool = false) {
         guard let context else { return }
         if flush {
+            unflushed = false
             context.writeAndFlush(wrapOutboundOut(part), promise: nil)
         } else {
+            unflushed = true
             context.write(wrapOutboundOut(part), promise: nil)
         }
     }
 
-    func flush() { context?.flush() }
+    func flush() {
+        guard unflushed, let context else { return }
+        unflushed = false
+        context.flush()
+    }
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
     var isActive: Bool { !closed && (context?.channel.isActive ?? false) }
