@@ -97,7 +97,10 @@ func uniqueName(_ prefix: String) -> String {
 }
 
 extension ModelSpec {
-    static func openai(_ name: String, _ baseURL: String, totalMs: Int = 5_000, apiKey: APIKeySource? = nil,
+    /// A spec for the fake server. The total timeout is long by default (30 s): a test that is not
+    /// about timeouts must not see one when the machine is busy with the rest of the suite (a 5 s
+    /// default was overrun there); the timeout tests set theirs.
+    static func openai(_ name: String, _ baseURL: String, totalMs: Int = 30_000, apiKey: APIKeySource? = nil,
                        maxConcurrency: Int = 16, fallback: String? = nil) -> ModelSpec {
         ModelSpec(name: name, provider: .openai, baseURL: baseURL, model: "wire-\(name)", apiKey: apiKey,
                   connectTimeoutMs: 1_000, totalTimeoutMs: totalMs, maxConcurrency: maxConcurrency, fallback: fallback)
