@@ -6,16 +6,27 @@ B=${SHARED_BENCH:-$ROOT/../shared/bench}
 export SHARED_BENCH=$B BENCH_WORK=${BENCH_WORK:-/tmp/overlayd-bench}
 
 # The overlayd binary to measure: $OVERLAYD_BIN, else a release build of this checkout in
-# .build-release (its own scratch path: the debug build in .build is left alone).
+# .build-release (its own scratch path: the debug build in .build is left alone), with the
+# deployment build's flags (README "Deployment").
 overlayd_release_bin() {
   local bin=${OVERLAYD_BIN:-}
   if [ -z "$bin" ]; then
     echo "building overlayd (release, --scratch-path .build-release)" >&2
-    (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd >&2)
+    (cd "$ROOT" && swift build -c release --scratch-path .build-release --product overlayd \
+      -Xswiftc -enforce-exclusivity=unchecked >&2)
     bin="$ROOT/.build-release/release/overlayd"
   fi
   [ -x "$bin" ] || { echo "no overlayd binary at $bin" >&2; return 2; }
   echo "$bin"
+}
+
+# bench/proxy/nio-floor, built (release, in .build-nio-floor) with the flags of overlayd's release
+# build above, so that the two compare; prints its path.
+nio_floor_bin() {
+  echo "building bench/proxy/nio-floor (release, --scratch-path .build-nio-floor)" >&2
+  local args=(-c release --package-path "$ROOT/bench/proxy/nio-floor" --scratch-path "$ROOT/.build-nio-floor")
+  swift build "${args[@]}" -Xswiftc -enforce-exclusivity=unchecked >&2
+  echo "$(swift build "${args[@]}" --show-bin-path)/nio-floor"
 }
 
 # overlayd proxy in front of the shared bench's nginx upstream (127.0.0.1:18081) on

@@ -7,13 +7,20 @@
 #   nginx-sub  nginx + sub_filter (../shared/bench's peer; proxy and upstream in the same workers)
 #   nginx-2proc the same nginx proxy and sub_filter in a process of its own (a second nginx, one
 #              worker) before the same upstream: overlayd's topology, for comparison only
+#   nio-floor  bench/proxy/nio-floor: the least a proxy on SwiftNIO's own HTTP/1 codecs costs (NIO's
+#              server pipeline, one handler, pooled keep-alive upstream connections, two event
+#              loops like overlayd), pass-through host; none of overlayd's own work
+#   nio-floor-tag the same, injecting nginx sub_filter's constant tag before `</head>` (chunked)
 #   direct     the upstream served directly (nginx; its cost per request is the upstream's share)
 #
 #   bench/proxy/floor.sh          # ROUNDS=3 DURATION=5 CONNS="16 64"
 #
-# passthru is the floor of this design: what NIO's HTTP/1 codecs, the pipeline and the loopback
-# kernel path cost with none of overlayd's own work. Knobs: ROUNDS, DURATION, CONNS, OVERLAYD_BIN,
-# SHARED_BENCH, BENCH_WORK, PORT, NGINX2_PORT. Everything runs on 127.0.0.1 and stops by PID.
+# passthru minus nio-floor is what overlayd's own per-request work costs on a host it does not
+# overlay (routing, limits, header rewriting, metrics); overlaid minus nio-floor-tag is the same
+# for the overlay (split, model call, result store, result island). NIO_FLOOR=0 leaves the
+# nio-floor rows out (its release build takes about a minute the first time, in .build-nio-floor).
+# Knobs: ROUNDS, DURATION, CONNS, OVERLAYD_BIN, NIO_FLOOR, SHARED_BENCH, BENCH_WORK, PORT,
+# NGINX2_PORT, FLOOR_PORT. Everything runs on 127.0.0.1 and stops by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
 . "$ROOT/bench/lib.sh"
@@ -23,16 +30,21 @@ DURATION=${DURATION:-5}
 CONNS=${CONNS:-"16 64"}
 
 BIN=$(overlayd_release_bin)
+NIO_FLOOR=${NIO_FLOOR:-1}
+FLOOR_PORT=${FLOOR_PORT:-18093}
+FLOOR_BIN=
+[ "$NIO_FLOOR" = 1 ] && FLOOR_BIN=$(nio_floor_bin)
 "$B/install.sh" >&2
 "$B/start-peers.sh" nginx >&2
 
 log=$(mktemp)
 rows=$(mktemp)
 PROXY_PID=
+FLOOR_PID=
 NGINX2=$(mktemp -d)
 NGINX2_PORT=${NGINX2_PORT:-18092}
 stop_nginx2() { if [ -s "$NGINX2/nginx.pid" ]; then kill "$(cat "$NGINX2/nginx.pid")" 2>/dev/null || true; fi; }
-trap 'if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; fi; stop_nginx2; "$B/stop-peers.sh" nginx >&2 || true; rm -rf "$log" "$rows" "$NGINX2"' EXIT
+trap 'for p in $PROXY_PID $FLOOR_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; stop_nginx2; "$B/stop-peers.sh" nginx >&2 || true; rm -rf "$log" "$rows" "$NGINX2"' EXIT
 start_bench_proxy "$BIN" "$PORT" "$log"
 pid=$PROXY_PID
 if curl -s -H 'Host: passthrough.test' "http://127.0.0.1:$PORT/" | grep -q 'overlayd-result'; then
@@ -82,6 +94,21 @@ for _ in $(seq 50); do [ -s "$NGINX2/nginx.pid" ] && break; sleep 0.1; done
 nginx2_pids=$(pgrep -d ' ' -P "$(cat "$NGINX2/nginx.pid")" || true)
 [ -n "$nginx2_pids" ] || { echo "FAIL: the second nginx has no worker (see $NGINX2/error.log)" >&2; exit 1; }
 curl -s "http://127.0.0.1:$NGINX2_PORT/" | grep -q '/__overlay/overlay.js' || { echo "FAIL: nginx-2proc does not substitute" >&2; exit 1; }
+if [ -n "$FLOOR_BIN" ]; then
+  "$FLOOR_BIN" "$FLOOR_PORT" 18081 2 > /dev/null 2>&1 &
+  FLOOR_PID=$!
+  wait_listening "$FLOOR_PORT"
+  # Its first request may find the upstream pool still connecting: a few tries.
+  injects=0
+  for _ in $(seq 20); do
+    if curl -s "http://127.0.0.1:$FLOOR_PORT/" | grep -q '/__overlay/overlay.js'; then injects=1; break; fi
+    sleep 0.1
+  done
+  [ "$injects" = 1 ] || { echo "FAIL: nio-floor does not inject" >&2; exit 1; }
+  if curl -s -H 'Host: passthrough.test' "http://127.0.0.1:$FLOOR_PORT/" | grep -q '/__overlay/overlay.js'; then
+    echo "FAIL: nio-floor injects into the pass-through host" >&2; exit 1
+  fi
+fi
 ticks() { local sum=0 p; for p in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$sum"; }
 # Context switches of every thread of the given processes, voluntary plus involuntary (a thread
 # that ends between the two reads is left out of both).
@@ -117,6 +144,10 @@ for round in $(seq "$ROUNDS"); do
     measure "$pid" passthru "$c" "http://127.0.0.1:$PORT/" -H 'Host: passthrough.test'
     measure "" nginx-sub "$c" http://127.0.0.1:18082/
     measure "$nginx2_pids" nginx-2proc "$c" "http://127.0.0.1:$NGINX2_PORT/"
+    if [ -n "$FLOOR_PID" ]; then
+      measure "$FLOOR_PID" nio-floor "$c" "http://127.0.0.1:$FLOOR_PORT/" -H 'Host: passthrough.test'
+      measure "$FLOOR_PID" nio-floor-tag "$c" "http://127.0.0.1:$FLOOR_PORT/"
+    fi
     measure "" direct "$c" http://127.0.0.1:18081/
   done
 done
@@ -138,7 +169,7 @@ for label, conns, rps, od, ng, p99, osw, nsw in rows:
     by.setdefault((int(conns), label), []).append((float(rps), us(od, rps), us(ng, rps), ms(p99), int(osw) / n, int(nsw) / n))
 print(f"\nmedians over the rounds (same run); CPU µs per request from /proc ({duration:g} s runs); context")
 print("switches per request (voluntary and involuntary, every thread) from /proc/PID/task/*/status.")
-print("proxy: overlayd, or nginx-2proc's own worker; nginx: the shared nginx (the upstream; for")
+print("proxy: overlayd, nginx-2proc's own worker or nio-floor; nginx: the shared nginx (the upstream; for")
 print("nginx-sub, its proxy and upstream together)")
 print("| c | target | req/s | ÷ nginx-sub req/s | p99 ms | p99 ÷ nginx-sub | proxy CPU µs/req | nginx CPU µs/req | switches/req proxy | switches/req nginx |")
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -146,7 +177,7 @@ for conns in sorted({c for c, _ in by}):
     ref = by.get((conns, "nginx-sub"), [(float("nan"),) * 6])
     ref_rps = statistics.median(r[0] for r in ref)
     ref_p99 = statistics.median(r[3] for r in ref)
-    for label in ("overlaid", "passthru", "nginx-sub", "nginx-2proc", "direct"):
+    for label in ("overlaid", "passthru", "nginx-sub", "nginx-2proc", "nio-floor", "nio-floor-tag", "direct"):
         items = by.get((conns, label))
         if not items:
             continue
