@@ -14,7 +14,8 @@
 #   passthru   a host no overlay matches (Host: passthrough.test)
 #   overlaid   the overlaid page (split, instant mock model, result island, injection)
 # and, unless NIO_FLOOR=0, bench/proxy/nio-floor on the same two hosts (its tag injection for
-# the second). Knobs: N [2000], WARMUP [1000], NIO_FLOOR [1], PORT [8097]. Binaries are measured
+# the second). Knobs: N [2000], WARMUP [1000], NIO_FLOOR [1], PORT [8097], KEEP [unset: a folder
+# that gets each dump as KEEP/<n>-<target>.cg for callgrind_annotate]. Binaries are measured
 # from a copy without DWARF (valgrind 3.19 cannot read Swift's); valgrind is installed with apt
 # when missing (as root).
 set -euo pipefail
@@ -64,6 +65,9 @@ measure() {
     dumps=$((dumps + 1))
     ok=$(grep -oP 'status codes: \K\d+(?= 2xx)' <<< "$out")
     [ "$ok" = "$N" ] || { echo "FAIL: $label $target: $ok of $N answered 2xx" >&2; exit 1; }
+    if [ -n "${KEEP:-}" ]; then
+      mkdir -p "$KEEP"; cp "$work/cg.$SERVER_PID.$dumps" "$KEEP/$((++kept))-$target.cg"
+    fi
     ir=$(grep -m1 '^summary:' "$work/cg.$SERVER_PID.$dumps" | awk '{print $2}')
     [ -n "$ir" ] || ir=$(grep -m1 '^totals:' "$work/cg.$SERVER_PID.$dumps" | awk '{print $2}')
     printf '| %s | %s | %s |\n' "$label" "$target" "$(python3 -c "print(f'{$ir / $N:,.0f}')")"
@@ -72,6 +76,7 @@ measure() {
   SERVER_PID=
 }
 
+kept=0
 echo "| build | target | instructions per request |"
 echo "|---|---|---:|"
 for bin in "${bins[@]}"; do
