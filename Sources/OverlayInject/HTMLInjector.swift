@@ -212,28 +212,41 @@ public struct HTMLInjector: Sendable {
                     continue
                 }
             }
-            // Names, unquoted values and the spaces between attributes, outside a hold: the step
-            // would only add each byte to the name (or stay), so the run goes on without it.
+            // A start tag's `<` and first letter in text: the step would hold the `<` (it may start
+            // `</head`) and release it with the letter; both stay in the run instead. The same for
+            // an end tag whose name cannot be `head` or `body` (not `h` or `b`).
+            if !holding && state == .data && i + 1 < chunk.count && chunk[i] == A.lt {
+                let next = chunk[i + 1]
+                if isAlpha(next) {
+                    beginTag(end: false, next)
+                    bytesConsumed += 2
+                    i += 2
+                    continue
+                }
+                if next == A.slash && i + 2 < chunk.count && isAlpha(chunk[i + 2]) && asciiLower(chunk[i + 2]) != 0x68
+                    && asciiLower(chunk[i + 2]) != 0x62 {
+                    beginTag(end: true, chunk[i + 2])
+                    bytesConsumed += 3
+                    i += 3
+                    continue
+                }
+            }
+            // A tag's name and its attributes, outside a hold: the step would only add bytes to a
+            // name or move between the attribute states, so they run here on locals (the tag's end,
+            // `>` or `/`, is left to the step).
             if !holding {
                 var j = i
-                switch state {
-                case .tagName:
+                if state == .tagName {
                     while j < chunk.count && !isNameEnd(chunk[j]) {
                         name.append(chunk[j])
                         j += 1
                     }
-                case .attrName:
-                    while j < chunk.count && !isNameEnd(chunk[j]) && chunk[j] != A.eq {
-                        attrName.append(chunk[j])
+                    if j < chunk.count && isSpace(chunk[j]) {
+                        state = .beforeAttrName
                         j += 1
                     }
-                case .beforeAttrName, .afterAttrName:
-                    while j < chunk.count && isSpace(chunk[j]) { j += 1 }
-                case .attrValueUnquoted:
-                    while j < chunk.count && !isSpace(chunk[j]) && chunk[j] != A.gt { j += 1 }
-                default:
-                    break
                 }
+                if state.isAttributes { j = scanAttributes(chunk, from: j) }
                 if j > i {
                     bytesConsumed += j - i
                     i = j
@@ -331,6 +344,17 @@ public struct HTMLInjector: Sendable {
         case scriptDoubleEscapeStart, scriptDoubleEscaped, scriptDoubleEscapedDash
         case scriptDoubleEscapedDashDash, scriptDoubleEscapedLessThan, scriptDoubleEscapeEnd
         case plaintext
+
+        /// Between a tag's name and its end: the states ``scanAttributes(_:from:)`` runs.
+        var isAttributes: Bool {
+            switch self {
+            case .beforeAttrName, .attrName, .afterAttrName, .beforeAttrValue, .attrValueDouble,
+                .attrValueSingle, .attrValueUnquoted, .afterAttrValueQuoted:
+                return true
+            default:
+                return false
+            }
+        }
     }
 
     /// Processes one input byte `b`: while holding, it has already been appended to `held`;
@@ -806,6 +830,77 @@ public struct HTMLInjector: Sendable {
         }
     }
 
+    /// The attribute states of ``step(_:_:)`` (``State/isAttributes``) from `chunk[start]` on,
+    /// outside a hold (so not probing after `<body>`: the end of a marker attribute only marks
+    /// the tag): the same transitions on a local state. Stops before a `>` or `/` that ends or may
+    /// end the tag, or at the end of the chunk; returns the index of the first byte not consumed.
+    private mutating func scanAttributes(_ chunk: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        var s = state
+        var j = start
+        let count = chunk.count
+        scan: while j < count {
+            let b = chunk[j]
+            switch s {
+            case .beforeAttrName, .afterAttrName:
+                if isSpace(b) {
+                    j += 1
+                } else if b == A.slash || b == A.gt {
+                    break scan
+                } else if b == A.eq && s == .afterAttrName {
+                    s = .beforeAttrValue
+                    j += 1
+                } else {
+                    attrName.reset()
+                    attrName.append(b)
+                    s = .attrName
+                    j += 1
+                }
+            case .attrName:
+                if b == A.eq || isNameEnd(b) {
+                    if !isEndTag && attrName.equals(A.marker) { tagHasMarker = true }
+                    if b == A.eq {
+                        s = .beforeAttrValue
+                        j += 1
+                    } else {
+                        s = .afterAttrName  // the byte is seen again there
+                    }
+                } else {
+                    attrName.append(b)
+                    j += 1
+                }
+            case .beforeAttrValue:
+                if b == A.gt { break scan }
+                if b == A.dquote {
+                    s = .attrValueDouble
+                } else if b == A.squote {
+                    s = .attrValueSingle
+                } else if !isSpace(b) {
+                    s = .attrValueUnquoted
+                }
+                j += 1
+            case .attrValueDouble, .attrValueSingle:
+                let quote = s == .attrValueDouble ? A.dquote : A.squote
+                while j < count && chunk[j] != quote { j += 1 }
+                if j < count {
+                    s = .afterAttrValueQuoted
+                    j += 1
+                }
+            case .attrValueUnquoted:
+                if b == A.gt { break scan }
+                if isSpace(b) { s = .beforeAttrName }
+                j += 1
+            case .afterAttrValueQuoted:
+                if b == A.slash || b == A.gt { break scan }
+                if isSpace(b) { j += 1 }
+                s = .beforeAttrName  // any other byte is seen again there
+            default:
+                break scan
+            }
+        }
+        state = s
+        return j
+    }
+
     /// Holding a possible `</head` / `</body` (not probing after `<body>`).
     private var holdingEndTag: Bool { holding && !probing }
 
@@ -901,13 +996,24 @@ public struct HTMLInjector: Sendable {
         } else if name.equals(A.plaintext) {
             state = .plaintext
         } else {
-            for raw in A.rawTextElements where name.equals(raw) {
+            if let raw = A.rawTextElement(name) {
                 rawEndName = raw
                 state = .rawText
-                break
             }
         }
     }
+}
+
+extension HTMLInjector {
+    /// The names the injector compares tag and attribute names with, each with its text (for the
+    /// test that checks their words).
+    static var nameConstants: [(text: String, value: NameBuffer)] { A.names }
+
+    /// Whether `name` is a raw-text element's name (for the test of the lookup by length).
+    static func isRawTextElement(_ name: String) -> Bool { A.rawTextElement(NameBuffer(name)) != nil }
+
+    /// The raw-text elements' names.
+    static var rawTextElementNames: [String] { A.rawTextElementNames }
 }
 
 /// A lower-cased name, of which only the first 16 bytes are stored (enough to
@@ -920,6 +1026,14 @@ struct NameBuffer: Sendable, Equatable {
     static let capacity = 16
 
     init() {}
+
+    /// A name given as its two words (little-endian bytes, lower case) and length: the injector's
+    /// constants, made at no cost where they are used.
+    @inline(__always) init(lo: UInt64, hi: UInt64 = 0, length: Int) {
+        self.lo = lo
+        self.hi = hi
+        self.length = length
+    }
 
     /// A name to compare with (at most ``capacity`` bytes, lower case).
     init(_ literal: String) {
@@ -991,15 +1105,46 @@ private enum A {
     static let squote: UInt8 = 0x27
     static let lbracket: UInt8 = 0x5B
     static let rbracket: UInt8 = 0x5D
-    // Names as NameBuffer values: comparing one is two word compares, not a loop over an array.
-    static let head = NameBuffer("head")
-    static let body = NameBuffer("body")
-    static let script = NameBuffer("script")
-    static let template = NameBuffer("template")
-    static let plaintext = NameBuffer("plaintext")
-    static let marker = NameBuffer("data-overlayd")
+    // Names as NameBuffer values (comparing one is two word compares, not a loop over an array),
+    // written as their words: a stored `static let` would be a lazy global, initialised through
+    // swift_once on every access, many times per page. `names` holds the text of each for the
+    // test that checks the words.
+    static var head: NameBuffer { NameBuffer(lo: 0x6461_6568, length: 4) }
+    static var body: NameBuffer { NameBuffer(lo: 0x7964_6F62, length: 4) }
+    static var script: NameBuffer { NameBuffer(lo: 0x7470_6972_6373, length: 6) }
+    static var template: NameBuffer { NameBuffer(lo: 0x6574_616C_706D_6574, length: 8) }
+    static var plaintext: NameBuffer { NameBuffer(lo: 0x7865_746E_6961_6C70, hi: 0x74, length: 9) }
+    static var marker: NameBuffer { NameBuffer(lo: 0x6576_6F2D_6174_6164, hi: 0x64_7961_6C72, length: 13) }
     static let cdataOpen = Array("[CDATA[".utf8)
-    static let rawTextElements: [NameBuffer] = [
-        "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
-    ].map { NameBuffer($0) }
+
+    /// The raw-text element (RCDATA and RAWTEXT in the HTML standard: its content is text up to
+    /// its own end tag) that `name` is, if any.
+    @inline(__always) static func rawTextElement(_ name: NameBuffer) -> NameBuffer? {
+        switch name.length {
+        case 3: return name.equals(xmp) ? name : nil
+        case 5: return name.equals(style) || name.equals(title) ? name : nil
+        case 6: return name.equals(iframe) ? name : nil
+        case 7: return name.equals(noembed) ? name : nil
+        case 8: return name.equals(textarea) || name.equals(noframes) || name.equals(noscript) ? name : nil
+        default: return nil
+        }
+    }
+    static var style: NameBuffer { NameBuffer(lo: 0x65_6C79_7473, length: 5) }
+    static var textarea: NameBuffer { NameBuffer(lo: 0x6165_7261_7478_6574, length: 8) }
+    static var title: NameBuffer { NameBuffer(lo: 0x65_6C74_6974, length: 5) }
+    static var xmp: NameBuffer { NameBuffer(lo: 0x70_6D78, length: 3) }
+    static var iframe: NameBuffer { NameBuffer(lo: 0x656D_6172_6669, length: 6) }
+    static var noembed: NameBuffer { NameBuffer(lo: 0x64_6562_6D65_6F6E, length: 7) }
+    static var noframes: NameBuffer { NameBuffer(lo: 0x7365_6D61_7266_6F6E, length: 8) }
+    static var noscript: NameBuffer { NameBuffer(lo: 0x7470_6972_6373_6F6E, length: 8) }
+
+    /// Each constant above with the name it stands for (for the test that checks its words).
+    static var names: [(text: String, value: NameBuffer)] {
+        [("head", head), ("body", body), ("script", script), ("template", template), ("plaintext", plaintext),
+         ("data-overlayd", marker), ("style", style), ("textarea", textarea), ("title", title), ("xmp", xmp),
+         ("iframe", iframe), ("noembed", noembed), ("noframes", noframes), ("noscript", noscript)]
+    }
+
+    /// The raw-text elements, by name (for the test of ``rawTextElement(_:)``).
+    static let rawTextElementNames = ["style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript"]
 }
