@@ -30,11 +30,15 @@ public enum OverlaySnippet {
         nonce: String? = nil
     ) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(json.count + 200)
+        out.reserveCapacity(json.count + json.count / 8 + 256)  // the tags, a nonce, some escapes
         out.append(contentsOf: #"<script data-overlayd type="application/json" id="overlayd-result">"#.utf8)
-        out.append(contentsOf: escapeForDataIsland(json))
+        appendEscapedForDataIsland(json, to: &out)
         out.append(contentsOf: "</script><script src=\"".utf8)
-        out.append(contentsOf: escapeAttribute(scriptURL))
+        if scriptURL == defaultScriptURL {
+            out.append(contentsOf: defaultScriptURL.utf8)  // nothing in it to escape
+        } else {
+            out.append(contentsOf: escapeAttribute(scriptURL))
+        }
         out.append(contentsOf: "\" defer".utf8)
         if let nonce, isValidNonce(nonce) {
             out.append(contentsOf: " nonce=\"".utf8)
@@ -59,21 +63,30 @@ public enum OverlaySnippet {
     /// The result contains no `<` at all, so it cannot contain `</script` or
     /// `<!--`.
     public static func escapeForDataIsland(_ json: some Collection<UInt8>) -> [UInt8] {
-        if let escaped = json.withContiguousStorageIfAvailable({ escapeForDataIsland(contiguous: $0) }) {
-            return escaped
-        }
-        return Array(json).withUnsafeBufferPointer { escapeForDataIsland(contiguous: $0) }
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count + 16)
+        appendEscapedForDataIsland(json, to: &out)
+        return out
+    }
+
+    /// ``escapeForDataIsland(_:)`` appended to `out`.
+    static func appendEscapedForDataIsland(_ json: some Collection<UInt8>, to out: inout [UInt8]) {
+        if json.withContiguousStorageIfAvailable({ appendEscapedForDataIsland(contiguous: $0, to: &out) }) != nil { return }
+        Array(json).withUnsafeBufferPointer { appendEscapedForDataIsland(contiguous: $0, to: &out) }
     }
 
     /// The same over contiguous bytes: runs of bytes that need nothing are copied whole.
-    private static func escapeForDataIsland(contiguous json: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(json.count + 16)
+    private static func appendEscapedForDataIsland(contiguous json: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         var start = 0
         var index = 0
         let count = json.count
+        let classes = escapeClasses
         while index < count {
             let b = json[index]
+            if classes[Int(b)] & islandEscape == 0 {
+                index += 1
+                continue
+            }
             let escape: StaticString
             var width = 1
             switch b {
@@ -93,7 +106,6 @@ public enum OverlaySnippet {
             start = index
         }
         out.append(contentsOf: UnsafeBufferPointer(rebasing: json[start..<count]))
-        return out
     }
 
 
@@ -117,6 +129,7 @@ public enum OverlaySnippet {
     /// bytes that need no escape are copied whole.
     public static func appendJSONStringLiteral(_ text: String, to out: inout [UInt8]) {
         var text = text
+        let classes = escapeClasses
         text.withUTF8 { bytes in
             out.append(0x22)
             var start = 0
@@ -125,7 +138,7 @@ public enum OverlaySnippet {
             while index < count {
                 let b = bytes[index]
                 // Fast path: printable ASCII other than `"` and `\`, and UTF-8 other than E2.
-                if (b >= 0x20 && b != 0x22 && b != 0x5C && b != 0x7F && b != 0xE2) {
+                if classes[Int(b)] & literalEscape == 0 {
                     index += 1
                     continue
                 }
@@ -162,6 +175,19 @@ public enum OverlaySnippet {
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// What each byte value may need, as bits: ``literalEscape`` (a JSON string literal escapes
+    /// it: `"`, `\`, the controls, DEL, and E2, which may start U+2028 / U+2029) and
+    /// ``islandEscape`` (the data island escapes it: `<`, `>`, `&`, E2). One table lookup per byte
+    /// where the loops above would compare it five times.
+    private static let escapeClasses: [UInt8] = (0...255).map { (b: Int) -> UInt8 in
+        var bits: UInt8 = 0
+        if b < 0x20 || b == 0x22 || b == 0x5C || b == 0x7F || b == 0xE2 { bits |= literalEscape }
+        if b == 0x3C || b == 0x3E || b == 0x26 || b == 0xE2 { bits |= islandEscape }
+        return bits
+    }
+    private static var literalEscape: UInt8 { 1 }
+    private static var islandEscape: UInt8 { 2 }
 
 
     /// True if `nonce` is a CSP `base64-value`: one or more of

@@ -524,7 +524,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         // checks every name's bytes, and NIO's decoder has checked them already).
         let source = head.headers
         var fields: [(String, String)] = []
-        fields.reserveCapacity(source.count + 4)
+        fields.reserveCapacity(source.count + 8)  // host, the model header, x-forwarded-*, …
         if !authority.isEmpty { fields.append(("host", authority)) }
         var lengthsAt = fields.count  // Content-Length goes right after Host, as it came
         var forwardedFor: String?  // the client's X-Forwarded-For values, then its address
@@ -782,6 +782,7 @@ final class Exchange {
         // The end-to-end fields go on as they came; the core reads the few it decides on (lower case).
         var headers = HopByHop.removed(from: head.headers)
         var relevant: [(name: String, value: String)] = []
+        relevant.reserveCapacity(8)
         for (name, value) in headers {
             if let lower = ResponsePlan.relevantName(name) { relevant.append((lower, value)) }
         }

@@ -249,11 +249,22 @@ public struct OverlayExchange: Sendable {
         status: Int, fields: some Sequence<(name: String, value: String)>, endOfStream: Bool,
         ready: OverlayResultView?, now: UInt64
     ) -> ResponseHeadAction {
+        responseHead(status: status, fields: Array(fields), endOfStream: endOfStream, ready: ready, now: now)
+    }
+
+    /// ``responseHead(status:fields:endOfStream:ready:now:)`` for fields in an array: not generic,
+    /// so a caller in another module does not walk them through a protocol witness.
+    public mutating func responseHead(
+        status: Int, fields: [(name: String, value: String)], endOfStream: Bool,
+        ready: OverlayResultView?, now: UInt64
+    ) -> ResponseHeadAction {
         guard case .overlaid = phase, let overlay, plan != nil else { return .forward }
         // Whether the transport delivers a body at all, and whether it can have content.
         let bodyFollows = !endOfStream
         var hasBody = bodyFollows && method != "HEAD" && status != 204 && status != 304
-        var relevant: [(name: String, value: String)] = [(":status", String(status))]
+        var relevant: [(name: String, value: String)] = []
+        relevant.reserveCapacity(fields.count + 1)
+        relevant.append((":status", String(status)))
         for field in fields where ResponsePlan.relevantName(field.name) == field.name {
             if field.name == "content-length" && field.value == "0" { hasBody = false }
             relevant.append(field)

@@ -37,7 +37,9 @@ public struct OverlayResultView: Sendable, Equatable {
     /// The JSON object (UTF-8), keys in a fixed order.
     public var json: [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(96 + overlay.utf8.count + model.utf8.count + token.utf8.count + (text?.utf8.count ?? 0))
+        var size = 96 + overlay.utf8.count + model.utf8.count + token.utf8.count + (text?.utf8.count ?? 0)
+        size += (error?.utf8.count ?? 0) + (context?.reduce(16) { $0 + $1.utf8.count + 8 } ?? 0)
+        out.reserveCapacity(size + size / 8)  // room for some escapes
         func key(_ name: StaticString) { name.withUTF8Buffer { out.append(contentsOf: $0) } }
         key(#"{"overlay":"#)
         OverlaySnippet.appendJSONStringLiteral(overlay, to: &out)
