@@ -132,6 +132,22 @@ struct OverlayExchangeTests {
         #expect(core.responseBody(Self.page, end: true) == nil)
     }
 
+    @Test("a content type is read by its media type: any case, spaces and tabs around it, parameters after it", arguments: [
+        ("Text/HTML; charset=UTF-8", true), (" text/html ", true), ("\ttext/html\t; q=1", true), ("text/html;", true),
+        ("TEXT/HTML", true), ("text/htmlx", false), ("text/ html", false), ("", false), (";text/html", false),
+        ("t\u{E9}xt/html", false),
+    ])
+    func mediaTypes(type: String, html: Bool) {
+        var core = overlaid()
+        let action = core.responseHead(status: 200, fields: [("content-type", type)], endOfStream: false, ready: Self.ready, now: 0)
+        if html {
+            #expect(action == .forwardRewriting)
+        } else {
+            #expect(action == .forwardSkippingBody)
+            #expect(core.takeInjection() == .skipped("not_html"))
+        }
+    }
+
     @Test("no body (end of stream, content-length 0): nothing to wait for or rewrite")
     func noBody() {
         var core = overlaid()

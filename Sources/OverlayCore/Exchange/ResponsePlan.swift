@@ -66,15 +66,14 @@ public enum ResponsePlan: Sendable, Equatable {
         for header in headers {
             switch header.name {
             case ":status": status = Int(header.value) ?? 0
-            case "content-type": contentType = lowercased(header.value)
+            case "content-type": contentType = header.value
             case "content-encoding": encoding = lowercased(header.value)
             case "content-length": length = Int(header.value)
             case "content-security-policy": policies.append(header.value)
             default: continue
             }
         }
-        let mediaType = contentType[..<(contentType.firstIndex(of: ";") ?? contentType.endIndex)]
-            .trimmingCharactersASCIIWhitespace()
+        let mediaType = Self.mediaType(of: contentType)
         let wantsJSON =
             !settings.jsonPaths.isEmpty && OverlaySettings.matches(settings.jsonPaths, path: path)
             && (mediaType == "application/json" || mediaType.hasSuffix("+json"))
@@ -94,11 +93,18 @@ public enum ResponsePlan: Sendable, Equatable {
     }
 }
 
-extension Substring {
-    func trimmingCharactersASCIIWhitespace() -> String {
-        var text = self
-        while let first = text.first, first == " " || first == "\t" { text = text.dropFirst() }
-        while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
-        return String(text)
+extension ResponsePlan {
+    /// The media type of a Content-Type value, lower case: the part before any `;`, without the
+    /// spaces and tabs around it. In steps over the UTF-8 bytes (`;`, space and tab are ASCII):
+    /// Character steps cost many times more, and only this part is lower-cased.
+    static func mediaType(of contentType: String) -> String {
+        var contentType = contentType
+        return contentType.withUTF8 { bytes in
+            var end = bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
+            var start = 0
+            while start < end && (bytes[start] == 0x20 || bytes[start] == 0x09) { start += 1 }
+            while end > start && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09) { end -= 1 }
+            return lowercased(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self))
+        }
     }
 }
