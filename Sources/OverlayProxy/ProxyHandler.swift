@@ -327,7 +327,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         if continues { writeContinue(head) }
         let upgrade = decoder != nil && Self.isUpgrade(head)
         let exchange = Exchange(
-            handler: self, request: head, target: target, core: core, call: call, upgrade: upgrade, trace: trace)
+            handler: self, request: head, target: target, core: consume core, call: call, upgrade: upgrade, trace: trace)
         mode = .proxying(exchange)
         let (upstreamHead, bodiless) = makeUpstreamHead(
             head, authority: authority, target: target, extra: extra, upgrade: upgrade, dropExpect: continues)
