@@ -21,35 +21,88 @@ public struct ModelWeight: Sendable, Hashable {
 }
 
 /// One validated `AIOverlay` resource.
+///
+/// Its fields sit in one immutable box: an overlay travels with every overlaid exchange (its route,
+/// its core, its plan), and a copy of it (or its end) is one reference count, not one per string
+/// and array of its settings. Setting a field makes a new box.
 public struct Overlay: Sendable, Hashable {
-    /// `metadata.name`.
-    public var name: String
-    /// `spec.hostApp`: which hosts this overlay applies to.
-    public var host: HostPattern
-    public var models: [ModelWeight] {
-        didSet { splitter = StickySplitter(salt: name, arms: models.map { (name: $0.name, weight: $0.weight) }) }
+    struct Fields: Sendable, Hashable {
+        var name: String
+        var host: HostPattern
+        var models: [ModelWeight]
+        var strategy: OverlayStrategy
+        var settings: OverlaySettings
+        var splitter: StickySplitter
+        var shadowSampler: ShadowSampler
     }
-    public var strategy: OverlayStrategy
-    /// Everything optional, with its defaults.
+
+    final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var box: Box
+
+    private mutating func update(_ change: (inout Fields) -> Void) {
+        var fields = box.fields
+        change(&fields)
+        box = Box(fields)
+    }
+
+    /// `metadata.name`.
+    public var name: String {
+        _read { yield box.fields.name }
+        set { update { $0.name = newValue } }
+    }
+    /// `spec.hostApp`: which hosts this overlay applies to.
+    public var host: HostPattern {
+        _read { yield box.fields.host }
+        set { update { $0.host = newValue } }
+    }
+    /// `spec.models` (setting them compiles the split again).
+    public var models: [ModelWeight] {
+        _read { yield box.fields.models }
+        set {
+            update {
+                $0.models = newValue
+                $0.splitter = StickySplitter(salt: $0.name, arms: newValue.map { (name: $0.name, weight: $0.weight) })
+            }
+        }
+    }
+    public var strategy: OverlayStrategy {
+        _read { yield box.fields.strategy }
+        set { update { $0.strategy = newValue } }
+    }
+    /// Everything optional, with its defaults (setting them makes the shadow sampler again).
     public var settings: OverlaySettings {
-        didSet { shadowSampler = ShadowSampler(overlay: name, rate: settings.shadowSampleRate) }
+        _read { yield box.fields.settings }
+        set {
+            update {
+                $0.settings = newValue
+                $0.shadowSampler = ShadowSampler(overlay: $0.name, rate: newValue.shadowSampleRate)
+            }
+        }
     }
     /// The weighted split of `models`, compiled once (salted with the overlay's name).
-    public private(set) var splitter: StickySplitter
-    public private(set) var shadowSampler: ShadowSampler
+    public var splitter: StickySplitter { _read { yield box.fields.splitter } }
+    public var shadowSampler: ShadowSampler { _read { yield box.fields.shadowSampler } }
 
     public init(
         name: String, host: HostPattern, models: [ModelWeight], strategy: OverlayStrategy,
         settings: OverlaySettings = OverlaySettings()
     ) {
-        self.name = name
-        self.host = host
-        self.models = models
-        self.strategy = strategy
-        self.settings = settings
-        self.splitter = StickySplitter(salt: name, arms: models.map { (name: $0.name, weight: $0.weight) })
-        self.shadowSampler = ShadowSampler(overlay: name, rate: settings.shadowSampleRate)
+        box = Box(
+            Fields(
+                name: name, host: host, models: models, strategy: strategy, settings: settings,
+                splitter: StickySplitter(salt: name, arms: models.map { (name: $0.name, weight: $0.weight) }),
+                shadowSampler: ShadowSampler(overlay: name, rate: settings.shadowSampleRate)))
     }
+
+    public static func == (lhs: Overlay, rhs: Overlay) -> Bool {
+        lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
+    }
+
+    public func hash(into hasher: inout Hasher) { box.fields.hash(into: &hasher) }
 }
 
 /// The compiled, immutable runtime configuration: every overlay, validated, plus the host table.
@@ -82,7 +135,7 @@ public struct OverlayConfig: Sendable {
     @inlinable public var version: String { storage.version }
     @inlinable public var overlays: [Overlay] { storage.overlays }
     /// The model registry (`AIModel` resources) by name.
-    @inlinable public var models: [String: ModelSpec] { storage.models }
+    public var models: [String: ModelSpec] { storage.models }
     @inlinable public var routes: RouteTable { storage.routes }
 
     /// Compiles validated resources. Callers get them from ``ConfigLoader``, which has checked them.
