@@ -26,15 +26,22 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPClientRequestPart
 
     private(set) var context: ChannelHandlerContext?
-    /// The exchange this connection serves now (nil while idle in the pool).
-    weak var delegate: (any UpstreamDelegate)?
+    /// The client side this connection serves now (nil while idle in the pool). A strong
+    /// reference, let go of wherever the connection stops serving it: the pool takes it back, it
+    /// is closed (or closes), or this handler leaves the pipeline (a tunnel). A weak one would
+    /// give the client's handler a side table, and every retain and release of that handler, many
+    /// per request, would take the runtime's slow path.
+    var delegate: (any UpstreamDelegate)?
     private var readHeld = false
-    /// Called once when the connection closes (the pool drops it).
-    var onClose: (() -> Void)?
+    /// Called once when the connection closes, with this handler (the pool drops its connection).
+    var onClose: ((UpstreamHandler) -> Void)?
     private var closed = false
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        delegate = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
@@ -70,7 +77,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         closed = true
         let delegate = self.delegate
         self.delegate = nil
-        onClose?()
+        onClose?(self)
         onClose = nil
         delegate?.upstreamClosed(error: error)
     }
@@ -209,10 +216,12 @@ final class UpstreamPool {
             let encoder = try sync.handler(type: HTTPRequestEncoder.self)
             let decoder = try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
             let connection = UpstreamConnection(channel: channel, handler: handler, encoder: encoder, decoder: decoder)
-            // Set once: a connection that closes leaves the idle list (if it is there).
-            handler.onClose = { [weak self, weak connection] in
-                guard let self, let connection else { return }
-                self.idle.removeAll { $0 === connection }
+            // Set once: a connection that closes leaves the idle list (if it is there). It is found
+            // by its handler: a weak reference to the connection would give it a side table (a
+            // slow retain and release every time an exchange takes or returns it).
+            handler.onClose = { [weak self] closed in
+                guard let self else { return }
+                self.idle.removeAll { $0.handler === closed }
             }
             return connection
         }
