@@ -857,7 +857,7 @@ public struct HTMLInjector: Sendable {
                 }
             case .attrName:
                 if b == A.eq || isNameEnd(b) {
-                    if !isEndTag && attrName.equals(A.marker) { tagHasMarker = true }
+                    if attrNameIsMarker { tagHasMarker = true }
                     if b == A.eq {
                         s = .beforeAttrValue
                         j += 1
@@ -939,8 +939,11 @@ public struct HTMLInjector: Sendable {
         state = .tagName
     }
 
+    /// The attribute name just ended is our snippet's marker (on a start tag).
+    private var attrNameIsMarker: Bool { !isEndTag && attrName.equals(A.marker) }
+
     private mutating func endAttrName(_ out: inout [UInt8]) {
-        guard !isEndTag && attrName.equals(A.marker) else { return }
+        guard attrNameIsMarker else { return }
         tagHasMarker = true
         if probing {
             // Our snippet already follows `<body ...>`: emit what was held, no snippet.
