@@ -29,10 +29,26 @@ public enum OverlaySnippet {
         scriptURL: String = defaultScriptURL,
         nonce: String? = nil
     ) -> [UInt8] {
+        make(islandJSONCount: json.count + json.count / 8, scriptURL: scriptURL, nonce: nonce) { out in
+            appendEscapedForDataIsland(json, to: &out)
+        }
+    }
+
+    /// Builds the snippet, its data island written by `writeIslandJSON`, which must append JSON
+    /// that is already escaped for the island (no `<`, `>`, `&`, U+2028 or U+2029 bytes: what
+    /// ``appendJSONStringLiteral(_:to:islandSafe:)`` with `islandSafe: true` writes for every
+    /// string, around keys and punctuation of plain ASCII). One pass over the JSON instead of
+    /// writing it, then escaping it into the snippet. `islandJSONCount` is an estimate of its size.
+    public static func make(
+        islandJSONCount: Int,
+        scriptURL: String = defaultScriptURL,
+        nonce: String? = nil,
+        writeIslandJSON: (inout [UInt8]) -> Void
+    ) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(json.count + json.count / 8 + 256)  // the tags, a nonce, some escapes
+        out.reserveCapacity(islandJSONCount + 256)  // the tags, a nonce, some escapes
         out.append(contentsOf: #"<script data-overlayd type="application/json" id="overlayd-result">"#.utf8)
-        appendEscapedForDataIsland(json, to: &out)
+        writeIslandJSON(&out)
         out.append(contentsOf: "</script><script src=\"".utf8)
         if scriptURL == defaultScriptURL {
             out.append(contentsOf: defaultScriptURL.utf8)  // nothing in it to escape
@@ -126,10 +142,13 @@ public enum OverlaySnippet {
     }
 
     /// Appends `text` as a JSON string literal (see ``jsonStringLiteral(_:)``) to `out`: runs of
-    /// bytes that need no escape are copied whole.
-    public static func appendJSONStringLiteral(_ text: String, to out: inout [UInt8]) {
+    /// bytes that need no escape are copied whole. `islandSafe`: `<`, `>` and `&` are written as
+    /// `\u003c`, `\u003e`, `\u0026` too, so the literal is already what
+    /// ``escapeForDataIsland(_:)`` would make of it (the same bytes, in one pass).
+    public static func appendJSONStringLiteral(_ text: String, to out: inout [UInt8], islandSafe: Bool = false) {
         var text = text
         let classes = escapeClasses
+        let escaped = islandSafe ? literalEscape | islandEscape : literalEscape
         text.withUTF8 { bytes in
             out.append(0x22)
             var start = 0
@@ -137,8 +156,9 @@ public enum OverlaySnippet {
             let count = bytes.count
             while index < count {
                 let b = bytes[index]
-                // Fast path: printable ASCII other than `"` and `\`, and UTF-8 other than E2.
-                if classes[Int(b)] & literalEscape == 0 {
+                // Fast path: printable ASCII other than `"` and `\` (and, island-safe, `<`, `>`,
+                // `&`), and UTF-8 other than E2.
+                if classes[Int(b)] & escaped == 0 {
                     index += 1
                     continue
                 }
@@ -164,7 +184,10 @@ public enum OverlaySnippet {
                 default:
                     out.append(0x5C)
                     out.append(0x75)
-                    for shift in [12, 8, 4, 0] as [UInt32] { out.append(hexDigits[Int((code >> shift) & 0xF)]) }
+                    out.append(hexDigits[Int((code >> 12) & 0xF)])
+                    out.append(hexDigits[Int((code >> 8) & 0xF)])
+                    out.append(hexDigits[Int((code >> 4) & 0xF)])
+                    out.append(hexDigits[Int(code & 0xF)])
                 }
                 index += width
                 start = index

@@ -37,37 +37,51 @@ public struct OverlayResultView: Sendable, Equatable {
     /// The JSON object (UTF-8), keys in a fixed order.
     public var json: [UInt8] {
         var out: [UInt8] = []
+        out.reserveCapacity(estimatedJSONCount)
+        appendJSON(to: &out)
+        return out
+    }
+
+    /// About how many bytes ``json`` takes, with room for some escapes.
+    public var estimatedJSONCount: Int {
         var size = 96 + overlay.utf8.count + model.utf8.count + token.utf8.count + (text?.utf8.count ?? 0)
         size += (error?.utf8.count ?? 0) + (context?.reduce(16) { $0 + $1.utf8.count + 8 } ?? 0)
-        out.reserveCapacity(size + size / 8)  // room for some escapes
+        return size + size / 8
+    }
+
+    /// ``json`` appended to `out`. `islandSafe`: every string is written as
+    /// ``OverlaySnippet/appendJSONStringLiteral(_:to:islandSafe:)`` does for the page's data island,
+    /// so the bytes are those of ``OverlaySnippet/escapeForDataIsland(_:)`` over ``json`` (keys and
+    /// punctuation are plain ASCII without `<`, `>` or `&`): the island in one pass.
+    public func appendJSON(to out: inout [UInt8], islandSafe: Bool = false) {
         func key(_ name: StaticString) { name.withUTF8Buffer { out.append(contentsOf: $0) } }
+        func literal(_ text: String) { OverlaySnippet.appendJSONStringLiteral(text, to: &out, islandSafe: islandSafe) }
         key(#"{"overlay":"#)
-        OverlaySnippet.appendJSONStringLiteral(overlay, to: &out)
+        literal(overlay)
         key(#","model":"#)
-        OverlaySnippet.appendJSONStringLiteral(model, to: &out)
+        literal(model)
         key(#","token":"#)
-        OverlaySnippet.appendJSONStringLiteral(token, to: &out)
+        literal(token)
         key(#","status":""#)
         out.append(contentsOf: status.rawValue.utf8)
         out.append(0x22)
         if let text {
             key(#","text":"#)
-            OverlaySnippet.appendJSONStringLiteral(text, to: &out)
+            literal(text)
         }
         if let error {
             key(#","error":"#)
-            OverlaySnippet.appendJSONStringLiteral(error, to: &out)
+            literal(error)
         }
         if let context {
             key(#","context":["#)
             for (index, item) in context.enumerated() {
                 if index > 0 { out.append(0x2C) }
-                OverlaySnippet.appendJSONStringLiteral(item, to: &out)
+                literal(item)
             }
             out.append(0x5D)
         }
         out.append(0x7D)
-        return out
     }
 }
 

@@ -94,9 +94,9 @@ public struct ResponseRewrite: Sendable {
         switch plan {
         case .html(let nonce, let encoding?):
             guard let codec else { return nil }
-            self.init(encoding: encoding, codec: codec, html: OverlaySnippet.make(json: page.json, nonce: nonce), limit: limit)
+            self.init(encoding: encoding, codec: codec, html: Self.snippet(page, nonce: nonce), limit: limit)
         case .html(let nonce, nil):
-            self.init(html: OverlaySnippet.make(json: page.json, nonce: nonce), limit: limit)
+            self.init(html: Self.snippet(page, nonce: nonce), limit: limit)
         case .json(let encoding?):
             guard let codec else { return nil }
             self.init(encoding: encoding, codec: codec, jsonKey: settings.jsonKey, value: view.json, limit: limit)
@@ -105,6 +105,11 @@ public struct ResponseRewrite: Sendable {
         case .untouched:
             return nil
         }
+    }
+
+    /// The page's snippet with `page` as its data island, written island-safe in one pass.
+    private static func snippet(_ page: OverlayResultView, nonce: String?) -> [UInt8] {
+        OverlaySnippet.make(islandJSONCount: page.estimatedJSONCount, nonce: nonce) { page.appendJSON(to: &$0, islandSafe: true) }
     }
 
     /// Like ``rewrite(_:endOfStream:)``, for an adapter that can send the end of a chunk without
