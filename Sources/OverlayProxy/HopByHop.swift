@@ -53,24 +53,60 @@ enum HopByHop {
     /// `headers` without their hop-by-hop fields, names as they came (the pass-through response
     /// head): the same value, not a copy, when there are none.
     static func removed(from headers: HTTPHeaders) -> HTTPHeaders {
-        var found = false
+        // One pass: the new list starts at the first hop-by-hop field (most responses have one,
+        // `Connection: keep-alive`), with the fields before it. A new list, not a copy of the old
+        // one to remove from (that copies every field through the runtime's generic witnesses).
+        var kept: [(String, String)]?
         var connectionNames = false  // a Connection value other than the usual keep-alive
-        for (name, value) in headers where isFixedName(name) {
-            found = true
-            if ASCIICase.equals(name, lowercased: "connection") && !isPlainConnection(value) { connectionNames = true }
-        }
-        if !found { return headers }
-        let named = connectionNames ? named(byConnection: headers["connection"]) : []
-        // A new list, not a copy of the old one to remove from (that copies every field through
-        // the runtime's generic witnesses).
-        var kept: [(String, String)] = []
-        kept.reserveCapacity(headers.count)
+        var index = headers.startIndex
         for (name, value) in headers {
-            if isFixedName(name) { continue }
-            if !named.isEmpty && named.contains(lowercasedASCII(name)) { continue }
-            kept.append((name, value))
+            if isFixedName(name) {
+                if kept == nil {
+                    var list: [(String, String)] = []
+                    list.reserveCapacity(headers.count)
+                    for field in headers[headers.startIndex..<index] { list.append((field.name, field.value)) }
+                    kept = list
+                }
+                if ASCIICase.equals(name, lowercased: "connection") && !isPlainConnection(value) { connectionNames = true }
+            } else {
+                kept?.append((name, value))
+            }
+            index = headers.index(after: index)
+        }
+        guard var kept else { return headers }
+        if connectionNames {
+            let named = named(byConnection: headers["connection"])
+            if !named.isEmpty { kept.removeAll { named.contains(lowercasedASCII($0.0)) } }
         }
         return HTTPHeaders(kept)
+    }
+
+    /// The end-to-end fields of `headers` into `kept`, names as they came, and into `picked` those
+    /// of them that `relevant` names (its lower-case name, the value), in one pass: the overlaid response head, which the
+    /// core decides on and which may lose its content-length before it becomes `HTTPHeaders` again.
+    static func endToEnd(
+        _ headers: HTTPHeaders, kept: inout [(String, String)], relevant: (String) -> String?,
+        picked: inout [(name: String, value: String)]
+    ) {
+        kept.reserveCapacity(headers.count)
+        picked.reserveCapacity(4)
+        var connectionNames = false  // a Connection value other than the usual keep-alive
+        for (name, value) in headers {
+            if isFixedName(name) {
+                if ASCIICase.equals(name, lowercased: "connection") && !isPlainConnection(value) { connectionNames = true }
+                continue
+            }
+            kept.append((name, value))
+            if let lower = relevant(name) { picked.append((lower, value)) }
+        }
+        if connectionNames {
+            // Rare: the Connection value names fields, which go too (and are not read).
+            let named = named(byConnection: headers["connection"])
+            if !named.isEmpty {
+                kept.removeAll { named.contains(lowercasedASCII($0.0)) }
+                picked = kept.compactMap { field in relevant(field.0).map { ($0, field.1) } }
+            }
+        }
     }
 
     /// Whether a name, in any case, is one of ``fixed``: by its length, then a byte compare with

@@ -780,12 +780,9 @@ final class Exchange {
             return
         }
         // The end-to-end fields go on as they came; the core reads the few it decides on (lower case).
-        var headers = HopByHop.removed(from: head.headers)
+        var kept: [(String, String)] = []
         var relevant: [(name: String, value: String)] = []
-        relevant.reserveCapacity(8)
-        for (name, value) in headers {
-            if let lower = ResponsePlan.relevantName(name) { relevant.append((lower, value)) }
-        }
+        HopByHop.endToEnd(head.headers, kept: &kept, relevant: ResponsePlan.relevantName, picked: &relevant)
         let action = core.responseHead(
             status: Int(head.status.code), fields: relevant, endOfStream: false, ready: call?.result,
             now: handler.eventLoop.now.uptimeNanoseconds)
@@ -796,13 +793,10 @@ final class Exchange {
         case .forwardRewriting, .wait:
             // The body changes: no content-length (the response goes out chunked).
             if relevant.contains(where: { $0.name == "content-length" }) {
-                var kept: [(String, String)] = []
-                kept.reserveCapacity(headers.count)
-                for (name, value) in headers where ResponsePlan.relevantName(name) != "content-length" { kept.append((name, value)) }
-                headers = HTTPHeaders(kept)
+                kept.removeAll { $0.0.utf8.count == 14 && ASCIICase.equals($0.0, lowercased: "content-length") }
             }
         }
-        let out = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
+        let out = HTTPResponseHead(version: request.version, status: head.status, headers: HTTPHeaders(kept))
         if case .wait(let deadline) = action, let call {
             // Hold the response until the result is in or the budget is spent.
             holdingResponse = true

@@ -1,4 +1,5 @@
 import NIOHTTP1
+import OverlayDecisions
 import Testing
 
 @testable import OverlayProxy
@@ -65,6 +66,37 @@ import Testing
         for value in ["Keep-Alive", "close", "keep-alive, x-a", "x-a"] {
             let kept = HopByHop.removed(from: HTTPHeaders([("x-a", "1"), ("Connection", value), ("X-B", "2")]))
             #expect(kept.map(\.name) == (value.contains("x-a") ? ["X-B"] : ["x-a", "X-B"]), "\(value)")
+        }
+    }
+
+    /// The overlaid head's one pass against the two it replaced (`removed(from:)`, then the relevant
+    /// names read off what is left), over random lists of the names that matter, in any case and order.
+    @Test func theOverlaidHeadsOnePassKeepsAndPicksWhatTheTwoPassesDid() {
+        let names = [
+            "Server", "Connection", "connection", "Keep-Alive", "X-Trace", "Content-Type", "CONTENT-LENGTH",
+            "content-length", "Content-Encoding", "Content-Security-Policy", "TE", "Upgrade", "ETag", "Trailer",
+        ]
+        let connectionValues = ["keep-alive", "close", "Keep-Alive, X-Trace", "content-type", "x-other"]
+        func relevant(_ name: String) -> String? {
+            let lower = name.lowercased()
+            return ["content-type", "content-length", "content-encoding", "content-security-policy"].contains(lower) ? lower : nil
+        }
+        var rng = SplitMix64(seed: 18)
+        for round in 0..<2_000 {
+            var fields: [(String, String)] = []
+            for index in 0..<Int.random(in: 0...8, using: &rng) {
+                let name = names.randomElement(using: &rng)!
+                let value = name.lowercased() == "connection" ? connectionValues.randomElement(using: &rng)! : "v\(index)"
+                fields.append((name, value))
+            }
+            let headers = HTTPHeaders(fields)
+            let expectedKept = HopByHop.removed(from: headers).map { [$0.name, $0.value] }
+            let expectedPicked = HopByHop.removed(from: headers).compactMap { field in relevant(field.name).map { [$0, field.value] } }
+            var kept: [(String, String)] = []
+            var picked: [(name: String, value: String)] = []
+            HopByHop.endToEnd(headers, kept: &kept, relevant: relevant, picked: &picked)
+            #expect(kept.map { [$0.0, $0.1] } == expectedKept, "round \(round): \(fields)")
+            #expect(picked.map { [$0.name, $0.value] } == expectedPicked, "round \(round): \(fields)")
         }
     }
 }
