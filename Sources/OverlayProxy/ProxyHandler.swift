@@ -99,6 +99,16 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// The upstream pool of this connection's loop, looked up on first use (a dictionary lookup
+    /// per request otherwise).
+    fileprivate var pool: UpstreamPool {
+        if let loopPool { return loopPool }
+        let found = shared.pool(for: context.eventLoop)
+        loopPool = found
+        return found
+    }
+    private var loopPool: UpstreamPool?
+
     /// One timer for the upstream's response head per connection, moved only when a deadline comes
     /// earlier than the one it waits for (a schedule and a cancel on every request cost more): when it
     /// fires, the exchange then in flight times out if its deadline has passed, else it waits again.
@@ -674,7 +684,7 @@ final class Exchange {
     private var headSent = false
 
     private func acquire(fresh: Bool) {
-        let pool = shared.pool(for: handler.eventLoop)
+        let pool = handler.pool
         if !fresh, let idle = pool.takeIdle() {
             connected(idle)
             return
@@ -890,7 +900,7 @@ final class Exchange {
         if let upstream {
             self.upstream = nil
             if upstreamKeepAlive {
-                shared.pool(for: handler.eventLoop).release(upstream)
+                handler.pool.release(upstream)
             } else {
                 upstream.handler.delegate = nil
                 upstream.handler.close()
