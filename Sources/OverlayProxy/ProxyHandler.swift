@@ -91,10 +91,34 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// The client's IP address for `X-Forwarded-For`, formatted once per connection (not per request).
     private lazy var clientAddress: String? = context.channel.remoteAddress?.ipAddress
 
-    init(shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?) {
+    /// The HTTP/1 connection's guard (nil on an HTTP/2 stream), told of every response head and end
+    /// this handler writes.
+    private let clientGuard: ClientGuard?
+
+    init(
+        shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?,
+        clientGuard: ClientGuard? = nil
+    ) {
         self.shared = shared
         self.codecHandlers = codecHandlers
         self.decoder = decoder
+        self.clientGuard = clientGuard
+    }
+
+    /// Writes a response head, reported to the guard first.
+    private func writeResponseHead(_ head: HTTPResponseHead, flush: Bool = false) {
+        clientGuard?.responseHead(status: Int(head.status.code))
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        }
+    }
+
+    /// Writes and flushes a response's end, reported to the guard first.
+    private func writeResponseEnd() -> EventLoopFuture<Void> {
+        clientGuard?.responseEnd()
+        return context.writeAndFlush(wrapOutboundOut(.end(nil)))
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -242,8 +266,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             // the responses owed before it): 400, and the connection closes.
             responseOpen = true
             let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            writeResponseHead(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))
+            _ = writeResponseEnd()
         }
         if case .proxying(let exchange) = mode, !exchange.responseFinished {
             shared.metrics.clientAborts.increment()
@@ -372,7 +396,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     fileprivate func writeHead(_ head: HTTPResponseHead) {
         clientUnflushed = true
         responseOpen = true
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        writeResponseHead(head)
     }
 
     fileprivate func writeBody(_ buffer: ByteBuffer) {
@@ -391,11 +415,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         if close {
             responseClosing = true
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            writeResponseEnd().whenComplete { _ in channel.close(promise: nil) }
         } else {
             responsesUnwritten += 1
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            writeResponseEnd().whenComplete { _ in
                 let handler = loopBound.value
                 handler.responsesUnwritten -= 1
                 if handler.responsesUnwritten == 0, handler.closeWhenWritten { handler.context?.close(promise: nil) }
@@ -420,9 +444,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         headers.add(name: "content-length", value: String(local.body.count))
         if closeAfterResponse { headers.add(name: "connection", value: "close") }
         responseOpen = true
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .init(statusCode: local.status), headers: headers))),
-            promise: nil)
+        writeResponseHead(HTTPResponseHead(version: version, status: .init(statusCode: local.status), headers: headers))
         if !local.body.isEmpty && local.status != 304 { writeBody(local.body) }
         writeEnd(close: closeAfterResponse)
     }
@@ -458,7 +480,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     fileprivate func becomeTunnel(_ response: HTTPResponseHead, upstream: UpstreamConnection) {
         mode = .tunnel
         // A 101 is informational to NIO's codec (no `.end` follows it): the head alone.
-        context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
+        writeResponseHead(response, flush: true)
         let clientPipeline = context.pipeline.syncOperations
         let upstreamPipeline = upstream.channel.pipeline.syncOperations
         let clientSide = TunnelHandler()
@@ -498,7 +520,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 
     private func writeContinue(_ head: HTTPRequestHead) {
-        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        writeResponseHead(HTTPResponseHead(version: head.version, status: .continue), flush: true)
     }
 
     /// `Connection: upgrade` with an `Upgrade` field (RFC 9110 §7.8).

@@ -208,7 +208,7 @@ public final class ReverseProxy: Service, Sendable {
             try sync.handler(type: HTTPServerPipelineHandler.self),
         ]
         if let upgrader = try? sync.handler(type: HTTPServerUpgradeHandler.self) { codecHandlers.append(upgrader) }
-        try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: codecHandlers, decoder: decoder))
+        try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: codecHandlers, decoder: decoder, clientGuard: clientGuard))
     }
 
     /// An upstream failure before its response head: the client gets this status.

@@ -31,13 +31,13 @@ import Testing
     final class Setup {
         let channel = EmbeddedChannel()
         let counter = ReadCounter()
+        let clientGuard: ClientGuard
 
         init() throws {
             let options = ProxyOptions(upstream: try Upstream(parsing: "http://127.0.0.1:1"))
             let limits = ClientLimits(options: options, factory: PrometheusMetrics().factory)
-            try channel.pipeline.syncOperations.addHandlers([
-                counter, ClientGuard(limits: limits, now: .now()), HoldsReads(),
-            ])
+            clientGuard = ClientGuard(limits: limits, now: .now())
+            try channel.pipeline.syncOperations.addHandlers([counter, clientGuard, HoldsReads()])
         }
 
         func head(_ headers: [(String, String)] = [], method: HTTPMethod = .GET) throws {
@@ -55,9 +55,11 @@ import Testing
             return counter.reads - before
         }
 
+        /// A response went out: the proxy's handler reports its head and end to the guard as it
+        /// writes them (the guard is not on the outbound path).
         func responseEnds() throws {
-            try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
-            try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+            clientGuard.responseHead(status: 200)
+            clientGuard.responseEnd()
         }
     }
 
