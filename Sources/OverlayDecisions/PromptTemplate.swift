@@ -219,7 +219,14 @@ public struct PromptTemplate: Sendable, Hashable {
 
     /// Renders the template for one request (see type documentation).
     public func render(_ context: PromptContext) -> String {
+        // Room for the whole prompt at once (a string grown piece by piece is copied as it grows):
+        // the literals' size, and a guess for each value.
+        var estimate = 0
+        for segment in segments {
+            if case .literal(let s) = segment { estimate += s.utf8.count } else { estimate += 64 }
+        }
         var output = ""
+        output.reserveCapacity(min(maxBytes, estimate))
         var used = 0
         for segment in segments {
             let piece: String
