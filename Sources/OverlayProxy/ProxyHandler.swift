@@ -16,6 +16,9 @@ final class ProxyShared: Sendable {
     /// The configuration, engine, codec and overlay metrics (shared with ext_proc's kind).
     let services: ExchangeServices
     let metrics: ProxyMetrics
+    /// `--upstream-timeout` as NIO's time amount (converted once: a `Duration`'s conversion
+    /// multiplies 128-bit numbers on every request otherwise).
+    let upstreamTimeout: TimeAmount
     private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>]
 
     init(
@@ -26,6 +29,7 @@ final class ProxyShared: Sendable {
         self.upstream = upstream
         self.services = services
         self.metrics = metrics
+        self.upstreamTimeout = options.upstreamTimeout.timeAmount
         var byLoop: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
         for pool in pools { byLoop[ObjectIdentifier(pool.eventLoop)] = pool }
         self.pools = byLoop
@@ -544,6 +548,30 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         return head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
     }
 
+    /// The request fields ``makeUpstreamHead(_:authority:target:extra:upgrade:dropExpect:)`` treats
+    /// apart from the rest.
+    enum RequestField: Equatable {
+        case transferEncoding, contentLength, expect, forwardedFor, other
+        /// `Host`, `X-Forwarded-Proto`, `X-Forwarded-Host`: the proxy writes its own.
+        case replacedByTheProxy
+    }
+
+    /// What a lower-cased request field name is: by its length, then one or two byte compares
+    /// (a `switch` over string literals compares the name with each of them in turn).
+    static func requestField(_ lower: String) -> RequestField {
+        switch lower.utf8.count {
+        case 4: return ASCIICase.equals(lower, lowercased: "host") ? .replacedByTheProxy : .other
+        case 6: return ASCIICase.equals(lower, lowercased: "expect") ? .expect : .other
+        case 14: return ASCIICase.equals(lower, lowercased: "content-length") ? .contentLength : .other
+        case 15: return ASCIICase.equals(lower, lowercased: "x-forwarded-for") ? .forwardedFor : .other
+        case 16: return ASCIICase.equals(lower, lowercased: "x-forwarded-host") ? .replacedByTheProxy : .other
+        case 17:
+            if ASCIICase.equals(lower, lowercased: "transfer-encoding") { return .transferEncoding }
+            return ASCIICase.equals(lower, lowercased: "x-forwarded-proto") ? .replacedByTheProxy : .other
+        default: return .other
+        }
+    }
+
     /// The request for the upstream: the client's end-to-end fields, its Host, X-Forwarded-*, the
     /// body's framing as the client sent it, and (for an upgrade) `Connection: upgrade` with the
     /// client's `Upgrade`. `bodiless`: the client's framing says no body follows (no
@@ -566,18 +594,18 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         let replaced = extra.map { HopByHop.lowercasedASCII($0.name) }
         for (name, value) in source {
             let lower = HopByHop.lowercasedASCII(name)
-            switch lower {
-            case "transfer-encoding":
+            switch Self.requestField(lower) {
+            case .transferEncoding:
                 chunked = true
                 bodiless = false
-            case "content-length":
+            case .contentLength:
                 fields.insert(("content-length", value), at: lengthsAt)
                 lengthsAt += 1
                 if value != "0" { bodiless = false }
-            case "host", "x-forwarded-proto", "x-forwarded-host": continue
-            case "expect" where dropExpect: continue
-            case "x-forwarded-for": forwardedFor = forwardedFor.map { $0 + ", " + value } ?? value
-            default:
+            case .replacedByTheProxy: continue
+            case .expect where dropExpect: continue
+            case .forwardedFor: forwardedFor = forwardedFor.map { $0 + ", " + value } ?? value
+            case .expect, .other:
                 if HopByHop.isFixed(lower) || (!named.isEmpty && named.contains(lower)) || lower == replaced { continue }
                 fields.append((lower, value))
             }
@@ -739,7 +767,7 @@ final class Exchange {
             pending.removeAll()
         }
         connection.handler.flush()
-        headDeadline = .now() + shared.options.upstreamTimeout.timeAmount
+        headDeadline = .now() + shared.upstreamTimeout
         handler.watchHead(until: headDeadline!)
         connection.handler.resumeReading()
         handler.resumeClientReads()

@@ -99,4 +99,18 @@ import Testing
             #expect(picked.map { [$0.name, $0.value] } == expectedPicked, "round \(round): \(fields)")
         }
     }
+
+    @Test func theRequestFieldsTheProxyTreatsApartAreFoundByTheirWholeName() {
+        let expected: [String: ProxyHandler.RequestField] = [
+            "host": .replacedByTheProxy, "x-forwarded-host": .replacedByTheProxy, "x-forwarded-proto": .replacedByTheProxy,
+            "transfer-encoding": .transferEncoding, "content-length": .contentLength, "expect": .expect,
+            "x-forwarded-for": .forwardedFor,
+        ]
+        for (name, field) in expected { #expect(ProxyHandler.requestField(name) == field, "\(name)") }
+        for name in ["hosts", "hos", "expects", "content-lengths", "x-forwarded-fox", "transfer-encodinG".lowercased() + "x", "", "te",
+            "x-forwarded-prot0", "content-type", "accept", "x-forwarded-hosT".lowercased() + "s"]
+        {
+            #expect(ProxyHandler.requestField(name) == .other, "\(name)")
+        }
+    }
 }
