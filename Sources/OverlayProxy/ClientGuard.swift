@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOHPACK
 import NIOHTTP2
 import OverlayCore
+import OverlayDecisions
 import OverlayRuntime
 
 /// The proxy's limits against clients that hold connections without using them (README "Proxy
@@ -91,13 +92,26 @@ final class ClientGuard: ChannelInboundHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         switch part {
         case .head(let head):
-            let length = head.headers.first(name: "content-length").flatMap { Int64($0) }
+            // One pass over the fields for the three it reads (the first Content-Length).
+            var length: Int64?
+            var seenLength = false
+            var chunked = false
+            var upgrade = false
+            for (name, value) in head.headers {
+                switch name.utf8.count {
+                case 7: upgrade = upgrade || ASCIICase.equals(name, lowercased: "upgrade")
+                case 14 where !seenLength && ASCIICase.equals(name, lowercased: "content-length"):
+                    seenLength = true
+                    length = Int64(value)
+                case 17: chunked = chunked || ASCIICase.equals(name, lowercased: "transfer-encoding")
+                default: break
+                }
+            }
             if let length, length > limits.maxRequestBodyBytes {
                 refuse(context, status: .payloadTooLarge, reason: "body_too_large")
                 return
             }
-            let chunked = head.headers.contains(name: "transfer-encoding")
-            readAhead = !head.headers.contains(name: "upgrade")
+            readAhead = !upgrade
             bodyBytes = 0
             deadlines.head(hasBody: chunked || (length ?? 0) > 0, now: now(context))
         case .body(let chunk):
