@@ -512,7 +512,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     // MARK: - Decisions
 
     static func headerList(_ headers: HTTPHeaders) -> HeaderList {
-        headers.map { (name: $0.name.lowercased(), value: $0.value) }
+        // Field names are ASCII tokens (NIO's decoder takes no other): ASCII case folding, without
+        // the Unicode tables of `String.lowercased()`, and the name itself when already lower-case.
+        headers.map { (name: ASCIICase.lowercased($0.name), value: $0.value) }
     }
 
     /// An HTTP/1.1 request announcing `Expect: 100-continue` (RFC 9110 §10.1.1): its client waits
