@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ class FakeControlPlane:
         self.requests: list[Seen] = []
         self.release = threading.Event()
         self.arrived = threading.Condition(self.lock)
+        # The connections being served: close() ends them too, as a control plane that goes away
+        # does (a kept-alive connection's handler thread would otherwise go on answering).
+        self.connections: set[socket.socket] = set()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -38,6 +42,18 @@ class FakeControlPlane:
 
             def log_message(self, *args):  # quiet
                 pass
+
+            def setup(self):
+                super().setup()
+                with outer.lock:
+                    outer.connections.add(self.connection)
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with outer.lock:
+                        outer.connections.discard(self.connection)
 
             def do_GET(self):
                 with outer.lock:
@@ -132,3 +148,10 @@ class FakeControlPlane:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            serving = list(self.connections)
+        for connection in serving:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its client
