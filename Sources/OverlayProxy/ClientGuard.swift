@@ -36,8 +36,9 @@ final class ClientLimits: Sendable {
 }
 
 /// Enforces ``ClientDeadlines`` and the request body limit on an HTTP/1.1 client connection.
-/// Sits right after NIO's request decoder: it sees every request part as decoded and every
-/// response part before the encoder. One timer per connection, moved only when a deadline comes
+/// Sits right after NIO's request decoder: it sees every request part as decoded, and the proxy's
+/// handler tells it of each response head and end as it writes them (``responseHead(status:)``,
+/// ``responseEnd()``). One timer per connection, moved only when a deadline comes
 /// earlier than the one it waits for. A 408 is written here (straight to the encoder) only when no
 /// response is owed; otherwise the connection is just closed. Removed with the HTTP handlers when
 /// the connection becomes a tunnel.
@@ -180,6 +181,7 @@ final class ClientGuard: ChannelInboundHandler, RemovableChannelHandler {
         arm(context)
     }
 
+    /// Keeps one timer at the deadline (moved only when the deadline comes earlier).
     private func arm(_ context: ChannelHandlerContext) {
         guard let deadline = deadlines.deadline, deadline < timerAt else { return }
         timer?.cancel()
