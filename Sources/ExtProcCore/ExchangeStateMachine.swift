@@ -237,7 +237,7 @@ public struct ExchangeStateMachine: Sendable {
             // FULL_DUPLEX_STREAMED: the body ends with the trailers; what the rewrite still holds
             // (a partial tag, a collected body) goes out first, as a last streamed chunk, then the
             // trailers answer (§1.3: body responses, then the trailers response).
-            if Self.answersStreamed(responseBodyMode), let rest = exchange.responseBody(EmptyCollection(), end: true), !rest.isEmpty {
+            if Self.answersStreamed(responseBodyMode), let rest = exchange.responseBodyEnded(), !rest.isEmpty {
                 var trailers = ProcessingResponse()
                 trailers.responseTrailers = .init()
                 return .respondStreamed(Self.streamedEcho(Data(rest), endOfStream: false, request: false) + [trailers])

@@ -529,13 +529,18 @@ public final class ResultStore: OverlayResultLookup, Sendable {
             var head = 0
         }
 
-        private let state = Locked(State())
+        private let state: Locked<State>
         private let capacity: Int
         private let ttl: Duration
 
         init(capacity: Int, ttl: Duration) {
             self.capacity = max(1, capacity)
             self.ttl = ttl
+            // Room for the whole shard from the start (it holds one over the capacity for a moment):
+            // the dictionary is not rehashed, all of it at once under the lock, as the store fills.
+            var state = State()
+            state.entries.reserveCapacity(self.capacity + 1)
+            self.state = Locked(state)
         }
 
         func put(_ view: OverlayResultView) {

@@ -312,6 +312,17 @@ public struct OverlayExchange: Sendable {
         return out
     }
 
+    /// The response body has ended (after its last chunk was given to ``responseBody(_:end:)`` or
+    /// ``responseBodySplitting(_:end:)`` with `end` false): the bytes still to send, or nil.
+    /// Specialised here, where the empty chunk's type is known (a generic call from another module
+    /// runs the rewrite unspecialised).
+    public mutating func responseBodyEnded() -> [UInt8]? {
+        guard rewrite != nil else { return nil }
+        let out = rewrite!.rewrite(EmptyCollection<UInt8>(), endOfStream: true)
+        noteOutcome()
+        return out
+    }
+
     /// The last chunk of the response body the transport hands over, while the body may go on
     /// without it (``ResponseRewrite/rewriteLast(_:)``): the bytes to send instead, or nil.
     public mutating func responseBodyLast(_ chunk: some Collection<UInt8>) -> [UInt8]? {

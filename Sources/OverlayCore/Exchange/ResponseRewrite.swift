@@ -156,6 +156,9 @@ public struct ResponseRewrite: Sendable {
         switch kind {
         case .passing:
             return nil
+        case .html(let decided) where decided.injected || decided.outcome == .alreadyPresent:
+            // Decided: the injector passes every later byte unchanged and holds none back.
+            return nil
         case .html(var injector):
             kind = .passing  // drop the enum's copy, so `injector` is uniquely referenced (no copy on write)
             let before = injector.injected || injector.outcome == .alreadyPresent
