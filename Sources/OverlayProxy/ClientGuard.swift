@@ -135,15 +135,14 @@ final class ClientGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Keeps the socket's read interest while the one request read waits for its response.
     ///
-    /// NIO's pipelining handler (after this one) holds every read while a response is owed, so the
-    /// event loop takes the socket out of epoll after each request and puts it back after each
+    /// The proxy's handler holds every read while a response is owed (``RequestSequencer``), so the
+    /// event loop would take the socket out of epoll after each request and put it back after each
     /// response: two `epoll_ctl` calls per request on a keep-alive connection. Asking for the next
     /// read here, before that handler can hold it, leaves the socket registered; nothing is read
-    /// unless the client sends. What a client pipelines behind the request is still held by that
+    /// unless the client sends. What a client pipelines behind the request is still queued by that
     /// handler: its head makes two requests outstanding, and from then on reads wait again for the
-    /// first response's end (one read's worth is buffered, as before). Not while a request body is
-    /// read (the proxy's back-pressure toward the upstream decides those reads) nor after an
-    /// upgrade request.
+    /// first response's end (one read's worth is queued). Not while a request body is read (the
+    /// proxy's back-pressure toward the upstream decides those reads) nor after an upgrade request.
     func channelReadComplete(context: ChannelHandlerContext) {
         if readAhead, !refusing, deadlines.outstanding == 1, deadlines.phase == .awaitingResponse {
             context.read()

@@ -97,8 +97,8 @@ final class H2CSniffer: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// Client connections allow half-closure (so that HTTP/1's pipelining handler can finish the
-/// response in flight); where nothing else reacts to the client's FIN (before the protocol is
+/// Client connections allow half-closure (so that HTTP/1's proxy handler can finish the
+/// responses owed, ``RequestSequencer``); where nothing else reacts to the client's FIN (before the protocol is
 /// known, and on an HTTP/2 connection, whose streams are reset by the close), it closes the
 /// connection.
 final class CloseOnInputClosed: ChannelInboundHandler, RemovableChannelHandler {

@@ -99,6 +99,19 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// this handler writes.
     private let clientGuard: ClientGuard?
 
+    /// What the client sends, in the order the connection produced it (queued while a response is
+    /// owed: see ``RequestSequencer``).
+    private enum Inbound {
+        case part(HTTPServerRequestPart)
+        case malformed(any Error)
+        case halfClose
+    }
+
+    /// HTTP/1.1's pipelining and shutdown rules (nil on an HTTP/2 stream: one request per stream).
+    private var sequencer: RequestSequencer<Inbound>?
+    /// The queue is being released (a response written meanwhile does not release it again).
+    private var releasing = false
+
     init(
         shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?,
         clientGuard: ClientGuard? = nil
@@ -107,11 +120,20 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         self.codecHandlers = codecHandlers
         self.decoder = decoder
         self.clientGuard = clientGuard
+        if decoder != nil { sequencer = RequestSequencer() }
     }
 
-    /// Writes a response head, reported to the guard first.
+    /// Writes a response head, reported to the guard first. During a shutdown the response says
+    /// that the connection closes after it.
     private func writeResponseHead(_ head: HTTPResponseHead, flush: Bool = false) {
         clientGuard?.responseHead(status: Int(head.status.code))
+        if sequencer?.closesAfterResponse == true, head.status.code >= 200, head.isKeepAlive {
+            var head = head
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            if flush { context.flush() }
+            return
+        }
         if flush {
             context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         } else {
@@ -168,16 +190,75 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         headTimer?.cancel()
         headTimer = nil
         self.context = nil
+        // Removed for a tunnel: the read held while the upgrade's response was owed is the
+        // tunnel's first, and a shutdown under way is the tunnel's to carry out.
+        if let (read, quiesce) = sequencer?.removed(), context.channel.isActive {
+            if quiesce { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+            if read { context.read() }
+        }
     }
 
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard sequencer != nil else {
+            handle(part)
+            return
+        }
+        let kind: RequestSequencer<Inbound>.Kind
+        switch part {
+        case .head: kind = .head
+        case .body: kind = .body
+        case .end: kind = .end
+        }
+        dispatch(.part(part), sequencer!.receive(.part(part), kind: kind))
+    }
+
+    /// Carries out the sequencer's disposition of a client event.
+    private func dispatch(_ event: Inbound, _ disposition: RequestSequencer<Inbound>.Disposition) {
+        switch disposition {
+        case .hold:
+            return
+        case .deliver:
+            deliver(event)
+        case .deliverThenClose:
+            deliver(event)
+            context?.close(promise: nil)
+        }
+    }
+
+    private func deliver(_ event: Inbound) {
+        switch event {
+        case .part(let part): handle(part)
+        case .malformed(let error): failed(error)
+        case .halfClose: inputClosed()
+        }
+    }
+
+    /// A response's end has been written: what the client sent meanwhile is handed on, up to the
+    /// next request whose response is owed, and a read held meanwhile goes on.
+    private func releaseQueued() {
+        guard sequencer != nil, !releasing else { return }
+        releasing = true
+        defer { releasing = false }
+        var deliveredParts = false
+        while self.context != nil, let (event, disposition) = sequencer!.nextQueued() {
+            if case .part = event { deliveredParts = true }
+            dispatch(event, disposition)
+        }
+        guard let context = self.context else { return }
+        // As after a read from the socket: the upstream writes of a request delivered here go out.
+        if deliveredParts { channelReadComplete(context: context) }
+        if sequencer!.takeHeldRead() { context.read() }
+    }
+
+    /// One part of a request, in turn.
+    private func handle(_ part: HTTPServerRequestPart) {
         // A response that closes the connection has been written: whatever the client pipelined
-        // after that request is never served (the pipelining handler releases it as the response
-        // ends, before the close completes).
+        // after that request is never served.
         if responseClosing { return }
-        switch unwrapInboundIn(data) {
+        switch part {
         case .head(let head):
             begin(head)
         case .body(let chunk):
@@ -238,36 +319,62 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, case .inputClosed = event {
-            switch mode {
-            case .tunnel:
-                break  // the tunnel passes the half-close on
-            case .proxying(let exchange) where !exchange.responseFinished:
-                // Like nginx: a client that stops sending while its request is in flight has aborted.
-                shared.metrics.clientAborts.increment()
-                exchange.abort()
-                mode = .idle
-                context.close(promise: nil)
-                return
-            default:
-                // Nothing in flight: the client closed a keep-alive connection. Close our side now
-                // (once the last response is written), not at --keepalive-timeout: the socket would
-                // sit in CLOSE_WAIT, counted against the connection caps.
-                if responsesUnwritten == 0 {
-                    context.close(promise: nil)
-                } else {
-                    closeWhenWritten = true
-                }
-                return
+        if let event = event as? ChannelEvent, case .inputClosed = event, !isTunnel {
+            if sequencer != nil {
+                dispatch(.halfClose, sequencer!.receive(.halfClose, kind: .halfClose))
+            } else {
+                inputClosed()
             }
+            return
+        }
+        if sequencer != nil, event is ChannelShouldQuiesceEvent {
+            // Shutdown: an idle connection closes now; else after the response in flight.
+            if sequencer!.quiesce() { context.close(promise: nil) }
+            return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    private var isTunnel: Bool {
+        if case .tunnel = mode { return true }
+        return false
+    }
+
+    /// The client's half-close, in turn (the tunnel passes it on itself).
+    private func inputClosed() {
+        switch mode {
+        case .proxying(let exchange) where !exchange.responseFinished:
+            // Like nginx: a client that stops sending while its request is in flight has aborted.
+            shared.metrics.clientAborts.increment()
+            exchange.abort()
+            mode = .idle
+            context?.close(promise: nil)
+        default:
+            // Nothing in flight: the client closed a keep-alive connection. Close our side now
+            // (once the last response is written), not at --keepalive-timeout: the socket would
+            // sit in CLOSE_WAIT, counted against the connection caps.
+            if responsesUnwritten == 0 {
+                context?.close(promise: nil)
+            } else {
+                closeWhenWritten = true
+            }
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if sequencer != nil, error is HTTPParserError {
+            // A malformed request: answered in turn, after the responses owed before it.
+            dispatch(.malformed(error), sequencer!.receive(.malformed(error), kind: .malformed))
+            return
+        }
+        failed(error)
+    }
+
+    /// An error of the client connection, in turn.
+    private func failed(_ error: any Error) {
+        guard let context else { return }
         if error is HTTPParserError, !responseOpen {
-            // A malformed request (NIO's decoder; the pipelining handler delivers the error after
-            // the responses owed before it): 400, and the connection closes.
+            // A malformed request (NIO's decoder): 400, and the connection closes.
             responseOpen = true
             let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
             writeResponseHead(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))
@@ -281,19 +388,25 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         context.close(promise: nil)
     }
 
-    /// Reads from the client are held while a forwarded body cannot be taken by the upstream.
+    /// Reads from the client are held while a forwarded body cannot be taken by the upstream, and
+    /// (HTTP/1.1) while a request read to its end waits for its response.
     func read(context: ChannelHandlerContext) {
         if case .proxying(let exchange) = mode, !exchange.requestFinished, !exchange.upstreamTakesBody {
             clientReadHeld = true
         } else {
-            context.read()
+            readOn()
         }
+    }
+
+    private func readOn() {
+        if sequencer != nil, !sequencer!.read() { return }
+        context.read()
     }
 
     fileprivate func resumeClientReads() {
         guard clientReadHeld else { return }
         clientReadHeld = false
-        context.read()
+        readOn()
     }
 
     private func begin(_ head: HTTPRequestHead) {
@@ -413,9 +526,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
     }
 
-    fileprivate func writeEnd(close: Bool) {
+    fileprivate func writeEnd(close requested: Bool) {
         clientUnflushed = false
         responseOpen = false
+        // A shutdown's last response also closes the connection once written.
+        let close = (sequencer?.responseEnded() ?? false) || requested
+        defer { if !close { releaseQueued() } }
         if close {
             responseClosing = true
             let channel = context.channel
@@ -922,7 +1038,7 @@ final class Exchange {
 
     private func responseEnd() {
         if core.rewrite != nil {
-            if let tail = core.responseBody(EmptyCollection<UInt8>(), end: true), !tail.isEmpty {
+            if let tail = core.responseBodyEnded(), !tail.isEmpty {
                 handler.writeBody(tail)
             }
         }

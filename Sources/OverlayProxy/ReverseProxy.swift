@@ -181,9 +181,10 @@ public final class ReverseProxy: Service, Sendable {
         try sync.context(handlerType: NIOHTTP2Handler.self).fireChannelActive()
     }
 
-    /// HTTP/1.1: NIO's server codec with pipelining assistance, then ``ProxyHandler`` (which
-    /// answers a malformed request with 400 itself: NIO's protocol error handler would be one more
-    /// handler every response part passes through).
+    /// HTTP/1.1: NIO's request decoder and response encoder, the ``ClientGuard``, then
+    /// ``ProxyHandler``, which serves pipelined requests in turn and finishes the one in flight at
+    /// shutdown (``RequestSequencer``), and answers a malformed request with 400 itself: NIO's
+    /// pipelining and protocol error handlers would each be one more handler every part passes.
     private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared, guard clientGuard: ClientGuard) throws {
         let sync = channel.pipeline.syncOperations
         // An upgrade configuration with no upgraders: the request decoder then keeps the bytes
@@ -194,7 +195,9 @@ public final class ReverseProxy: Service, Sendable {
         decoderLimits.maxHeaderListSize = shared.options.maxRequestHeadBytes
         decoderLimits.maxHeaderFieldSize = shared.options.maxRequestHeadBytes
         try sync.configureHTTPServerPipeline(
-            withPipeliningAssistance: true,
+            // Pipelining (one request at a time, in order) and shutdown are the proxy's handler's
+            // own (``RequestSequencer``): NIO's pipelining handler was one more hop for every part.
+            withPipeliningAssistance: false,
             withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
             withErrorHandling: false,
             withOutboundHeaderValidation: false,
@@ -205,7 +208,6 @@ public final class ReverseProxy: Service, Sendable {
         var codecHandlers: [any RemovableChannelHandler] = [
             clientGuard,
             try sync.handler(type: HTTPResponseEncoder.self),
-            try sync.handler(type: HTTPServerPipelineHandler.self),
         ]
         if let upgrader = try? sync.handler(type: HTTPServerUpgradeHandler.self) { codecHandlers.append(upgrader) }
         try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: codecHandlers, decoder: decoder, clientGuard: clientGuard))

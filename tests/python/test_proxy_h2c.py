@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +21,7 @@ import h2.events
 import hyperframe.frame
 import pytest
 
-from overlayd_proc import overlayd_bin, running_proxy
+from overlayd_proc import overlayd_bin, proxy_process, running_proxy
 
 CONFIG = """\
 apiVersion: orchestrator.io/v1
@@ -280,6 +281,75 @@ def test_shutdown_does_not_wait_for_idle_connections(tmp_path):
     finally:
         for sock in held:
             sock.close()
+        upstream.shutdown()
+
+
+class HoldingUpstream(http.server.BaseHTTPRequestHandler):
+    """Answers `/slow` once told to (`release`), every other path at once; records the paths."""
+    protocol_version = "HTTP/1.1"
+    arrived = threading.Event()
+    release = threading.Event()
+    paths: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        HoldingUpstream.paths.append(self.path)
+        if self.path == "/slow":
+            HoldingUpstream.arrived.set()
+            HoldingUpstream.release.wait(30)
+        body = f"answer to {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_shutdown_finishes_the_http1_request_in_flight_then_closes(tmp_path):
+    """SIGTERM while an HTTP/1.1 request waits for the upstream, with a second request pipelined
+    behind it: the first gets its whole response, which says `Connection: close`; then the
+    connection closes, the second is never sent to the upstream, and the proxy exits 0. (One
+    event loop, so that the shutdown reaches both client connections in one pass: an idle
+    keep-alive connection closing says it has reached the busy one too.)"""
+    config = tmp_path / "overlay.yaml"
+    config.write_text(CONFIG)
+    HoldingUpstream.arrived = threading.Event()
+    HoldingUpstream.release = threading.Event()
+    HoldingUpstream.paths = []
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HoldingUpstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    idle = busy = None
+    try:
+        with proxy_process(f"http://127.0.0.1:{upstream.server_address[1]}", config, "--threads", "1",
+                           stop_timeout=10) as proxy:
+            idle = socket.create_connection(("127.0.0.1", proxy.port), timeout=15)
+            idle.sendall(b"GET /first HTTP/1.1\r\nHost: other.example\r\n\r\n")
+            got = b""
+            while not got.endswith(b"answer to /first"):
+                got += idle.recv(65536)
+            busy = socket.create_connection(("127.0.0.1", proxy.port), timeout=15)
+            busy.sendall(b"GET /slow HTTP/1.1\r\nHost: other.example\r\n\r\n"
+                         b"GET /second HTTP/1.1\r\nHost: other.example\r\n\r\n")
+            assert HoldingUpstream.arrived.wait(10)
+            proxy.proc.send_signal(signal.SIGTERM)
+            assert idle.recv(65536) == b""  # the idle connection is closed at once
+            HoldingUpstream.release.set()
+            received = b""
+            while chunk := busy.recv(65536):
+                received += chunk
+            head, body = received.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"connection: close" in head.lower()
+            assert body == b"answer to /slow"  # whole, and nothing after it: the second is not served
+        assert HoldingUpstream.paths == ["/first", "/slow"]
+    finally:
+        HoldingUpstream.release.set()
+        for sock in (idle, busy):
+            if sock:
+                sock.close()
         upstream.shutdown()
 
 
