@@ -856,17 +856,20 @@ public struct HTMLInjector: Sendable {
                     j += 1
                 }
             case .attrName:
-                if b == A.eq || isNameEnd(b) {
-                    if attrNameIsMarker { tagHasMarker = true }
-                    if b == A.eq {
-                        s = .beforeAttrValue
-                        j += 1
-                    } else {
-                        s = .afterAttrName  // the byte is seen again there
-                    }
-                } else {
-                    attrName.append(b)
+                // The rest of the name in one run (not a dispatch per byte).
+                var c = b
+                while c != A.eq && !isNameEnd(c) {
+                    attrName.append(c)
                     j += 1
+                    if j == count { break scan }
+                    c = chunk[j]
+                }
+                if attrNameIsMarker { tagHasMarker = true }
+                if c == A.eq {
+                    s = .beforeAttrValue
+                    j += 1
+                } else {
+                    s = .afterAttrName  // the byte is seen again there
                 }
             case .beforeAttrValue:
                 if b == A.gt { break scan }
@@ -886,8 +889,14 @@ public struct HTMLInjector: Sendable {
                     j += 1
                 }
             case .attrValueUnquoted:
-                if b == A.gt { break scan }
-                if isSpace(b) { s = .beforeAttrName }
+                var c = b
+                while c != A.gt && !isSpace(c) {
+                    j += 1
+                    if j == count { break scan }
+                    c = chunk[j]
+                }
+                if c == A.gt { break scan }
+                s = .beforeAttrName
                 j += 1
             case .afterAttrValueQuoted:
                 if b == A.slash || b == A.gt { break scan }
