@@ -39,7 +39,7 @@ final class ClientLimits: Sendable {
 /// Sits right after NIO's request decoder: it sees every request part as decoded, and the proxy's
 /// handler tells it of each response head and end as it writes them (``responseHead(status:)``,
 /// ``responseEnd()``). One timer per connection, moved only when a deadline comes
-/// earlier than the one it waits for. A 408 is written here (straight to the encoder) only when no
+/// earlier than the one it waits for. A 408 is written here (straight toward the socket) only when no
 /// response is owed; otherwise the connection is just closed. Removed with the HTTP handlers when
 /// the connection becomes a tunnel.
 final class ClientGuard: ChannelInboundHandler, RemovableChannelHandler {
@@ -215,8 +215,8 @@ final class ClientGuard: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// Answers `status` with `Connection: close` (straight to the encoder: the request is not
-    /// passed on) and closes; everything read after it is dropped.
+    /// Answers `status` with `Connection: close` (as bytes, straight toward the socket: the request
+    /// is not passed on) and closes; everything read after it is dropped.
     private func refuse(_ context: ChannelHandlerContext, status: HTTPResponseStatus, reason: String) {
         limits.count(reason)
         refusing = true
@@ -227,10 +227,9 @@ final class ClientGuard: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        let headers = HTTPHeaders([("content-length", "0"), ("connection", "close")])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        let response = ResponseFramer.closingResponse(status: status, allocator: channel.allocator)
+        context.writeAndFlush(NIOAny(IOData.byteBuffer(response))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 

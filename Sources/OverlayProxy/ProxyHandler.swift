@@ -120,17 +120,33 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         self.codecHandlers = codecHandlers
         self.decoder = decoder
         self.clientGuard = clientGuard
-        if decoder != nil { sequencer = RequestSequencer() }
+        if decoder != nil {
+            sequencer = RequestSequencer()
+            framer = ResponseFramer()
+        }
+    }
+
+    /// HTTP/1.1: responses are written as bytes, framed here (nil on an HTTP/2 stream, whose codec
+    /// takes response parts).
+    private var framer: ResponseFramer?
+    /// The method of the request being answered (a response to HEAD has no body).
+    private var requestMethod = HTTPMethod.GET
+
+    /// Writes bytes straight toward the socket (HTTP/1.1: no encoder follows this handler).
+    private func writeBytes(_ buffer: ByteBuffer) {
+        context.write(NIOAny(IOData.byteBuffer(buffer)), promise: nil)
     }
 
     /// Writes a response head, reported to the guard first. During a shutdown the response says
     /// that the connection closes after it.
     private func writeResponseHead(_ head: HTTPResponseHead, flush: Bool = false) {
         clientGuard?.responseHead(status: Int(head.status.code))
-        if sequencer?.closesAfterResponse == true, head.status.code >= 200, head.isKeepAlive {
+        if framer != nil {
             var head = head
-            head.headers.replaceOrAdd(name: "connection", value: "close")
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            if sequencer!.closesAfterResponse, head.status.code >= 200, head.isKeepAlive {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+            }
+            writeBytes(framer!.head(head, method: requestMethod, allocator: context.channel.allocator))
             if flush { context.flush() }
             return
         }
@@ -141,9 +157,15 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         }
     }
 
-    /// Writes and flushes a response's end, reported to the guard first.
+    /// Writes and flushes a response's end, reported to the guard first; the future completes once
+    /// it is written.
     private func writeResponseEnd() -> EventLoopFuture<Void> {
         clientGuard?.responseEnd()
+        if framer != nil {
+            let allocator = context.channel.allocator
+            let end = framer!.end(allocator: allocator) ?? allocator.buffer(capacity: 0)
+            return context.writeAndFlush(NIOAny(IOData.byteBuffer(end)))
+        }
         return context.writeAndFlush(wrapOutboundOut(.end(nil)))
     }
 
@@ -353,7 +375,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             // Nothing in flight: the client closed a keep-alive connection. Close our side now
             // (once the last response is written), not at --keepalive-timeout: the socket would
             // sit in CLOSE_WAIT, counted against the connection caps.
-            if responsesUnwritten == 0 {
+            if framer != nil, let context {
+                // HTTP/1.1: an empty write completes after every write before it.
+                let channel = context.channel
+                context.writeAndFlush(NIOAny(IOData.byteBuffer(channel.allocator.buffer(capacity: 0)))).whenComplete { _ in
+                    channel.close(promise: nil)
+                }
+            } else if responsesUnwritten == 0 {
                 context?.close(promise: nil)
             } else {
                 closeWhenWritten = true
@@ -376,6 +404,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         if error is HTTPParserError, !responseOpen {
             // A malformed request (NIO's decoder): 400, and the connection closes.
             responseOpen = true
+            requestMethod = .GET
             let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
             writeResponseHead(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))
             _ = writeResponseEnd()
@@ -410,6 +439,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 
     private func begin(_ head: HTTPRequestHead) {
+        requestMethod = head.method
         closeAfterResponse = !head.isKeepAlive
         let authority: String
         let target: String
@@ -518,12 +548,22 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     fileprivate func writeBody(_ buffer: ByteBuffer) {
         clientUnflushed = true
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        guard framer != nil else {
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            return
+        }
+        guard let (sizeLine, part) = framer!.body(buffer, allocator: context.channel.allocator) else { return }
+        if let sizeLine { writeBytes(sizeLine) }
+        writeBytes(part)
     }
 
     fileprivate func writeBody(_ bytes: [UInt8]) {
         clientUnflushed = true
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        guard framer != nil else {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+            return
+        }
+        if let framed = framer!.bodyBytes(bytes, allocator: context.channel.allocator) { writeBytes(framed) }
     }
 
     fileprivate func writeEnd(close requested: Bool) {
@@ -536,6 +576,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             responseClosing = true
             let channel = context.channel
             writeResponseEnd().whenComplete { _ in channel.close(promise: nil) }
+        } else if framer != nil {
+            // No promise per response: a half-close between requests waits for the writes itself.
+            clientGuard?.responseEnd()
+            if let end = framer!.end(allocator: context.channel.allocator) { writeBytes(end) }
+            context.flush()
         } else {
             responsesUnwritten += 1
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)

@@ -181,35 +181,25 @@ public final class ReverseProxy: Service, Sendable {
         try sync.context(handlerType: NIOHTTP2Handler.self).fireChannelActive()
     }
 
-    /// HTTP/1.1: NIO's request decoder and response encoder, the ``ClientGuard``, then
-    /// ``ProxyHandler``, which serves pipelined requests in turn and finishes the one in flight at
-    /// shutdown (``RequestSequencer``), and answers a malformed request with 400 itself: NIO's
-    /// pipelining and protocol error handlers would each be one more handler every part passes.
+    /// HTTP/1.1: NIO's request decoder, the ``ClientGuard``, then ``ProxyHandler``, which serves
+    /// pipelined requests in turn and finishes the one in flight at shutdown (``RequestSequencer``),
+    /// writes its responses as bytes (``ResponseFramer``) and answers a malformed request with 400
+    /// itself: NIO's pipelining handler, response encoder and protocol error handler would each be
+    /// one more handler that every part passes.
     private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared, guard clientGuard: ClientGuard) throws {
         let sync = channel.pipeline.syncOperations
-        // An upgrade configuration with no upgraders: the request decoder then keeps the bytes
-        // after an `Upgrade` request for the tunnel (the proxy does the upgrade itself).
+        // The request decoder keeps the bytes after an `Upgrade` request for the tunnel (the proxy
+        // does the upgrade itself).
         // The head limit is NIO's decoder's (the request line and the fields, and any one field):
         // past it the decoder fails with `headerOverflow`, which the guard answers with 431.
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = shared.options.maxRequestHeadBytes
         decoderLimits.maxHeaderFieldSize = shared.options.maxRequestHeadBytes
-        try sync.configureHTTPServerPipeline(
-            // Pipelining (one request at a time, in order) and shutdown are the proxy's handler's
-            // own (``RequestSequencer``): NIO's pipelining handler was one more hop for every part.
-            withPipeliningAssistance: false,
-            withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
-            withErrorHandling: false,
-            withOutboundHeaderValidation: false,
-            withEncoderConfiguration: .init(),
-            withDecoderLimitConfiguration: decoderLimits)
-        let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-        try sync.addHandler(clientGuard, position: .after(decoder))
-        var codecHandlers: [any RemovableChannelHandler] = [
-            clientGuard,
-            try sync.handler(type: HTTPResponseEncoder.self),
-        ]
-        if let upgrader = try? sync.handler(type: HTTPServerUpgradeHandler.self) { codecHandlers.append(upgrader) }
+        let decoder = ByteToMessageHandler(
+            HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits))
+        // No response encoder: the proxy's handler writes its responses as bytes (ResponseFramer).
+        try sync.addHandlers([decoder, clientGuard])
+        let codecHandlers: [any RemovableChannelHandler] = [clientGuard]
         try sync.addHandler(ProxyHandler(shared: shared, codecHandlers: codecHandlers, decoder: decoder, clientGuard: clientGuard))
     }
 

@@ -1,0 +1,165 @@
+import NIOCore
+import NIOHTTP1
+import OverlayDecisions
+
+/// An HTTP/1.1 client connection's responses as bytes: the head's block and the body's framing,
+/// written by the proxy's handler straight to the socket's end of the pipeline. NIO's response
+/// encoder, which did this before, was one more pipeline hop (with a cast of the part) for every
+/// response part, built each head field by field through `ByteBuffer`'s checked writes, and wrote
+/// every chunk of a chunked body as three buffers.
+///
+/// The framing rules are that encoder's (RFC 9112 §6):
+/// - no body after a 1xx, 204 or 304, nor in answer to `CONNECT`: `Content-Length` and
+///   `Transfer-Encoding` are dropped from the head;
+/// - otherwise a head with `Content-Length` keeps it (and loses any `Transfer-Encoding`); one
+///   without gets `Transfer-Encoding: chunked` on HTTP/1.1 (replacing any other coding), and
+///   nothing on HTTP/1.0 (the close ends the body);
+/// - a response to `HEAD` keeps its head as it would be for `GET`, and no body bytes are written;
+/// - a 1xx other than 101 is not the response: the framing of the one that follows it is decided
+///   by that one.
+///
+/// A chunk's closing CRLF goes out with what follows it (the next chunk's size line, or the last
+/// chunk), so a chunk costs one small buffer besides its data.
+struct ResponseFramer {
+    /// The body of the response in progress is chunked.
+    private(set) var chunked = false
+    /// The response in progress has no body (HEAD): body bytes are dropped.
+    private(set) var suppressesBody = false
+    /// A chunk's data was written: its CRLF is owed.
+    private var chunkOpen = false
+
+    /// The head's bytes (status line, fields with the framing applied, blank line), and the body's
+    /// framing from here on; `method` is the request's.
+    mutating func head(_ head: HTTPResponseHead, method: HTTPMethod, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let code = Int(head.status.code)
+        let informational = code >= 100 && code < 200 && code != 101
+        let mayHaveBody = !(code >= 100 && code < 200) && code != 204 && code != 304
+        let hasBody = mayHaveBody && method != .CONNECT
+        // One look for the two framing fields.
+        var hasLength = false
+        var hasCoding = false
+        for (name, _) in head.headers {
+            switch name.utf8.count {
+            case 14: hasLength = hasLength || ASCIICase.equals(name, lowercased: "content-length")
+            case 17: hasCoding = hasCoding || ASCIICase.equals(name, lowercased: "transfer-encoding")
+            default: break
+            }
+        }
+        let addChunked = hasBody && !hasLength && head.version.major == 1 && head.version.minor >= 1
+        let dropLength = hasLength && !hasBody
+        let dropCoding = hasCoding && (!hasBody || hasLength || addChunked)  // chunked is set again
+        if !informational {
+            suppressesBody = method == .HEAD || method == .CONNECT
+            chunked = addChunked && !suppressesBody
+            chunkOpen = false
+        }
+        return Self.serialize(head, dropLength: dropLength, dropCoding: dropCoding, addChunked: addChunked, allocator: allocator)
+    }
+
+    /// What to write for a body part: its chunk's size line (after the previous chunk's CRLF; nil
+    /// when the body is not chunked), then the part itself; nil when nothing is written (an empty
+    /// part, or a response without a body).
+    mutating func body(_ part: ByteBuffer, allocator: ByteBufferAllocator) -> (sizeLine: ByteBuffer?, part: ByteBuffer)? {
+        let count = part.readableBytes
+        guard !suppressesBody, count > 0 else { return nil }
+        guard chunked else { return (nil, part) }
+        var buffer = allocator.buffer(capacity: 20)
+        if chunkOpen { buffer.writeStaticString("\r\n") }
+        Self.writeHex(count, to: &buffer)
+        buffer.writeStaticString("\r\n")
+        chunkOpen = true
+        return (buffer, part)
+    }
+
+    /// A body part held in an array, framed, in one buffer; nil when nothing is to be written
+    /// (empty, or a response without a body).
+    mutating func bodyBytes(_ bytes: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard !suppressesBody, !bytes.isEmpty else { return nil }
+        guard chunked else { return allocator.buffer(bytes: bytes) }
+        var buffer = allocator.buffer(capacity: bytes.count + 20)
+        if chunkOpen { buffer.writeStaticString("\r\n") }
+        Self.writeHex(bytes.count, to: &buffer)
+        buffer.writeStaticString("\r\n")
+        buffer.writeBytes(bytes)
+        chunkOpen = true
+        return buffer
+    }
+
+    /// The response's end: the last chunk of a chunked body (after the previous chunk's CRLF); nil
+    /// when nothing is to be written.
+    mutating func end(allocator: ByteBufferAllocator) -> ByteBuffer? {
+        defer {
+            chunked = false
+            suppressesBody = false
+            chunkOpen = false
+        }
+        guard chunked else { return nil }
+        var buffer = allocator.buffer(capacity: 7)
+        if chunkOpen { buffer.writeStaticString("\r\n") }
+        buffer.writeStaticString("0\r\n\r\n")
+        return buffer
+    }
+
+    /// A whole response without a body, for answers written before (or instead of) the proxy's
+    /// handler: the status, `Content-Length: 0`, `Connection: close`.
+    static func closingResponse(status: HTTPResponseStatus, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let head = HTTPResponseHead(
+            version: .http1_1, status: status, headers: HTTPHeaders([("content-length", "0"), ("connection", "close")]))
+        return serialize(head, dropLength: false, dropCoding: false, addChunked: false, allocator: allocator)
+    }
+
+    /// The head's block in one buffer, sized once, each string copied as bytes.
+    static func serialize(
+        _ head: HTTPResponseHead, dropLength: Bool, dropCoding: Bool, addChunked: Bool, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let reason = head.status.reasonPhrase
+        let code = Int(head.status.code)
+        var size = 9 + 4 + reason.utf8.count + 2 + 2 + (addChunked ? 28 : 0)
+        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
+        var buffer = allocator.buffer(capacity: size)
+        switch (head.version.major, head.version.minor) {
+        case (1, 1): buffer.writeStaticString("HTTP/1.1 ")
+        case (1, 0): buffer.writeStaticString("HTTP/1.0 ")
+        default: buffer.writeString("HTTP/\(head.version.major).\(head.version.minor) ")
+        }
+        if code >= 100 && code <= 999 {
+            buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code / 100))
+            buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code / 10 % 10))
+            buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code % 10))
+        } else {
+            buffer.writeString(String(code))
+        }
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(reason)
+        buffer.writeStaticString("\r\n")
+        for (name, value) in head.headers {
+            if dropLength || dropCoding {
+                switch name.utf8.count {
+                case 14 where dropLength && ASCIICase.equals(name, lowercased: "content-length"): continue
+                case 17 where dropCoding && ASCIICase.equals(name, lowercased: "transfer-encoding"): continue
+                default: break
+                }
+            }
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
+        }
+        if addChunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+
+    /// `value` in lower-case hex digits, without leading zeros (a chunk's size).
+    private static func writeHex(_ value: Int, to buffer: inout ByteBuffer) {
+        let digits: StaticString = "0123456789abcdef"
+        var shift = (Int.bitWidth - value.leadingZeroBitCount + 3) / 4 * 4 - 4
+        if shift < 0 { shift = 0 }
+        digits.withUTF8Buffer { table in
+            while shift >= 0 {
+                buffer.writeInteger(table[(value >> shift) & 0xF])
+                shift -= 4
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import OverlayDecisions
+import Testing
+
+@testable import OverlayProxy
+
+/// The proxy writes HTTP/1.1 responses as bytes (``ResponseFramer``) instead of through NIO's
+/// response encoder: the bytes on the wire must be the encoder's, whatever the method, status,
+/// version, fields and body parts.
+@Suite struct ResponseFramerTests {
+    /// What NIO's server pipeline (request decoder and response encoder) writes for a request with
+    /// `method` answered by `informational` (if any), `head`, the body `parts` and the end.
+    static func encoderBytes(
+        method: HTTPMethod, informational: HTTPResponseHead?, head: HTTPResponseHead, parts: [ByteBuffer]
+    ) throws -> [UInt8] {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
+        try channel.writeInbound(ByteBuffer(string: "\(method.rawValue) /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+        while try channel.readInbound(as: HTTPServerRequestPart.self) != nil {}
+        if let informational { channel.write(HTTPServerResponsePart.head(informational), promise: nil) }
+        channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        // A body part after a response to HEAD fails its promise and writes nothing.
+        for part in parts { channel.write(HTTPServerResponsePart.body(.byteBuffer(part)), promise: nil) }
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        var out: [UInt8] = []
+        while let data = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let buffer) = data else { Issue.record("a file region"); continue }
+            out += buffer.readableBytesView
+        }
+        _ = try channel.finish()
+        return out
+    }
+
+    /// The same exchange as ``ProxyHandler`` writes it with a ``ResponseFramer``.
+    static func framerBytes(
+        method: HTTPMethod, informational: HTTPResponseHead?, head: HTTPResponseHead, parts: [ByteBuffer]
+    ) -> [UInt8] {
+        var framer = ResponseFramer()
+        let allocator = ByteBufferAllocator()
+        var out: [UInt8] = []
+        if let informational { out += framer.head(informational, method: method, allocator: allocator).readableBytesView }
+        out += framer.head(head, method: method, allocator: allocator).readableBytesView
+        for part in parts {
+            guard let (sizeLine, data) = framer.body(part, allocator: allocator) else { continue }
+            if let sizeLine { out += sizeLine.readableBytesView }
+            out += data.readableBytesView
+        }
+        if let end = framer.end(allocator: allocator) { out += end.readableBytesView }
+        return out
+    }
+
+    @Test func theBytesAreNIOsEncodersOnThousandsOfRandomResponses() throws {
+        var random = SplitMix64(seed: 0x5EED_F4A3)
+        func pick<T>(_ values: [T]) -> T { values[Int(random.next() % UInt64(values.count))] }
+        let methods: [HTTPMethod] = [.GET, .HEAD, .POST, .PUT, .DELETE, .OPTIONS]
+        let statuses: [HTTPResponseStatus] = [
+            .ok, .created, .noContent, .notModified, .notFound, .internalServerError, .switchingProtocols,
+            .partialContent, .custom(code: 299, reasonPhrase: "Weird"), .init(statusCode: 599), .movedPermanently,
+        ]
+        let fields: [(String, String)] = [
+            ("Content-Type", "text/html"), ("content-length", "5"), ("Content-Length", "12"), ("Transfer-Encoding", "gzip"),
+            ("transfer-encoding", "chunked"), ("Set-Cookie", "a=b; Path=/"), ("x-empty", ""), ("ETag", "\"v1\""),
+            ("connection", "close"), ("X-A-Rather-Long-Field-Name-Beyond-Sixteen", String(repeating: "v", count: 300)),
+        ]
+        for round in 0..<3000 {
+            let method = pick(methods)
+            var headers = HTTPHeaders()
+            for _ in 0..<Int(random.next() % 6) { headers.add(name: pick(fields).0, value: pick(fields).1) }
+            let head = HTTPResponseHead(version: pick([.http1_1, .http1_1, .http1_0]), status: pick(statuses), headers: headers)
+            let informational = random.next() % 5 == 0 ? HTTPResponseHead(version: head.version, status: .continue) : nil
+            var parts: [ByteBuffer] = []
+            for _ in 0..<Int(random.next() % 4) {
+                let size = pick([0, 1, 15, 16, 255, 4096, 70_000])
+                parts.append(ByteBuffer(repeating: UInt8(0x61 + round % 26), count: size))
+            }
+            let expected = try Self.encoderBytes(method: method, informational: informational, head: head, parts: parts)
+            #expect(expected.starts(with: Array("HTTP/1.".utf8)))
+            let got = Self.framerBytes(method: method, informational: informational, head: head, parts: parts)
+            #expect(got == expected, "round \(round): \(method) \(head) parts \(parts.map(\.readableBytes))")
+            if got != expected { break }
+        }
+    }
+
+    @Test func chunksShareBuffersWithTheCRLFsAround() {
+        var framer = ResponseFramer()
+        let allocator = ByteBufferAllocator()
+        let head = framer.head(HTTPResponseHead(version: .http1_1, status: .ok), method: .GET, allocator: allocator)
+        #expect(String(buffer: head) == "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        #expect(framer.chunked)
+        let first = framer.body(ByteBuffer(string: "hello"), allocator: allocator)
+        #expect(first.map { String(buffer: $0.sizeLine!) } == "5\r\n")
+        let second = framer.body(ByteBuffer(repeating: 0x78, count: 300), allocator: allocator)
+        #expect(second.map { String(buffer: $0.sizeLine!) } == "\r\n12c\r\n")
+        #expect(framer.body(ByteBuffer(), allocator: allocator) == nil)
+        #expect(framer.bodyBytes(Array("ab".utf8), allocator: allocator).map { String(buffer: $0) } == "\r\n2\r\nab")
+        #expect(framer.end(allocator: allocator).map { String(buffer: $0) } == "\r\n0\r\n\r\n")
+        #expect(!framer.chunked, "the next response decides again")
+        // A chunked body with no data: the last chunk alone.
+        _ = framer.head(HTTPResponseHead(version: .http1_1, status: .ok), method: .GET, allocator: allocator)
+        #expect(framer.end(allocator: allocator).map { String(buffer: $0) } == "0\r\n\r\n")
+    }
+
+    @Test func headAndConnectResponsesHaveNoBody() {
+        let allocator = ByteBufferAllocator()
+        var framer = ResponseFramer()
+        let head = framer.head(
+            HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-type": "text/html"]), method: .HEAD,
+            allocator: allocator)
+        // As for GET (the framing field is announced), but nothing of a body is written.
+        #expect(String(buffer: head) == "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n")
+        #expect(framer.suppressesBody && !framer.chunked)
+        #expect(framer.body(ByteBuffer(string: "x"), allocator: allocator) == nil)
+        #expect(framer.bodyBytes([1, 2], allocator: allocator) == nil)
+        #expect(framer.end(allocator: allocator) == nil)
+        let connect = framer.head(
+            HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "10", "transfer-encoding": "chunked"]),
+            method: .CONNECT, allocator: allocator)
+        #expect(String(buffer: connect) == "HTTP/1.1 200 OK\r\n\r\n")
+        #expect(framer.body(ByteBuffer(string: "x"), allocator: allocator) == nil)
+    }
+
+    @Test func aRefusalIsAWholeClosingResponse() {
+        let bytes = ResponseFramer.closingResponse(status: .requestTimeout, allocator: ByteBufferAllocator())
+        #expect(String(buffer: bytes) == "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    }
+}
