@@ -923,7 +923,11 @@ final class Exchange {
         if !headSent, let upstreamHead {
             headSent = true
             connection.handler.write(.head(upstreamHead))
-            if endSentWithHead { connection.handler.write(.end(nil)) }
+            // The end of a GET or HEAD without a body is nothing on the wire (NIO's encoder frames
+            // neither with chunks): it is not written (a write walks the connection's pipeline).
+            if endSentWithHead && upstreamHead.method != .GET && upstreamHead.method != .HEAD {
+                connection.handler.write(.end(nil))
+            }
         }
         if !pending.isEmpty {
             for part in pending { connection.handler.write(part) }
