@@ -35,25 +35,17 @@ struct ResponseFramer {
         let informational = code >= 100 && code < 200 && code != 101
         let mayHaveBody = !(code >= 100 && code < 200) && code != 204 && code != 304
         let hasBody = mayHaveBody && method != .CONNECT
-        // One look for the two framing fields.
-        var hasLength = false
-        var hasCoding = false
-        for (name, _) in head.headers {
-            switch name.utf8.count {
-            case 14: hasLength = hasLength || ASCIICase.equals(name, lowercased: "content-length")
-            case 17: hasCoding = hasCoding || ASCIICase.equals(name, lowercased: "transfer-encoding")
-            default: break
-            }
-        }
-        let addChunked = hasBody && !hasLength && head.version.major == 1 && head.version.minor >= 1
-        let dropLength = hasLength && !hasBody
-        let dropCoding = hasCoding && (!hasBody || hasLength || addChunked)  // chunked is set again
+        var fields = FieldBlock(head.headers)
+        let addChunked = hasBody && !fields.hasLength && head.version.major == 1 && head.version.minor >= 1
         if !informational {
             suppressesBody = method == .HEAD || method == .CONNECT
             chunked = addChunked && !suppressesBody
             chunkOpen = false
         }
-        return Self.serialize(head, dropLength: dropLength, dropCoding: dropCoding, addChunked: addChunked, allocator: allocator)
+        fields.dropLength = fields.hasLength && !hasBody
+        fields.dropCoding = fields.hasCoding && (!hasBody || fields.hasLength || addChunked)  // chunked is set again
+        fields.addChunked = addChunked
+        return Self.block(head, fields, allocator: allocator)
     }
 
     /// What to write for a body part: its chunk's size line (after the previous chunk's CRLF; nil
@@ -105,23 +97,19 @@ struct ResponseFramer {
     static func closingResponse(status: HTTPResponseStatus, allocator: ByteBufferAllocator) -> ByteBuffer {
         let head = HTTPResponseHead(
             version: .http1_1, status: status, headers: HTTPHeaders([("content-length", "0"), ("connection", "close")]))
-        return serialize(head, dropLength: false, dropCoding: false, addChunked: false, allocator: allocator)
+        return block(head, FieldBlock(head.headers), allocator: allocator)
     }
 
-    /// The head's block in one buffer, sized once, each string copied as bytes.
-    static func serialize(
-        _ head: HTTPResponseHead, dropLength: Bool, dropCoding: Bool, addChunked: Bool, allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
+    /// The status line and the fields.
+    private static func block(_ head: HTTPResponseHead, _ fields: FieldBlock, allocator: ByteBufferAllocator) -> ByteBuffer {
         let reason = head.status.reasonPhrase
-        let code = Int(head.status.code)
-        var size = 9 + 4 + reason.utf8.count + 2 + 2 + (addChunked ? 28 : 0)
-        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
-        var buffer = allocator.buffer(capacity: size)
+        var buffer = allocator.buffer(capacity: 16 + reason.utf8.count + fields.capacity)
         switch (head.version.major, head.version.minor) {
         case (1, 1): buffer.writeStaticString("HTTP/1.1 ")
         case (1, 0): buffer.writeStaticString("HTTP/1.0 ")
         default: buffer.writeString("HTTP/\(head.version.major).\(head.version.minor) ")
         }
+        let code = Int(head.status.code)
         if code >= 100 && code <= 999 {
             buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code / 100))
             buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code / 10 % 10))
@@ -132,21 +120,7 @@ struct ResponseFramer {
         buffer.writeInteger(UInt8(ascii: " "))
         buffer.writeString(reason)
         buffer.writeStaticString("\r\n")
-        for (name, value) in head.headers {
-            if dropLength || dropCoding {
-                switch name.utf8.count {
-                case 14 where dropLength && ASCIICase.equals(name, lowercased: "content-length"): continue
-                case 17 where dropCoding && ASCIICase.equals(name, lowercased: "transfer-encoding"): continue
-                default: break
-                }
-            }
-            buffer.writeString(name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(value)
-            buffer.writeStaticString("\r\n")
-        }
-        if addChunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
-        buffer.writeStaticString("\r\n")
+        fields.write(to: &buffer)
         return buffer
     }
 
@@ -160,6 +134,82 @@ struct ResponseFramer {
                 buffer.writeInteger(table[(value >> shift) & 0xF])
                 shift -= 4
             }
+        }
+    }
+}
+
+/// A message head's fields as bytes (HTTP/1.1 requests and responses): looked at once for their
+/// size and framing fields, then written into one buffer, each string's bytes copied in one go,
+/// with `Content-Length` / `Transfer-Encoding` left out or `Transfer-Encoding: chunked` added as
+/// the framing decided, and the blank line.
+struct FieldBlock {
+    let headers: HTTPHeaders
+    /// The bytes of the fields as they stand (each `name: value` and its CRLF).
+    private(set) var fieldsSize = 0
+    /// The fields include `Content-Length` / `Transfer-Encoding` (any case of the name).
+    private(set) var hasLength = false
+    private(set) var hasCoding = false
+    /// The first `Transfer-Encoding` value is exactly `chunked`.
+    private(set) var firstCodingIsChunked = false
+    var dropLength = false
+    var dropCoding = false
+    var addChunked = false
+
+    init(_ headers: HTTPHeaders) {
+        self.headers = headers
+        var size = 0
+        for (name, value) in headers {
+            let count = name.utf8.count
+            size &+= count &+ value.utf8.count &+ 4
+            if count == 14 {
+                hasLength = hasLength || ASCIICase.equals(name, lowercased: "content-length")
+            } else if count == 17, ASCIICase.equals(name, lowercased: "transfer-encoding") {
+                if !hasCoding { firstCodingIsChunked = value == "chunked" }
+                hasCoding = true
+            }
+        }
+        fieldsSize = size
+    }
+
+    /// What the fields, a chunked field and the blank line take at most.
+    var capacity: Int { fieldsSize + 30 }
+
+    func write(to buffer: inout ByteBuffer) {
+        let dropping = dropLength || dropCoding
+        let headers = self.headers
+        let dropLength = self.dropLength
+        let dropCoding = self.dropCoding
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: fieldsSize) { out in
+            var at = 0
+            for (name, value) in headers {
+                if dropping {
+                    switch name.utf8.count {
+                    case 14 where dropLength && ASCIICase.equals(name, lowercased: "content-length"): continue
+                    case 17 where dropCoding && ASCIICase.equals(name, lowercased: "transfer-encoding"): continue
+                    default: break
+                    }
+                }
+                Self.copy(name, to: out, at: &at)
+                out[at] = UInt8(ascii: ":")
+                out[at &+ 1] = UInt8(ascii: " ")
+                at &+= 2
+                Self.copy(value, to: out, at: &at)
+                out[at] = UInt8(ascii: "\r")
+                out[at &+ 1] = UInt8(ascii: "\n")
+                at &+= 2
+            }
+            return at
+        }
+        if addChunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
+        buffer.writeStaticString("\r\n")
+    }
+
+    @inline(__always) private static func copy(_ string: String, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
+        var string = string
+        string.withUTF8 { bytes in
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            (out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
+            at &+= bytes.count
         }
     }
 }

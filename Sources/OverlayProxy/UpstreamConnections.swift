@@ -129,7 +129,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 final class UpstreamConnection {
     let channel: any Channel
     let handler: UpstreamHandler
-    let encoder: HTTPRequestEncoder
+    let encoder: RequestEncoder
     let decoder: ByteToMessageHandler<HTTPResponseDecoder>
     /// When it was last put in the pool (the pool's sweep closes it ``UpstreamPool`` idle time later).
     var idleSince = NIODeadline.uptimeNanoseconds(0)
@@ -138,7 +138,7 @@ final class UpstreamConnection {
     var reused = false
 
     init(
-        channel: any Channel, handler: UpstreamHandler, encoder: HTTPRequestEncoder,
+        channel: any Channel, handler: UpstreamHandler, encoder: RequestEncoder,
         decoder: ByteToMessageHandler<HTTPResponseDecoder>
     ) {
         self.channel = channel
@@ -205,7 +205,7 @@ final class UpstreamPool {
                         let serverName = host.first?.isNumber == true || host.contains(":") ? nil : host
                         try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
                     }
-                    let encoder = HTTPRequestEncoder()
+                    let encoder = RequestEncoder()
                     let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes))
                     try sync.addHandlers([encoder, decoder, UpstreamHandler()])
                 }
@@ -213,7 +213,7 @@ final class UpstreamPool {
         return bootstrap.connect(host: upstream.host, port: upstream.port).assumeIsolated().flatMapThrowing { [weak self] channel in
             let sync = channel.pipeline.syncOperations
             let handler = try sync.handler(type: UpstreamHandler.self)
-            let encoder = try sync.handler(type: HTTPRequestEncoder.self)
+            let encoder = try sync.handler(type: RequestEncoder.self)
             let decoder = try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
             let connection = UpstreamConnection(channel: channel, handler: handler, encoder: encoder, decoder: decoder)
             // Set once: a connection that closes leaves the idle list (if it is there). It is found

@@ -127,3 +127,47 @@ import Testing
         #expect(String(buffer: bytes) == "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
     }
 }
+
+/// The upstream's request encoder (``RequestEncoder``) against NIO's `HTTPRequestEncoder`.
+@Suite struct RequestEncoderTests {
+    static func bytes(_ encoder: some ChannelOutboundHandler, _ parts: [HTTPClientRequestPart]) throws -> [UInt8] {
+        let channel = EmbeddedChannel(handler: encoder)
+        for part in parts { channel.write(part, promise: nil) }
+        channel.flush()
+        var out: [UInt8] = []
+        while let data = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let buffer) = data else { Issue.record("a file region"); continue }
+            out += buffer.readableBytesView
+        }
+        _ = try channel.finish()
+        return out
+    }
+
+    @Test func theBytesAreNIOsEncodersOnThousandsOfRandomRequests() throws {
+        var random = SplitMix64(seed: 0xC0FF_EE42)
+        func pick<T>(_ values: [T]) -> T { values[Int(random.next() % UInt64(values.count))] }
+        let methods: [HTTPMethod] = [.GET, .HEAD, .POST, .PUT, .PATCH, .DELETE, .OPTIONS, .TRACE, .RAW(value: "PURGE")]
+        let fields: [(String, String)] = [
+            ("host", "app.example"), ("Content-Length", "5"), ("content-length", "0"), ("transfer-encoding", "chunked"),
+            ("Transfer-Encoding", "gzip"), ("accept", "*/*"), ("x-forwarded-for", "10.0.0.1, 127.0.0.1"), ("x-empty", ""),
+            ("X-Overlay-Model", "m"), ("cookie", String(repeating: "c", count: 500)),
+        ]
+        for round in 0..<3000 {
+            var headers = HTTPHeaders()
+            for _ in 0..<Int(random.next() % 6) { headers.add(name: pick(fields).0, value: pick(fields).1) }
+            let head = HTTPRequestHead(
+                version: pick([.http1_1, .http1_1, .http1_0]), method: pick(methods), uri: pick(["/", "/a/b?c=d&e", "*"]),
+                headers: headers)
+            var parts: [HTTPClientRequestPart] = [.head(head)]
+            for _ in 0..<Int(random.next() % 4) {
+                parts.append(.body(.byteBuffer(ByteBuffer(repeating: 0x62, count: pick([0, 1, 17, 255, 5000])))))
+            }
+            parts.append(.end(random.next() % 4 == 0 ? HTTPHeaders([("x-trailer", "t")]) : nil))
+            let expected = try Self.bytes(HTTPRequestEncoder(), parts)
+            #expect(expected.starts(with: Array(head.method.rawValue.utf8)))
+            let got = try Self.bytes(RequestEncoder(), parts)
+            #expect(got == expected, "round \(round): \(head) parts \(parts.count)")
+            if got != expected { break }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import NIOCore
+import NIOHTTP1
+
+/// The upstream connection's HTTP/1.1 request encoder: NIO's `HTTPRequestEncoder`'s framing, with
+/// the head's block written in one buffer sized once (``FieldBlock``; NIO's encoder wrote it field
+/// by field through `ByteBuffer`'s checked writes) and a chunk's CRLF sent with what follows it.
+/// It stays a pipeline handler so that the response decoder before it still sees every request
+/// head (it needs the method to frame the response: a response to HEAD has no body).
+///
+/// The framing rules are that encoder's: `TRACE` has no body (`Content-Length` and
+/// `Transfer-Encoding` are dropped); a head with `Content-Length` keeps it and loses any
+/// `Transfer-Encoding`; without it, `POST`, `PUT` and `PATCH` are sent chunked on HTTP/1.1 (the
+/// field set to `chunked`), and other methods are chunked only when their first
+/// `Transfer-Encoding` value is `chunked`.
+final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = IOData
+
+    private var chunked = false
+    /// A chunk's data was written: its CRLF is owed.
+    private var chunkOpen = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            context.write(wrapOutboundOut(.byteBuffer(encodeHead(head, allocator: context.channel.allocator))), promise: promise)
+        case .body(let part):
+            let count = part.readableBytes
+            if chunked && count > 0 {
+                context.write(wrapOutboundOut(.byteBuffer(sizeLine(count, allocator: context.channel.allocator))), promise: nil)
+            }
+            context.write(wrapOutboundOut(part), promise: promise)
+        case .end(let trailers):
+            if let last = encodeEnd(trailers, allocator: context.channel.allocator) {
+                context.write(wrapOutboundOut(.byteBuffer(last)), promise: promise)
+            } else if let promise {
+                context.write(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+            }
+        }
+    }
+
+    /// The head's block, and the body's framing from here on.
+    func encodeHead(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var fields = FieldBlock(head.headers)
+        let is11 = head.version.major == 1 && head.version.minor >= 1
+        switch head.method {
+        case .TRACE:
+            fields.dropLength = fields.hasLength
+            fields.dropCoding = fields.hasCoding
+            chunked = false
+        case .POST, .PUT, .PATCH:
+            if fields.hasLength {
+                fields.dropCoding = fields.hasCoding
+                chunked = false
+            } else if is11 {
+                fields.dropCoding = fields.hasCoding
+                fields.addChunked = true
+                chunked = true
+            } else {
+                chunked = false
+            }
+        default:
+            if fields.hasLength {
+                fields.dropCoding = fields.hasCoding
+                chunked = false
+            } else {
+                chunked = is11 && fields.firstCodingIsChunked
+            }
+        }
+        chunkOpen = false
+        let method = head.method.rawValue
+        var buffer = allocator.buffer(capacity: method.utf8.count + head.uri.utf8.count + 12 + fields.capacity)
+        buffer.writeString(method)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(head.uri)
+        switch (head.version.major, head.version.minor) {
+        case (1, 1): buffer.writeStaticString(" HTTP/1.1\r\n")
+        case (1, 0): buffer.writeStaticString(" HTTP/1.0\r\n")
+        default: buffer.writeString(" HTTP/\(head.version.major).\(head.version.minor)\r\n")
+        }
+        fields.write(to: &buffer)
+        return buffer
+    }
+
+    /// A chunk's size line, after the previous chunk's CRLF.
+    func sizeLine(_ count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 20)
+        if chunkOpen { buffer.writeStaticString("\r\n") }
+        buffer.writeString(String(count, radix: 16))
+        buffer.writeStaticString("\r\n")
+        chunkOpen = true
+        return buffer
+    }
+
+    /// The last chunk and the trailers of a chunked body; nil otherwise.
+    func encodeEnd(_ trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        defer {
+            chunked = false
+            chunkOpen = false
+        }
+        guard chunked else { return nil }
+        var buffer = allocator.buffer(capacity: 16)
+        if chunkOpen { buffer.writeStaticString("\r\n") }
+        buffer.writeStaticString("0\r\n")
+        if let trailers {
+            FieldBlock(trailers).write(to: &buffer)
+        } else {
+            buffer.writeStaticString("\r\n")
+        }
+        return buffer
+    }
+}
