@@ -247,6 +247,22 @@ public struct HTMLInjector: Sendable {
                     }
                 }
                 if state.isAttributes { j = scanAttributes(chunk, from: j) }
+                // The `>` that ends the tag (in every state these leave off at it, the step would
+                // complete the tag): done here, without a step.
+                if j < chunk.count && chunk[j] == A.gt && (state == .tagName || state.isAttributes) {
+                    bytesConsumed += j - i  // up to the `>`, which the tag's end counts from
+                    emitTag(&out)
+                    bytesConsumed += 1
+                    j += 1
+                    i = j
+                    if holding {
+                        // `<body ...>` ended: what follows it is held; the run ends with its `>`.
+                        out.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[run..<j]))
+                        run = j
+                        if probing && held.count >= maxHoldBack { probeInject(&out) }
+                    }
+                    continue
+                }
                 if j > i {
                     bytesConsumed += j - i
                     i = j
