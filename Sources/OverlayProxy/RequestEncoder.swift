@@ -17,8 +17,7 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundOut = IOData
 
     private var chunked = false
-    /// A chunk's data was written: its CRLF is owed.
-    private var chunkOpen = false
+    private var chunks = ChunkFraming()
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
@@ -27,7 +26,8 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         case .body(let part):
             let count = part.readableBytes
             if chunked && count > 0 {
-                context.write(wrapOutboundOut(.byteBuffer(sizeLine(count, allocator: context.channel.allocator))), promise: nil)
+                let sizeLine = chunks.sizeLine(count, allocator: context.channel.allocator)
+                context.write(wrapOutboundOut(.byteBuffer(sizeLine)), promise: nil)
             }
             context.write(wrapOutboundOut(part), promise: promise)
         case .end(let trailers):
@@ -67,7 +67,7 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
                 chunked = is11 && fields.firstCodingIsChunked
             }
         }
-        chunkOpen = false
+        chunks = ChunkFraming()
         let method = head.method.rawValue
         var buffer = allocator.buffer(capacity: method.utf8.count + head.uri.utf8.count + 12 + fields.capacity)
         buffer.writeString(method)
@@ -82,31 +82,10 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         return buffer
     }
 
-    /// A chunk's size line, after the previous chunk's CRLF.
-    func sizeLine(_ count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 20)
-        if chunkOpen { buffer.writeStaticString("\r\n") }
-        buffer.writeString(String(count, radix: 16))
-        buffer.writeStaticString("\r\n")
-        chunkOpen = true
-        return buffer
-    }
-
     /// The last chunk and the trailers of a chunked body; nil otherwise.
     func encodeEnd(_ trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        defer {
-            chunked = false
-            chunkOpen = false
-        }
+        defer { chunked = false }
         guard chunked else { return nil }
-        var buffer = allocator.buffer(capacity: 16)
-        if chunkOpen { buffer.writeStaticString("\r\n") }
-        buffer.writeStaticString("0\r\n")
-        if let trailers {
-            FieldBlock(trailers).write(to: &buffer)
-        } else {
-            buffer.writeStaticString("\r\n")
-        }
-        return buffer
+        return chunks.lastChunk(trailers: trailers, allocator: allocator)
     }
 }

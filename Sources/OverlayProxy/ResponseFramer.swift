@@ -25,8 +25,7 @@ struct ResponseFramer {
     private(set) var chunked = false
     /// The response in progress has no body (HEAD): body bytes are dropped.
     private(set) var suppressesBody = false
-    /// A chunk's data was written: its CRLF is owed.
-    private var chunkOpen = false
+    private var chunks = ChunkFraming()
 
     /// The head's bytes (status line, fields with the framing applied, blank line), and the body's
     /// framing from here on; `method` is the request's.
@@ -40,7 +39,7 @@ struct ResponseFramer {
         if !informational {
             suppressesBody = method == .HEAD || method == .CONNECT
             chunked = addChunked && !suppressesBody
-            chunkOpen = false
+            chunks = ChunkFraming()
         }
         fields.dropLength = fields.hasLength && !hasBody
         fields.dropCoding = fields.hasCoding && (!hasBody || fields.hasLength || addChunked)  // chunked is set again
@@ -55,12 +54,7 @@ struct ResponseFramer {
         let count = part.readableBytes
         guard !suppressesBody, count > 0 else { return nil }
         guard chunked else { return (nil, part) }
-        var buffer = allocator.buffer(capacity: 20)
-        if chunkOpen { buffer.writeStaticString("\r\n") }
-        Self.writeHex(count, to: &buffer)
-        buffer.writeStaticString("\r\n")
-        chunkOpen = true
-        return (buffer, part)
+        return (chunks.sizeLine(count, allocator: allocator), part)
     }
 
     /// A body part held in an array, framed, in one buffer; nil when nothing is to be written
@@ -68,12 +62,8 @@ struct ResponseFramer {
     mutating func bodyBytes(_ bytes: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer? {
         guard !suppressesBody, !bytes.isEmpty else { return nil }
         guard chunked else { return allocator.buffer(bytes: bytes) }
-        var buffer = allocator.buffer(capacity: bytes.count + 20)
-        if chunkOpen { buffer.writeStaticString("\r\n") }
-        Self.writeHex(bytes.count, to: &buffer)
-        buffer.writeStaticString("\r\n")
+        var buffer = chunks.sizeLine(bytes.count, allocator: allocator, reserving: bytes.count)
         buffer.writeBytes(bytes)
-        chunkOpen = true
         return buffer
     }
 
@@ -83,13 +73,9 @@ struct ResponseFramer {
         defer {
             chunked = false
             suppressesBody = false
-            chunkOpen = false
         }
         guard chunked else { return nil }
-        var buffer = allocator.buffer(capacity: 7)
-        if chunkOpen { buffer.writeStaticString("\r\n") }
-        buffer.writeStaticString("0\r\n\r\n")
-        return buffer
+        return chunks.lastChunk(trailers: nil, allocator: allocator)
     }
 
     /// A whole response without a body, for answers written before (or instead of) the proxy's
@@ -122,19 +108,6 @@ struct ResponseFramer {
         buffer.writeStaticString("\r\n")
         fields.write(to: &buffer)
         return buffer
-    }
-
-    /// `value` in lower-case hex digits, without leading zeros (a chunk's size).
-    private static func writeHex(_ value: Int, to buffer: inout ByteBuffer) {
-        let digits: StaticString = "0123456789abcdef"
-        var shift = (Int.bitWidth - value.leadingZeroBitCount + 3) / 4 * 4 - 4
-        if shift < 0 { shift = 0 }
-        digits.withUTF8Buffer { table in
-            while shift >= 0 {
-                buffer.writeInteger(table[(value >> shift) & 0xF])
-                shift -= 4
-            }
-        }
     }
 }
 
@@ -211,5 +184,46 @@ struct FieldBlock {
             (out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
             at &+= bytes.count
         }
+    }
+}
+
+/// A chunked body's framing (RFC 9112 §7.1), for both directions: each chunk's CRLF is sent with
+/// what follows it (the next chunk's size line, or the last chunk), so a chunk costs one small
+/// buffer besides its data; the bytes on the wire are the same.
+struct ChunkFraming {
+    /// A chunk's data was written: its CRLF is owed.
+    private var open = false
+
+    /// The size line of a chunk of `count` (> 0) bytes, after the previous chunk's CRLF, in a buffer
+    /// with room for `reserving` more bytes (the chunk's data, when it is copied in).
+    mutating func sizeLine(_ count: Int, allocator: ByteBufferAllocator, reserving: Int = 0) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 20 + reserving)
+        if open { buffer.writeStaticString("\r\n") }
+        let digits: StaticString = "0123456789abcdef"
+        var shift = max(0, (Int.bitWidth - count.leadingZeroBitCount + 3) / 4 * 4 - 4)
+        digits.withUTF8Buffer { table in
+            while shift >= 0 {
+                buffer.writeInteger(table[(count >> shift) & 0xF])
+                shift -= 4
+            }
+        }
+        buffer.writeStaticString("\r\n")
+        open = true
+        return buffer
+    }
+
+    /// The last chunk, with `trailers` (or none), after the previous chunk's CRLF; the framing
+    /// starts over.
+    mutating func lastChunk(trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 16)
+        if open { buffer.writeStaticString("\r\n") }
+        buffer.writeStaticString("0\r\n")
+        if let trailers {
+            FieldBlock(trailers).write(to: &buffer)  // the fields and the blank line
+        } else {
+            buffer.writeStaticString("\r\n")
+        }
+        open = false
+        return buffer
     }
 }

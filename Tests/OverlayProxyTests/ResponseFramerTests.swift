@@ -25,6 +25,11 @@ import Testing
         // A body part after a response to HEAD fails its promise and writes nothing.
         for part in parts { channel.write(HTTPServerResponsePart.body(.byteBuffer(part)), promise: nil) }
         channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        return try outboundBytes(channel)
+    }
+
+    /// Every byte the channel wrote, in order; the channel is finished.
+    static func outboundBytes(_ channel: EmbeddedChannel) throws -> [UInt8] {
         var out: [UInt8] = []
         while let data = try channel.readOutbound(as: IOData.self) {
             guard case .byteBuffer(let buffer) = data else { Issue.record("a file region"); continue }
@@ -134,13 +139,7 @@ import Testing
         let channel = EmbeddedChannel(handler: encoder)
         for part in parts { channel.write(part, promise: nil) }
         channel.flush()
-        var out: [UInt8] = []
-        while let data = try channel.readOutbound(as: IOData.self) {
-            guard case .byteBuffer(let buffer) = data else { Issue.record("a file region"); continue }
-            out += buffer.readableBytesView
-        }
-        _ = try channel.finish()
-        return out
+        return try ResponseFramerTests.outboundBytes(channel)
     }
 
     @Test func theBytesAreNIOsEncodersOnThousandsOfRandomRequests() throws {
