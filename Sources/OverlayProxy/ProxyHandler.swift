@@ -142,11 +142,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private func writeResponseHead(_ head: HTTPResponseHead, flush: Bool = false) {
         clientGuard?.responseHead(status: Int(head.status.code))
         if framer != nil {
-            var head = head
+            let allocator = context.channel.allocator
             if sequencer!.closesAfterResponse, head.status.code >= 200, head.isKeepAlive {
-                head.headers.replaceOrAdd(name: "connection", value: "close")
+                var closing = head
+                closing.headers.replaceOrAdd(name: "connection", value: "close")
+                writeBytes(framer!.head(closing, method: requestMethod, allocator: allocator))
+            } else {
+                writeBytes(framer!.head(head, method: requestMethod, allocator: allocator))
             }
-            writeBytes(framer!.head(head, method: requestMethod, allocator: context.channel.allocator))
             if flush { context.flush() }
             return
         }
@@ -923,9 +926,10 @@ final class Exchange {
         if !headSent, let upstreamHead {
             headSent = true
             connection.handler.write(.head(upstreamHead))
-            // The end of a GET or HEAD without a body is nothing on the wire (NIO's encoder frames
-            // neither with chunks): it is not written (a write walks the connection's pipeline).
-            if endSentWithHead && upstreamHead.method != .GET && upstreamHead.method != .HEAD {
+            // The end of a bodiless request is written only when the encoder framed the head
+            // chunked (its last chunk); otherwise it is nothing on the wire, and a write walks the
+            // connection's pipeline.
+            if endSentWithHead && connection.encoder.bodyIsChunked {
                 connection.handler.write(.end(nil))
             }
         }

@@ -19,6 +19,10 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     private var chunked = false
     private var chunks = ChunkFraming()
 
+    /// The body of the request whose head was written last is framed chunked (its end is the
+    /// last chunk; any other end is nothing on the wire).
+    var bodyIsChunked: Bool { chunked }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let head):

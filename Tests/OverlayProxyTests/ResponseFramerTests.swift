@@ -169,4 +169,22 @@ import Testing
             if got != expected { break }
         }
     }
+
+    /// The proxy writes a bodiless request's end only when the encoder framed the head chunked.
+    @Test func theEncoderSaysWhenABodyIsChunked() {
+        let allocator = ByteBufferAllocator()
+        func chunked(_ method: HTTPMethod, _ fields: [(String, String)], _ version: HTTPVersion = .http1_1) -> Bool {
+            let encoder = RequestEncoder()
+            _ = encoder.encodeHead(
+                HTTPRequestHead(version: version, method: method, uri: "/", headers: HTTPHeaders(fields)), allocator: allocator)
+            return encoder.bodyIsChunked
+        }
+        #expect(!chunked(.GET, [("host", "a")]))
+        #expect(!chunked(.HEAD, []))
+        #expect(chunked(.GET, [("transfer-encoding", "chunked")]))
+        #expect(chunked(.POST, [("host", "a")]), "POST without a length: NIO's rule makes it chunked")
+        #expect(!chunked(.POST, [("content-length", "0")]))
+        #expect(!chunked(.POST, [], .http1_0))
+        #expect(!chunked(.TRACE, [("transfer-encoding", "chunked")]))
+    }
 }
