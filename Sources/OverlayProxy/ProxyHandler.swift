@@ -60,7 +60,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// The HTTP/1 handlers before this one, removed when the connection is upgraded to a tunnel.
     private let codecHandlers: [any RemovableChannelHandler]
     /// nil on an HTTP/2 stream (no Upgrade there).
-    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>?
+    private let decoder: RequestDecoding?
     private var context: ChannelHandlerContext!
 
     private enum Mode {
@@ -113,7 +113,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private var releasing = false
 
     init(
-        shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: ByteToMessageHandler<HTTPRequestDecoder>?,
+        shared: ProxyShared, codecHandlers: [any RemovableChannelHandler], decoder: RequestDecoding?,
         clientGuard: ClientGuard? = nil
     ) {
         self.shared = shared

@@ -4,8 +4,8 @@ import NIOHTTP1
 /// The upstream connection's HTTP/1.1 request encoder: NIO's `HTTPRequestEncoder`'s framing, with
 /// the head's block written in one buffer sized once (``FieldBlock``; NIO's encoder wrote it field
 /// by field through `ByteBuffer`'s checked writes) and a chunk's CRLF sent with what follows it.
-/// It stays a pipeline handler so that the response decoder before it still sees every request
-/// head (it needs the method to frame the response: a response to HEAD has no body).
+/// It tells the connection's response decoder of every request head it writes (the decoder needs
+/// the method to frame the response: a response to HEAD has no body).
 ///
 /// The framing rules are that encoder's: `TRACE` has no body (`Content-Length` and
 /// `Transfer-Encoding` are dropped); a head with `Content-Length` keeps it and loses any
@@ -18,6 +18,10 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
 
     private var chunked = false
     private var chunks = ChunkFraming()
+    /// The decoder of the responses to the requests written here (nil: none, in tests).
+    private let responses: ResponseDecoding?
+
+    init(responses: ResponseDecoding? = nil) { self.responses = responses }
 
     /// The body of the request whose head was written last is framed chunked (its end is the
     /// last chunk; any other end is nothing on the wire).
@@ -26,6 +30,7 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let head):
+            responses?.driver.requestWritten(head)
             context.write(wrapOutboundOut(.byteBuffer(encodeHead(head, allocator: context.channel.allocator))), promise: promise)
         case .body(let part):
             let count = part.readableBytes

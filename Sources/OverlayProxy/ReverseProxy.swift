@@ -181,7 +181,8 @@ public final class ReverseProxy: Service, Sendable {
         try sync.context(handlerType: NIOHTTP2Handler.self).fireChannelActive()
     }
 
-    /// HTTP/1.1: NIO's request decoder, the ``ClientGuard``, then ``ProxyHandler``, which serves
+    /// HTTP/1.1: NIO's request decoder (driven by ``RequestDecoding``), the ``ClientGuard``, then
+    /// ``ProxyHandler``, which serves
     /// pipelined requests in turn and finishes the one in flight at shutdown (``RequestSequencer``),
     /// writes its responses as bytes (``ResponseFramer``) and answers a malformed request with 400
     /// itself: NIO's pipelining handler, response encoder and protocol error handler would each be
@@ -195,8 +196,7 @@ public final class ReverseProxy: Service, Sendable {
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = shared.options.maxRequestHeadBytes
         decoderLimits.maxHeaderFieldSize = shared.options.maxRequestHeadBytes
-        let decoder = ByteToMessageHandler(
-            HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits))
+        let decoder = RequestDecoding(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits))
         // No response encoder: the proxy's handler writes its responses as bytes (ResponseFramer).
         try sync.addHandlers([decoder, clientGuard])
         let codecHandlers: [any RemovableChannelHandler] = [clientGuard]

@@ -130,7 +130,7 @@ final class UpstreamConnection {
     let channel: any Channel
     let handler: UpstreamHandler
     let encoder: RequestEncoder
-    let decoder: ByteToMessageHandler<HTTPResponseDecoder>
+    let decoder: ResponseDecoding
     /// When it was last put in the pool (the pool's sweep closes it ``UpstreamPool`` idle time later).
     var idleSince = NIODeadline.uptimeNanoseconds(0)
     /// Served an exchange before (taken from the pool): it may have been closed by the upstream
@@ -139,7 +139,7 @@ final class UpstreamConnection {
 
     init(
         channel: any Channel, handler: UpstreamHandler, encoder: RequestEncoder,
-        decoder: ByteToMessageHandler<HTTPResponseDecoder>
+        decoder: ResponseDecoding
     ) {
         self.channel = channel
         self.handler = handler
@@ -205,8 +205,10 @@ final class UpstreamPool {
                         let serverName = host.first?.isNumber == true || host.contains(":") ? nil : host
                         try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
                     }
-                    let encoder = RequestEncoder()
-                    let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes))
+                    // The decoder learns each request's method from the encoder (a response to HEAD
+                    // has no body).
+                    let decoder = ResponseDecoding(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes))
+                    let encoder = RequestEncoder(responses: decoder)
                     try sync.addHandlers([encoder, decoder, UpstreamHandler()])
                 }
             }
@@ -214,7 +216,7 @@ final class UpstreamPool {
             let sync = channel.pipeline.syncOperations
             let handler = try sync.handler(type: UpstreamHandler.self)
             let encoder = try sync.handler(type: RequestEncoder.self)
-            let decoder = try sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+            let decoder = try sync.handler(type: ResponseDecoding.self)
             let connection = UpstreamConnection(channel: channel, handler: handler, encoder: encoder, decoder: decoder)
             // Set once: a connection that closes leaves the idle list (if it is there). It is found
             // by its handler: a weak reference to the connection would give it a side table (a
