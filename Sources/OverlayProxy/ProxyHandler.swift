@@ -745,11 +745,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private func makeUpstreamHead(
         _ head: HTTPRequestHead, authority: String, target: String, extra: (name: String, value: String)?, upgrade: Bool,
         dropExpect: Bool
-    ) -> (head: HTTPRequestHead, bodiless: Bool) {
-        // One pass over the client's fields; the list becomes HTTPHeaders at the end (its `add`
-        // checks every name's bytes, and NIO's decoder has checked them already).
+    ) -> (head: UpstreamRequest, bodiless: Bool) {
+        // One pass over the client's fields, into the list the encoder writes.
         let source = head.headers
-        var fields: [(String, String)] = []
+        var fields: [(name: String, value: String)] = []
         fields.reserveCapacity(source.count + 8)  // host, the model header, x-forwarded-*, …
         if !authority.isEmpty { fields.append(("host", authority)) }
         var lengthsAt = fields.count  // Content-Length goes right after Host, as it came
@@ -786,10 +785,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             for value in source["upgrade"] { fields.append(("upgrade", value)) }
             fields.append(("connection", "upgrade"))
         }
-        let headers = HTTPHeaders(fields)
         // Origin-form under the upstream's base path; `*` (OPTIONS) stays `*`.
         let uri = target == "*" ? target : shared.upstream.basePath + target
-        return (HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: headers), bodiless)
+        return (UpstreamRequest(method: head.method, uri: uri, fields: fields), bodiless)
     }
 }
 
@@ -880,14 +878,14 @@ final class Exchange {
     private var shared: ProxyShared { handler.sharedState }
 
     /// The request head as sent to the upstream (kept for one retry, see ``upstreamClosed(error:)``).
-    private var upstreamHead: HTTPRequestHead?
+    private var upstreamHead: UpstreamRequest?
     private var retried = false
     /// Whether anything of the response came on the current connection.
     private var sawResponseBytes = false
 
     /// `bodiless`: no body follows the head (its framing says so), so the request's end is sent
     /// with the head, in one flush, instead of when the client's end is read.
-    func start(upstreamHead: HTTPRequestHead, bodiless: Bool) {
+    func start(upstreamHead: UpstreamRequest, bodiless: Bool) {
         self.upstreamHead = upstreamHead
         endSentWithHead = bodiless && !upgrade
         acquire(fresh: upgrade)
@@ -925,13 +923,11 @@ final class Exchange {
         connection.handler.delegate = handler
         if !headSent, let upstreamHead {
             headSent = true
-            connection.handler.write(.head(upstreamHead))
-            // The end of a bodiless request is written only when the encoder framed the head
-            // chunked (its last chunk); otherwise it is nothing on the wire, and a write walks the
-            // connection's pipeline.
-            if endSentWithHead && connection.encoder.bodyIsChunked {
-                connection.handler.write(.end(nil))
-            }
+            connection.encoder.writeHead(upstreamHead)
+            connection.handler.wroteBelow()
+            // The end of a bodiless request (the last chunk when the encoder framed the head
+            // chunked; otherwise nothing on the wire).
+            if endSentWithHead { connection.encoder.writeEnd(nil) }
         }
         if !pending.isEmpty {
             for part in pending { connection.handler.write(part) }

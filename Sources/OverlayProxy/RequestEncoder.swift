@@ -20,8 +20,30 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     private var chunks = ChunkFraming()
     /// The decoder of the responses to the requests written here (nil: none, in tests).
     private let responses: ResponseDecoding?
+    private var context: ChannelHandlerContext?
 
     init(responses: ResponseDecoding? = nil) { self.responses = responses }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// The proxy's request head, written from this handler's place in the pipeline: no pipeline
+    /// hop (with its cast) from the handler after it, and its fields never become `HTTPHeaders`.
+    func writeHead(_ request: UpstreamRequest) {
+        guard let context else { return }
+        responses?.driver.requestWritten(HTTPRequestHead(version: .http1_1, method: request.method, uri: request.uri))
+        let bytes = encodeHead(
+            method: request.method, uri: request.uri, version: .http1_1, fields: FieldBlock(request.fields),
+            allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
+    }
+
+    /// The request's end, written as ``writeHead(_:)`` is (the last chunk of a chunked body;
+    /// nothing otherwise).
+    func writeEnd(_ trailers: HTTPHeaders?) {
+        guard let context, let last = encodeEnd(trailers, allocator: context.channel.allocator) else { return }
+        context.write(wrapOutboundOut(.byteBuffer(last)), promise: nil)
+    }
 
     /// The body of the request whose head was written last is framed chunked (its end is the
     /// last chunk; any other end is nothing on the wire).
@@ -50,9 +72,15 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
 
     /// The head's block, and the body's framing from here on.
     func encodeHead(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var fields = FieldBlock(head.headers)
-        let is11 = head.version.major == 1 && head.version.minor >= 1
-        switch head.method {
+        encodeHead(method: head.method, uri: head.uri, version: head.version, fields: FieldBlock(head.headers), allocator: allocator)
+    }
+
+    private func encodeHead<Fields>(
+        method: HTTPMethod, uri: String, version: HTTPVersion, fields: FieldBlock<Fields>, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        var fields = fields
+        let is11 = version.major == 1 && version.minor >= 1
+        switch method {
         case .TRACE:
             fields.dropLength = fields.hasLength
             fields.dropCoding = fields.hasCoding
@@ -77,15 +105,15 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             }
         }
         chunks = ChunkFraming()
-        let method = head.method.rawValue
-        var buffer = allocator.buffer(capacity: method.utf8.count + head.uri.utf8.count + 12 + fields.capacity)
-        buffer.writeString(method)
+        let name = method.rawValue
+        var buffer = allocator.buffer(capacity: name.utf8.count + uri.utf8.count + 12 + fields.capacity)
+        buffer.writeString(name)
         buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(head.uri)
-        switch (head.version.major, head.version.minor) {
+        buffer.writeString(uri)
+        switch (version.major, version.minor) {
         case (1, 1): buffer.writeStaticString(" HTTP/1.1\r\n")
         case (1, 0): buffer.writeStaticString(" HTTP/1.0\r\n")
-        default: buffer.writeString(" HTTP/\(head.version.major).\(head.version.minor)\r\n")
+        default: buffer.writeString(" HTTP/\(version.major).\(version.minor)\r\n")
         }
         fields.write(to: &buffer)
         return buffer
@@ -97,4 +125,13 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         guard chunked else { return nil }
         return chunks.lastChunk(trailers: trailers, allocator: allocator)
     }
+}
+
+/// A request head for the upstream as the proxy builds it (HTTP/1.1): its fields stay an array
+/// until ``RequestEncoder`` writes them. NIO's `HTTPHeaders` is read element by element through
+/// calls into NIO's module, each retaining the field's two strings.
+struct UpstreamRequest {
+    var method: HTTPMethod
+    var uri: String
+    var fields: [(name: String, value: String)]
 }

@@ -87,7 +87,9 @@ struct ResponseFramer {
     }
 
     /// The status line and the fields.
-    private static func block(_ head: HTTPResponseHead, _ fields: FieldBlock, allocator: ByteBufferAllocator) -> ByteBuffer {
+    private static func block<Fields>(
+        _ head: HTTPResponseHead, _ fields: FieldBlock<Fields>, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
         let reason = head.status.reasonPhrase
         var buffer = allocator.buffer(capacity: 16 + reason.utf8.count + fields.capacity)
         switch (head.version.major, head.version.minor) {
@@ -114,9 +116,10 @@ struct ResponseFramer {
 /// A message head's fields as bytes (HTTP/1.1 requests and responses): looked at once for their
 /// size and framing fields, then written into one buffer, each string's bytes copied in one go,
 /// with `Content-Length` / `Transfer-Encoding` left out or `Transfer-Encoding: chunked` added as
-/// the framing decided, and the blank line.
-struct FieldBlock {
-    let headers: HTTPHeaders
+/// the framing decided, and the blank line. The fields are NIO's `HTTPHeaders` or, for heads the
+/// proxy builds itself, an array (whose elements are read without a call into NIO's module).
+struct FieldBlock<Fields: Collection> where Fields.Element == (name: String, value: String) {
+    let headers: Fields
     /// The bytes of the fields as they stand (each `name: value` and its CRLF).
     private(set) var fieldsSize = 0
     /// The fields include `Content-Length` / `Transfer-Encoding` (any case of the name).
@@ -128,7 +131,7 @@ struct FieldBlock {
     var dropCoding = false
     var addChunked = false
 
-    init(_ headers: HTTPHeaders) {
+    init(_ headers: Fields) {
         self.headers = headers
         var size = 0
         for (name, value) in headers {

@@ -182,11 +182,10 @@ public final class ReverseProxy: Service, Sendable {
     }
 
     /// HTTP/1.1: NIO's request decoder (driven by ``RequestDecoding``), the ``ClientGuard``, then
-    /// ``ProxyHandler``, which serves
-    /// pipelined requests in turn and finishes the one in flight at shutdown (``RequestSequencer``),
-    /// writes its responses as bytes (``ResponseFramer``) and answers a malformed request with 400
-    /// itself: NIO's pipelining handler, response encoder and protocol error handler would each be
-    /// one more handler that every part passes.
+    /// ``ProxyHandler``, which serves pipelined requests in turn and finishes the one in flight at
+    /// shutdown (``RequestSequencer``), writes its responses as bytes (``ResponseFramer``) and
+    /// answers a malformed request with 400 itself: NIO's pipelining handler, response encoder and
+    /// protocol error handler would each be one more handler that every part passes.
     private static func configureHTTP1(_ channel: any Channel, shared: ProxyShared, guard clientGuard: ClientGuard) throws {
         let sync = channel.pipeline.syncOperations
         // The request decoder keeps the bytes after an `Upgrade` request for the tunnel (the proxy

@@ -112,6 +112,10 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Something was written by a handler before this one (the encoder writes the request's head
+    /// itself): the next ``flush()`` flushes.
+    func wroteBelow() { unflushed = true }
+
     func flush() {
         guard unflushed, let context else { return }
         unflushed = false
