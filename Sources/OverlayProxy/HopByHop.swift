@@ -51,41 +51,30 @@ enum HopByHop {
     }
 
     /// `headers` without their hop-by-hop fields, names as they came (the pass-through response
-    /// head): the same value, not a copy, when there are none.
-    static func removed(from headers: HTTPHeaders) -> HTTPHeaders {
-        // One pass: the new list starts at the first hop-by-hop field (most responses have one,
-        // `Connection: keep-alive`), with the fields before it. A new list, not a copy of the old
-        // one to remove from (that copies every field through the runtime's generic witnesses).
-        var kept: [(String, String)]?
+    /// head), in one pass, as the list the response's head is written from.
+    static func removed(from headers: HTTPHeaders) -> [(name: String, value: String)] {
+        var kept: [(name: String, value: String)] = []
+        kept.reserveCapacity(headers.count)
         var connectionNames = false  // a Connection value other than the usual keep-alive
-        var index = headers.startIndex
         for (name, value) in headers {
             if isFixedName(name) {
-                if kept == nil {
-                    var list: [(String, String)] = []
-                    list.reserveCapacity(headers.count)
-                    for field in headers[headers.startIndex..<index] { list.append((field.name, field.value)) }
-                    kept = list
-                }
                 if ASCIICase.equals(name, lowercased: "connection") && !isPlainConnection(value) { connectionNames = true }
             } else {
-                kept?.append((name, value))
+                kept.append((name, value))
             }
-            index = headers.index(after: index)
         }
-        guard var kept else { return headers }
         if connectionNames {
             let named = named(byConnection: headers["connection"])
-            if !named.isEmpty { kept.removeAll { named.contains(lowercasedASCII($0.0)) } }
+            if !named.isEmpty { kept.removeAll { named.contains(lowercasedASCII($0.name)) } }
         }
-        return HTTPHeaders(kept)
+        return kept
     }
 
     /// The end-to-end fields of `headers` into `kept`, names as they came, and into `picked` those
     /// of them that `relevant` names (its lower-case name, the value), in one pass: the overlaid response head, which the
     /// core decides on and which may lose its content-length before it becomes `HTTPHeaders` again.
     static func endToEnd(
-        _ headers: HTTPHeaders, kept: inout [(String, String)], relevant: (String) -> String?,
+        _ headers: HTTPHeaders, kept: inout [(name: String, value: String)], relevant: (String) -> String?,
         picked: inout [(name: String, value: String)]
     ) {
         kept.reserveCapacity(headers.count)
@@ -103,8 +92,8 @@ enum HopByHop {
             // Rare: the Connection value names fields, which go too (and are not read).
             let named = named(byConnection: headers["connection"])
             if !named.isEmpty {
-                kept.removeAll { named.contains(lowercasedASCII($0.0)) }
-                picked = kept.compactMap { field in relevant(field.0).map { ($0, field.1) } }
+                kept.removeAll { named.contains(lowercasedASCII($0.name)) }
+                picked = kept.compactMap { field in relevant(field.name).map { ($0, field.value) } }
             }
         }
     }

@@ -139,13 +139,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     /// Writes a response head, reported to the guard first. During a shutdown the response says
     /// that the connection closes after it.
-    private func writeResponseHead(_ head: HTTPResponseHead, flush: Bool = false) {
+    private func writeResponseHead(_ head: ProxyResponseHead, flush: Bool = false) {
         clientGuard?.responseHead(status: Int(head.status.code))
         if framer != nil {
             let allocator = context.channel.allocator
             if sequencer!.closesAfterResponse, head.status.code >= 200, head.isKeepAlive {
                 var closing = head
-                closing.headers.replaceOrAdd(name: "connection", value: "close")
+                closing.fields.removeAll { ASCIICase.equals($0.name, lowercased: "connection") }
+                closing.fields.append(("connection", "close"))
                 writeBytes(framer!.head(closing, method: requestMethod, allocator: allocator))
             } else {
                 writeBytes(framer!.head(head, method: requestMethod, allocator: allocator))
@@ -154,9 +155,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             return
         }
         if flush {
-            context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.head(head.httpResponseHead)), promise: nil)
         } else {
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.head(head.httpResponseHead)), promise: nil)
         }
     }
 
@@ -408,8 +409,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             // A malformed request (NIO's decoder): 400, and the connection closes.
             responseOpen = true
             requestMethod = .GET
-            let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
-            writeResponseHead(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))
+            writeResponseHead(
+                ProxyResponseHead(version: .http1_1, status: .badRequest, fields: [("connection", "close"), ("content-length", "0")]))
             _ = writeResponseEnd()
         }
         if case .proxying(let exchange) = mode, !exchange.responseFinished {
@@ -543,7 +544,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     /// between responses).
     private var responseOpen = false
 
-    fileprivate func writeHead(_ head: HTTPResponseHead) {
+    fileprivate func writeHead(_ head: ProxyResponseHead) {
         clientUnflushed = true
         responseOpen = true
         writeResponseHead(head)
@@ -606,13 +607,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     fileprivate func writeLocal(_ local: LocalResponse, version: HTTPVersion = .http1_1, close: Bool = false) {
         if close { closeAfterResponse = true }
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: local.contentType)
-        for (name, value) in local.extraHeaders { headers.add(name: name, value: value) }
-        headers.add(name: "content-length", value: String(local.body.count))
-        if closeAfterResponse { headers.add(name: "connection", value: "close") }
+        var head = ProxyResponseHead(version: version, status: .init(statusCode: local.status))
+        head.fields.reserveCapacity(local.extraHeaders.count + 3)
+        head.fields.append(("content-type", local.contentType))
+        for (name, value) in local.extraHeaders { head.fields.append((name, value)) }
+        head.fields.append(("content-length", String(local.body.count)))
+        if closeAfterResponse { head.fields.append(("connection", "close")) }
         responseOpen = true
-        writeResponseHead(HTTPResponseHead(version: version, status: .init(statusCode: local.status), headers: headers))
+        writeResponseHead(head)
         if !local.body.isEmpty && local.status != 304 { writeBody(local.body) }
         writeEnd(close: closeAfterResponse)
     }
@@ -645,7 +647,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
 
     /// The upstream agreed to switch protocols: the 101 goes to the client, and from here on the
     /// two connections are one tunnel of bytes.
-    fileprivate func becomeTunnel(_ response: HTTPResponseHead, upstream: UpstreamConnection) {
+    fileprivate func becomeTunnel(_ response: ProxyResponseHead, upstream: UpstreamConnection) {
         mode = .tunnel
         // A 101 is informational to NIO's codec (no `.end` follows it): the head alone.
         writeResponseHead(response, flush: true)
@@ -690,7 +692,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     }
 
     private func writeContinue(_ head: HTTPRequestHead) {
-        writeResponseHead(HTTPResponseHead(version: head.version, status: .continue), flush: true)
+        writeResponseHead(ProxyResponseHead(version: head.version, status: .continue), flush: true)
     }
 
     /// `Connection: upgrade` with an `Upgrade` field (RFC 9110 §7.8).
@@ -843,7 +845,7 @@ final class Exchange {
     private(set) var holdingResponse = false
     private var held: [HTTPClientResponsePart] = []
     private var resultWait: ResultWait?
-    private var waitingHead: HTTPResponseHead?
+    private var waitingHead: ProxyResponseHead?
 
     /// The exchange's spans when tracing is on.
     private var trace: ExchangeTrace?
@@ -986,7 +988,7 @@ final class Exchange {
     }
 
     /// The upstream's 101 to an upgrade, until its end.
-    private var switching: HTTPResponseHead?
+    private var switching: ProxyResponseHead?
 
     private func responseHead(_ head: HTTPResponseHead) {
         // 1xx other than 101 are dropped by the decoder; a 101 answers an upgrade.
@@ -994,20 +996,19 @@ final class Exchange {
         upstreamKeepAlive = head.isKeepAlive
         if head.status == .switchingProtocols, upgrade {
             // The tunnel is made at the 101's `.end` (the decoder is still delivering it now).
-            var headers = HTTPHeaders()
-            for field in HopByHop.endToEnd(head.headers) { headers.add(name: field.name, value: field.value) }
-            for value in head.headers["upgrade"] { headers.add(name: "upgrade", value: value) }
-            headers.add(name: "connection", value: "upgrade")
-            switching = HTTPResponseHead(version: request.version, status: head.status, headers: headers)
+            var response = ProxyResponseHead(version: request.version, status: head.status, fields: HopByHop.endToEnd(head.headers))
+            for value in head.headers["upgrade"] { response.fields.append(("upgrade", value)) }
+            response.fields.append(("connection", "upgrade"))
+            switching = response
             return
         }
         guard call != nil else {
             // Not overlaid: the head goes on as it came, less its hop-by-hop fields.
-            startResponse(HTTPResponseHead(version: request.version, status: head.status, headers: HopByHop.removed(from: head.headers)))
+            startResponse(ProxyResponseHead(version: request.version, status: head.status, fields: HopByHop.removed(from: head.headers)))
             return
         }
         // The end-to-end fields go on as they came; the core reads the few it decides on (lower case).
-        var kept: [(String, String)] = []
+        var kept: [(name: String, value: String)] = []
         var relevant: [(name: String, value: String)] = []
         HopByHop.endToEnd(head.headers, kept: &kept, relevant: ResponsePlan.relevantName, picked: &relevant)
         let action = core.responseHead(
@@ -1020,10 +1021,10 @@ final class Exchange {
         case .forwardRewriting, .wait:
             // The body changes: no content-length (the response goes out chunked).
             if relevant.contains(where: { $0.name == "content-length" }) {
-                kept.removeAll { $0.0.utf8.count == 14 && ASCIICase.equals($0.0, lowercased: "content-length") }
+                kept.removeAll { ASCIICase.equals($0.name, lowercased: "content-length") }
             }
         }
-        let out = HTTPResponseHead(version: request.version, status: head.status, headers: HTTPHeaders(kept))
+        let out = ProxyResponseHead(version: request.version, status: head.status, fields: kept)
         if case .wait(let deadline) = action, let call {
             // Hold the response until the result is in or the budget is spent.
             holdingResponse = true
@@ -1037,10 +1038,10 @@ final class Exchange {
         startResponse(out)
     }
 
-    private func startResponse(_ head: HTTPResponseHead) {
+    private func startResponse(_ head: ProxyResponseHead) {
         responseStarted = true
         trace?.span.attributes["http.response.status_code"] = Int(head.status.code)
-        if request.version.major == 1 && request.version.minor == 0 && !head.headers.contains(name: "content-length") {
+        if request.version.major == 1 && request.version.minor == 0 && !head.contains("content-length") {
             // An HTTP/1.0 client learns where the body ends from the close.
             upstreamKeepAliveForClient = false
         }

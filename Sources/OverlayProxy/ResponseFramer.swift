@@ -30,12 +30,24 @@ struct ResponseFramer {
     /// The head's bytes (status line, fields with the framing applied, blank line), and the body's
     /// framing from here on; `method` is the request's.
     mutating func head(_ head: HTTPResponseHead, method: HTTPMethod, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let code = Int(head.status.code)
+        self.head(version: head.version, status: head.status, fields: FieldBlock(head.headers), method: method, allocator: allocator)
+    }
+
+    /// The same for a head the proxy built (its fields a list).
+    mutating func head(_ head: ProxyResponseHead, method: HTTPMethod, allocator: ByteBufferAllocator) -> ByteBuffer {
+        self.head(version: head.version, status: head.status, fields: FieldBlock(head.fields), method: method, allocator: allocator)
+    }
+
+    private mutating func head<Fields>(
+        version: HTTPVersion, status: HTTPResponseStatus, fields: FieldBlock<Fields>, method: HTTPMethod,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let code = Int(status.code)
         let informational = code >= 100 && code < 200 && code != 101
         let mayHaveBody = !(code >= 100 && code < 200) && code != 204 && code != 304
         let hasBody = mayHaveBody && method != .CONNECT
-        var fields = FieldBlock(head.headers)
-        let addChunked = hasBody && !fields.hasLength && head.version.major == 1 && head.version.minor >= 1
+        var fields = fields
+        let addChunked = hasBody && !fields.hasLength && version.major == 1 && version.minor >= 1
         if !informational {
             suppressesBody = method == .HEAD || method == .CONNECT
             chunked = addChunked && !suppressesBody
@@ -44,7 +56,7 @@ struct ResponseFramer {
         fields.dropLength = fields.hasLength && !hasBody
         fields.dropCoding = fields.hasCoding && (!hasBody || fields.hasLength || addChunked)  // chunked is set again
         fields.addChunked = addChunked
-        return Self.block(head, fields, allocator: allocator)
+        return Self.block(version: version, status: status, fields, allocator: allocator)
     }
 
     /// What to write for a body part: its chunk's size line (after the previous chunk's CRLF; nil
@@ -81,23 +93,22 @@ struct ResponseFramer {
     /// A whole response without a body, for answers written before (or instead of) the proxy's
     /// handler: the status, `Content-Length: 0`, `Connection: close`.
     static func closingResponse(status: HTTPResponseStatus, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let head = HTTPResponseHead(
-            version: .http1_1, status: status, headers: HTTPHeaders([("content-length", "0"), ("connection", "close")]))
-        return block(head, FieldBlock(head.headers), allocator: allocator)
+        let fields: [(name: String, value: String)] = [("content-length", "0"), ("connection", "close")]
+        return block(version: .http1_1, status: status, FieldBlock(fields), allocator: allocator)
     }
 
     /// The status line and the fields.
     private static func block<Fields>(
-        _ head: HTTPResponseHead, _ fields: FieldBlock<Fields>, allocator: ByteBufferAllocator
+        version: HTTPVersion, status: HTTPResponseStatus, _ fields: FieldBlock<Fields>, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
-        let reason = head.status.reasonPhrase
+        let reason = status.reasonPhrase
         var buffer = allocator.buffer(capacity: 16 + reason.utf8.count + fields.capacity)
-        switch (head.version.major, head.version.minor) {
+        switch (version.major, version.minor) {
         case (1, 1): buffer.writeStaticString("HTTP/1.1 ")
         case (1, 0): buffer.writeStaticString("HTTP/1.0 ")
-        default: buffer.writeString("HTTP/\(head.version.major).\(head.version.minor) ")
+        default: buffer.writeString("HTTP/\(version.major).\(version.minor) ")
         }
-        let code = Int(head.status.code)
+        let code = Int(status.code)
         if code >= 100 && code <= 999 {
             buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code / 100))
             buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + code / 10 % 10))
@@ -228,5 +239,43 @@ struct ChunkFraming {
         }
         open = false
         return buffer
+    }
+}
+
+/// A response head as the proxy builds it for its client: its fields stay a list until they are
+/// written (NIO's `HTTPHeaders` is read element by element through calls into NIO's module, each
+/// retaining the field's two strings). An HTTP/2 stream's codec takes it as `HTTPResponseHead`.
+struct ProxyResponseHead {
+    var version: HTTPVersion
+    var status: HTTPResponseStatus
+    var fields: [(name: String, value: String)] = []
+
+    var httpResponseHead: HTTPResponseHead {
+        HTTPResponseHead(version: version, status: status, headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+    }
+
+    /// Whether the fields include `name` (lower-case), in any case.
+    func contains(_ name: StaticString) -> Bool {
+        fields.contains { ASCIICase.equals($0.name, lowercased: name) }
+    }
+
+    /// Whether the connection stays open after this response by its version and `Connection`
+    /// fields, by NIO's rule for `HTTPResponseHead.isKeepAlive`: `close` closes; `keep-alive`
+    /// keeps it open unless any other of the two was seen before; neither: HTTP/1.1 keeps it open.
+    var isKeepAlive: Bool {
+        var seen: Bool?  // nil: neither; true: keep-alive; false: close
+        for field in fields where ASCIICase.equals(field.name, lowercased: "connection") {
+            for token in field.value.split(separator: ",") {
+                var trimmed = token[...]
+                while let first = trimmed.first, first == " " || first == "\t" { trimmed = trimmed.dropFirst() }
+                while let last = trimmed.last, last == " " || last == "\t" { trimmed = trimmed.dropLast() }
+                if ASCIICase.equals(String(trimmed), lowercased: "close") {
+                    seen = false
+                } else if ASCIICase.equals(String(trimmed), lowercased: "keep-alive") {
+                    seen = seen == nil
+                }
+            }
+        }
+        return seen ?? (version.major == 1 && version.minor >= 1)
     }
 }

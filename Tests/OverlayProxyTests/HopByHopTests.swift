@@ -92,7 +92,7 @@ import Testing
             let headers = HTTPHeaders(fields)
             let expectedKept = HopByHop.removed(from: headers).map { [$0.name, $0.value] }
             let expectedPicked = HopByHop.removed(from: headers).compactMap { field in relevant(field.name).map { [$0, field.value] } }
-            var kept: [(String, String)] = []
+            var kept: [(name: String, value: String)] = []
             var picked: [(name: String, value: String)] = []
             HopByHop.endToEnd(headers, kept: &kept, relevant: relevant, picked: &picked)
             #expect(kept.map { [$0.0, $0.1] } == expectedKept, "round \(round): \(fields)")

@@ -40,14 +40,23 @@ import Testing
     }
 
     /// The same exchange as ``ProxyHandler`` writes it with a ``ResponseFramer``.
+    /// `built`: the heads as the proxy builds its own (``ProxyResponseHead``, fields in a list).
     static func framerBytes(
-        method: HTTPMethod, informational: HTTPResponseHead?, head: HTTPResponseHead, parts: [ByteBuffer]
+        method: HTTPMethod, informational: HTTPResponseHead?, head: HTTPResponseHead, parts: [ByteBuffer], built: Bool = false
     ) -> [UInt8] {
         var framer = ResponseFramer()
         let allocator = ByteBufferAllocator()
         var out: [UInt8] = []
-        if let informational { out += framer.head(informational, method: method, allocator: allocator).readableBytesView }
-        out += framer.head(head, method: method, allocator: allocator).readableBytesView
+        func write(_ head: HTTPResponseHead) {
+            if built {
+                let own = ProxyResponseHead(version: head.version, status: head.status, fields: head.headers.map { $0 })
+                out += framer.head(own, method: method, allocator: allocator).readableBytesView
+            } else {
+                out += framer.head(head, method: method, allocator: allocator).readableBytesView
+            }
+        }
+        if let informational { write(informational) }
+        write(head)
         for part in parts {
             guard let (sizeLine, data) = framer.body(part, allocator: allocator) else { continue }
             if let sizeLine { out += sizeLine.readableBytesView }
@@ -85,7 +94,28 @@ import Testing
             #expect(expected.starts(with: Array("HTTP/1.".utf8)))
             let got = Self.framerBytes(method: method, informational: informational, head: head, parts: parts)
             #expect(got == expected, "round \(round): \(method) \(head) parts \(parts.map(\.readableBytes))")
-            if got != expected { break }
+            let built = Self.framerBytes(method: method, informational: informational, head: head, parts: parts, built: true)
+            #expect(built == expected, "round \(round), built head: \(method) \(head)")
+            if got != expected || built != expected { break }
+        }
+    }
+
+    /// A head the proxy builds says keep-alive as NIO's head with the same fields would (the
+    /// proxy adds `Connection: close` at shutdown only to a head that would keep the connection).
+    @Test func aBuiltHeadIsKeepAliveAsNIOsHeadWithItsFields() {
+        let values: [String?] = [
+            nil, "close", "Close", "keep-alive", "Keep-Alive", "upgrade", "x-a, close", " close ", "keep-alive, close",
+            "close, keep-alive", "keep-alive, keep-alive", "closed",
+        ]
+        for version in [HTTPVersion.http1_1, .http1_0] {
+            for value in values {
+                var fields: [(name: String, value: String)] = [("content-length", "0")]
+                if let value { fields.append(("Connection", value)) }
+                let own = ProxyResponseHead(version: version, status: .ok, fields: fields)
+                let nio = HTTPResponseHead(version: version, status: .ok, headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+                #expect(own.isKeepAlive == nio.isKeepAlive, "\(version) \(value ?? "no Connection")")
+                #expect(own.contains("content-length") && !own.contains("transfer-encoding"))
+            }
         }
     }
 
