@@ -142,7 +142,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private func writeResponseHead(_ head: ProxyResponseHead, flush: Bool = false) {
         clientGuard?.responseHead(status: Int(head.status.code))
         if framer != nil {
-            let allocator = context.channel.allocator
             if sequencer!.closesAfterResponse, head.status.code >= 200, head.isKeepAlive {
                 var closing = head
                 closing.fields.removeAll { ASCIICase.equals($0.name, lowercased: "connection") }
@@ -166,14 +165,19 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     private func writeResponseEnd() -> EventLoopFuture<Void> {
         clientGuard?.responseEnd()
         if framer != nil {
-            let allocator = context.channel.allocator
             let end = framer!.end(allocator: allocator) ?? allocator.buffer(capacity: 0)
             return context.writeAndFlush(NIOAny(IOData.byteBuffer(end)))
         }
         return context.writeAndFlush(wrapOutboundOut(.end(nil)))
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        allocator = context.channel.allocator
+    }
+
+    /// The channel's allocator, read once (each read goes through the channel's getters).
+    private var allocator = ByteBufferAllocator()
 
     /// The upstream pool of this connection's loop, looked up on first use (a dictionary lookup
     /// per request otherwise).
@@ -556,7 +560,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             return
         }
-        guard let (sizeLine, part) = framer!.body(buffer, allocator: context.channel.allocator) else { return }
+        guard let (sizeLine, part) = framer!.body(buffer, allocator: allocator) else { return }
         if let sizeLine { writeBytes(sizeLine) }
         writeBytes(part)
     }
@@ -564,10 +568,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
     fileprivate func writeBody(_ bytes: [UInt8]) {
         clientUnflushed = true
         guard framer != nil else {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(allocator.buffer(bytes: bytes)))), promise: nil)
             return
         }
-        if let framed = framer!.bodyBytes(bytes, allocator: context.channel.allocator) { writeBytes(framed) }
+        if let framed = framer!.bodyBytes(bytes, allocator: allocator) { writeBytes(framed) }
     }
 
     fileprivate func writeEnd(close requested: Bool) {
@@ -583,7 +587,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         } else if framer != nil {
             // No promise per response: a half-close between requests waits for the writes itself.
             clientGuard?.responseEnd()
-            if let end = framer!.end(allocator: context.channel.allocator) { writeBytes(end) }
+            if let end = framer!.end(allocator: allocator) { writeBytes(end) }
             context.flush()
         } else {
             responsesUnwritten += 1

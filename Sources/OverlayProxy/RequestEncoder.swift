@@ -24,7 +24,13 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
 
     init(responses: ResponseDecoding? = nil) { self.responses = responses }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    /// The channel's allocator, read once (each read goes through the channel's getters).
+    private var allocator = ByteBufferAllocator()
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        allocator = context.channel.allocator
+    }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     /// The proxy's request head, written from this handler's place in the pipeline: no pipeline
@@ -34,14 +40,14 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         responses?.driver.requestWritten(HTTPRequestHead(version: .http1_1, method: request.method, uri: request.uri))
         let bytes = encodeHead(
             method: request.method, uri: request.uri, version: .http1_1, fields: FieldBlock(request.fields),
-            allocator: context.channel.allocator)
+            allocator: allocator)
         context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
     }
 
     /// The request's end, written as ``writeHead(_:)`` is (the last chunk of a chunked body;
     /// nothing otherwise).
     func writeEnd(_ trailers: HTTPHeaders?) {
-        guard let context, let last = encodeEnd(trailers, allocator: context.channel.allocator) else { return }
+        guard let context, let last = encodeEnd(trailers, allocator: allocator) else { return }
         context.write(wrapOutboundOut(.byteBuffer(last)), promise: nil)
     }
 
@@ -53,19 +59,19 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         switch unwrapOutboundIn(data) {
         case .head(let head):
             responses?.driver.requestWritten(head)
-            context.write(wrapOutboundOut(.byteBuffer(encodeHead(head, allocator: context.channel.allocator))), promise: promise)
+            context.write(wrapOutboundOut(.byteBuffer(encodeHead(head, allocator: allocator))), promise: promise)
         case .body(let part):
             let count = part.readableBytes
             if chunked && count > 0 {
-                let sizeLine = chunks.sizeLine(count, allocator: context.channel.allocator)
+                let sizeLine = chunks.sizeLine(count, allocator: allocator)
                 context.write(wrapOutboundOut(.byteBuffer(sizeLine)), promise: nil)
             }
             context.write(wrapOutboundOut(part), promise: promise)
         case .end(let trailers):
-            if let last = encodeEnd(trailers, allocator: context.channel.allocator) {
+            if let last = encodeEnd(trailers, allocator: allocator) {
                 context.write(wrapOutboundOut(.byteBuffer(last)), promise: promise)
             } else if let promise {
-                context.write(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+                context.write(wrapOutboundOut(.byteBuffer(allocator.buffer(capacity: 0))), promise: promise)
             }
         }
     }

@@ -192,11 +192,17 @@ struct FieldBlock<Fields: Collection> where Fields.Element == (name: String, val
     }
 
     @inline(__always) private static func copy(_ string: String, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
-        var string = string
-        string.withUTF8 { bytes in
+        // A native string's bytes are read in place (`withUTF8` needs a mutable copy: a retain).
+        let copied: Void? = string.utf8.withContiguousStorageIfAvailable { bytes in
             guard let base = bytes.baseAddress, bytes.count > 0 else { return }
             (out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
             at &+= bytes.count
+        }
+        if copied == nil {
+            for byte in string.utf8 {
+                out[at] = byte
+                at &+= 1
+            }
         }
     }
 }
