@@ -71,8 +71,9 @@ enum HopByHop {
     }
 
     /// The end-to-end fields of `headers` into `kept`, names as they came, and into `picked` those
-    /// of them that `relevant` names (its lower-case name, the value), in one pass: the overlaid response head, which the
-    /// core decides on and which may lose its content-length before it becomes `HTTPHeaders` again.
+    /// of them that `relevant` names (its lower-case name, the value), in one pass: the overlaid
+    /// response head, which the core decides on and which may lose its content-length before it is
+    /// written (``ProxyResponseHead``).
     static func endToEnd(
         _ headers: HTTPHeaders, kept: inout [(name: String, value: String)], relevant: (String) -> String?,
         picked: inout [(name: String, value: String)]
