@@ -212,6 +212,19 @@ public struct HTMLInjector: Sendable {
                     continue
                 }
             }
+            // The end tag of a script or raw-text element, whole in this chunk (`</script>`,
+            // `</title>`): matched here instead of a step per byte. Anything else after the `<`
+            // (another name, a tag split across chunks) is left to the steps.
+            if !holding && chunk[i] == A.lt && (state == .scriptData || state == .rawText) {
+                let target = state == .scriptData ? A.script : rawEndName
+                if let end = rawEndTagEnd(chunk, from: i, name: target) {
+                    temp = target
+                    endRawTag(chunk[end], &out)
+                    bytesConsumed += end + 1 - i
+                    i = end + 1
+                    continue
+                }
+            }
             // A start tag's `<` and first letter in text: the step would hold the `<` (it may start
             // `</head`) and release it with the letter; both stay in the run instead. The same for
             // an end tag whose name cannot be `head` or `body` (not `h` or `b`).
@@ -926,6 +939,18 @@ public struct HTMLInjector: Sendable {
         return j
     }
 
+    /// Where the end tag `</name` at `chunk[from]` has its byte after the name (whitespace, `/`
+    /// or `>`, which ends the raw text as in ``step(_:_:)``'s end-tag-name states), or nil when
+    /// the bytes there are not that end tag or it does not end inside the chunk.
+    @inline(__always)
+    private func rawEndTagEnd(_ chunk: UnsafeBufferPointer<UInt8>, from i: Int, name: NameBuffer) -> Int? {
+        let end = i &+ 2 &+ name.length
+        guard end < chunk.count, chunk[i &+ 1] == A.slash, name.isLettersSpelled(by: chunk, at: i &+ 2),
+            isNameEnd(chunk[end])
+        else { return nil }
+        return end
+    }
+
     /// Holding a possible `</head` / `</body` (not probing after `<body>`).
     private var holdingEndTag: Bool { holding && !probing }
 
@@ -1087,6 +1112,19 @@ struct NameBuffer: Sendable, Equatable {
     /// The same name (a name over ``capacity`` bytes equals no literal: a literal has at most
     /// that many, and the lengths differ).
     @inline(__always) func equals(_ lit: NameBuffer) -> Bool { self == lit }
+
+    /// Whether `chunk[start...]` spells this name in either case, for a name of at most 8 lower-case
+    /// ASCII letters (a byte whose lower case is a letter is that letter in upper or lower case;
+    /// the caller checks that the name's bytes are in the chunk).
+    @inline(__always) func isLettersSpelled(by chunk: UnsafeBufferPointer<UInt8>, at start: Int) -> Bool {
+        guard length <= 8 else { return false }
+        var k = 0
+        while k < length {
+            if chunk[start &+ k] | 0x20 != UInt8(truncatingIfNeeded: lo >> (UInt64(k) &* 8)) { return false }
+            k &+= 1
+        }
+        return true
+    }
 
     /// Whether this name is where `lit` starts (both lower case).
     @inline(__always) func isPrefix(of lit: NameBuffer) -> Bool {

@@ -22,4 +22,22 @@ import Testing
             #expect(!HTMLInjector.isRawTextElement(name), "\(name)")
         }
     }
+
+    /// The end tags of script and raw-text elements are matched by `isLettersSpelled`, which takes
+    /// names of at most 8 letters: every such name is one, and it matches in any case and nothing else.
+    @Test func rawTextEndTagNamesAreSpelledByLetters() {
+        for name in HTMLInjector.rawTextElementNames + ["script"] {
+            #expect(name.utf8.count <= 8 && name.utf8.allSatisfy { $0 >= 0x61 && $0 <= 0x7A }, "\(name)")
+            let value = NameBuffer(name)
+            for spelling in [name, name.uppercased(), name.prefix(1).uppercased() + name.dropFirst()] {
+                let bytes = Array(("x" + spelling + ">").utf8)
+                #expect(bytes.withUnsafeBufferPointer { value.isLettersSpelled(by: $0, at: 1) }, "\(spelling)")
+            }
+            for other in [String(name.dropLast()) + "!", String(name.dropLast()) + "-", "0" + name.dropFirst()] {
+                let bytes = Array(other.utf8)
+                #expect(!bytes.withUnsafeBufferPointer { value.isLettersSpelled(by: $0, at: 0) }, "\(other)")
+            }
+        }
+        #expect(!NameBuffer("plaintext").isLettersSpelled(by: UnsafeBufferPointer(start: nil, count: 0), at: 0))
+    }
 }
