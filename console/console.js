@@ -377,7 +377,12 @@
   }
 
   // Records page state in the hash without re-rendering (a link to it reopens the same view).
+  // Only while that page is the one shown: a debounced call from a page the user has left (a
+  // form submitted within the debounce, which then moved to the new overlay's page) must not
+  // send the next render back to it.
   function replaceHash(page, arg, query) {
+    var shown = parseRoute();
+    if (shown.page !== page || (shown.arg || null) !== (arg || null)) return;
     var hash = routeHash(page, arg, query);
     if (location.hash !== hash) history.replaceState(null, "", hash);
   }

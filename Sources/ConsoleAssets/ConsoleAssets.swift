@@ -20,7 +20,7 @@ public enum ConsoleAssets {
     public static let all: [ConsoleAsset] = [
         ConsoleAsset(path: "/", contentType: "text/html; charset=utf-8", etag: #""2f32062cd41b9858""#, bytes: Array(indexHTML.utf8)),
         ConsoleAsset(path: "/console.css", contentType: "text/css; charset=utf-8", etag: #""9edec895477725ce""#, bytes: Array(consoleCSS.utf8)),
-        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""d9e6aa3026aedb68""#, bytes: Array(consoleJS.utf8)),
+        ConsoleAsset(path: "/console.js", contentType: "text/javascript; charset=utf-8", etag: #""61385c77eb63eebd""#, bytes: Array(consoleJS.utf8)),
     ]
 
     /// The asset served at `path` (`/` and `/index.html` are the page), nil for any other path.
@@ -730,7 +730,12 @@ input[type=range].slider:disabled::-webkit-slider-thumb { cursor: not-allowed; }
   }
 
   // Records page state in the hash without re-rendering (a link to it reopens the same view).
+  // Only while that page is the one shown: a debounced call from a page the user has left (a
+  // form submitted within the debounce, which then moved to the new overlay's page) must not
+  // send the next render back to it.
   function replaceHash(page, arg, query) {
+    var shown = parseRoute();
+    if (shown.page !== page || (shown.arg || null) !== (arg || null)) return;
     var hash = routeHash(page, arg, query);
     if (location.hash !== hash) history.replaceState(null, "", hash);
   }

@@ -613,3 +613,32 @@ def test_the_sidecar_admin_port_serves_the_console_read_only(browser, sidecar):
     assert not browser.find_element(By.CSS_SELECTOR, "#nav a[data-page=create]").is_displayed()
     assert not browser.find_element(By.ID, "token-button").is_displayed()
     screenshot(browser, "sidecar-read-only")
+
+
+def test_a_create_form_submitted_within_its_validation_delay_stays_on_the_new_overlay(browser, plane):
+    # The create form checks (and records itself in the URL) 300 ms after the last keystroke. A
+    # form submitted before that moved to the new overlay's page, and the late check then put
+    # the create form's URL back, so the next render showed the form again (the page looked as
+    # if nothing had been created). The typing, the submit and the time are one script here, so
+    # the check is always still pending when the form is sent.
+    page(browser, plane, "#/", "#main[data-page]")
+    browser.execute_script("sessionStorage.setItem('overlayd.operatorToken', arguments[0])", OPERATOR_TOKEN)
+    page(browser, plane, "#/create", "#create-form")
+    sent_at = browser.execute_script("""
+        var host = document.getElementById('create-host');
+        host.value = 'quick.example.com';
+        host.dispatchEvent(new Event('input', { bubbles: true }));
+        var at = performance.now();
+        document.getElementById('create-form').requestSubmit();
+        return at;""")
+    # The check that was pending ran (its request to the validator ended after the submit) ...
+    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script(
+        "var sent = arguments[0]; return performance.getEntriesByType('resource').some(function (e) {"
+        " return e.name.indexOf('/v1/validate') >= 0 && e.startTime > sent; })", sent_at))
+    # ... and the console still shows the overlay it created, at its own address.
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#main[data-page=overlay]"))
+    assert "#/overlay/quick" in browser.current_url, browser.current_url
+    assert browser.find_element(By.ID, "main").get_attribute("data-page") == "overlay"
+    status, overlay = plane.api("GET", "/v1/overlays/quick", token=None)
+    assert status == 200, overlay
+    assert overlay["spec"]["hostApp"] == "quick.example.com"
