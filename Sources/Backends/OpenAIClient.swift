@@ -77,6 +77,10 @@ public final class OpenAIClient: ModelClient {
         // Never forward the bearer token to wherever a redirect points.
         config.redirectConfiguration = .disallow
         config.decompression = .disabled
+        // The spans of a model call are ours (`overlayd.model_attempt` per HTTP attempt, whose
+        // context we send as `traceparent`): the client opens none of its own, nor a root span
+        // for a call that no traced exchange made.
+        config.tracing.tracer = nil
         return config
     }
 

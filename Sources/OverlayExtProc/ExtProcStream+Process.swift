@@ -77,12 +77,16 @@ extension ExtProcStream {
         // Traced: the exchange's span opens at the request head, joined to the host app's trace.
         var traceStarted: DefaultTracerClock.Instant?
         if OverlayTracing.isOn, trace == nil, case .requestHeaders(let head, _)? = request.phase {
-            var headers: [String: String] = [:]
-            for (name, value) in head.values(named: ExchangeTrace.wanted) {
-                headers[name] = value
+            // Not traced (no traceparent, not picked as a new trace): no tracing work at all.
+            let draw = connection.nextSeed()
+            if ExchangeTrace.mayTrace(hasTraceparent: !head.values(named: ExchangeTrace.parentNames).isEmpty, draw: draw) {
+                var headers: [String: String] = [:]
+                for (name, value) in head.values(named: ExchangeTrace.wanted) {
+                    headers[name] = value
+                }
+                trace = ExchangeTrace.start(frontend: "extproc", headers: headers, draw: draw)
+                traceStarted = DefaultTracerClock.now
             }
-            trace = ExchangeTrace(frontend: "extproc", headers: headers)
-            traceStarted = DefaultTracerClock.now
         }
         let action: ExchangeAction
         do throws(ExchangeError) {
@@ -144,6 +148,6 @@ extension ExtProcStream {
     /// Starts the served model's call (it overlaps the upstream's work).
     func startCall(context: ChannelHandlerContext, plan: OverlayPlan) {
         guard let config = machine?.exchange.configuration else { return }
-        call = shared.services.startCall(plan: plan, config: config, trace: trace?.span.context)
+        call = shared.services.startCall(plan: plan, config: config, trace: trace?.call)
     }
 }

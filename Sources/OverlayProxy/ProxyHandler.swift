@@ -311,7 +311,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
                     writeLocal(local)
                 case .ask(let plan):
                     let call = shared.services.startCall(
-                        plan: plan, config: question.core.configuration, trace: askTrace?.span.context)
+                        plan: plan, config: question.core.configuration, trace: askTrace?.call)
                     writeLocal(LocalResponse.askAnswer(call.pendingView))
                 case .more:
                     break
@@ -476,12 +476,18 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
         var trace: ExchangeTrace?
         var traceStarted: DefaultTracerClock.Instant?
         if OverlayTracing.isOn {
-            var headers = [":method": head.method.rawValue, ":path": target, ":authority": authority]
-            for name in ["traceparent", "tracestate", "x-request-id"] {
-                if let value = head.headers.first(name: name) { headers[name] = value }
+            // Not traced (no traceparent, not picked as a new trace): no tracing work at all.
+            let traceparent = head.headers.first(name: "traceparent")
+            let draw = random.next()
+            if ExchangeTrace.mayTrace(hasTraceparent: traceparent != nil, draw: draw) {
+                var headers = [":method": head.method.rawValue, ":path": target, ":authority": authority]
+                headers["traceparent"] = traceparent
+                for name in ["tracestate", "x-request-id"] {
+                    if let value = head.headers.first(name: name) { headers[name] = value }
+                }
+                trace = ExchangeTrace.start(frontend: "proxy", headers: headers, draw: draw)
+                traceStarted = DefaultTracerClock.now
             }
-            trace = ExchangeTrace(frontend: "proxy", headers: headers)
-            traceStarted = DefaultTracerClock.now
         }
         var core = shared.services.makeExchange(seed: random.next())
         let action = core.requestHead(
@@ -507,7 +513,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Upstrea
             return
         case .forward(let header, let plan):
             extra = header
-            call = shared.services.startCall(plan: plan, config: core.configuration, trace: trace?.span.context)
+            call = shared.services.startCall(plan: plan, config: core.configuration, trace: trace?.call)
         }
 
         // The body is read (and streamed upstream) at once: the client is told to send it now.

@@ -157,6 +157,8 @@ final class ControlPlaneFollower: Sendable {
         // Our own backoff retries; the pool retrying a failed connect or TLS handshake until the
         // timeout would hide the reason (a certificate problem would read as a timeout).
         configuration.connectionPool.retryConnectionEstablishment = false
+        // Polls and reports are not traced: no root span per request.
+        configuration.tracing.tracer = nil
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         // A held long poll would delay shutdown by up to its wait: the whole loop is cancelled instead.
         await cancelWhenGracefulShutdown { await self.follow(client: client) }

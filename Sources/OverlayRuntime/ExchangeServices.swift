@@ -33,8 +33,8 @@ public final class ExchangeServices: Sendable {
     }
 
     /// Starts the model call(s) of `plan` (see `Optional<OverlayEngine>.startCall`).
-    /// - Parameter trace: the exchange's span context when it is traced.
-    package func startCall(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
+    /// - Parameter trace: the exchange's trace when it is traced (``ExchangeTrace/call``).
+    package func startCall(plan: OverlayPlan, config: OverlayConfig, trace: CallTrace? = nil) -> ModelCall {
         engine.startCall(plan: plan, config: config, trace: trace)
     }
 }

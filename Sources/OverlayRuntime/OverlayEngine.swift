@@ -116,7 +116,7 @@ package struct ResultWait {
 extension Optional where Wrapped == OverlayEngine {
     /// Starts the model call(s) of `plan`. Without an engine (protocol-only tests) the call has
     /// already failed with "no engine", so the page gets a failed result rather than a wait.
-    package func startCall(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
+    package func startCall(plan: OverlayPlan, config: OverlayConfig, trace: CallTrace? = nil) -> ModelCall {
         if let engine = self { return engine.start(plan: plan, config: config, trace: trace) }
         let call = ModelCall(token: "", plan: plan, started: .now())
         call.complete(OverlayResultView(overlay: plan.overlay, model: plan.model, token: "", status: .failed, error: "no engine"))
@@ -165,8 +165,8 @@ public final class OverlayEngine: Service, Sendable {
         let router: ModelRouter
         let window: Int
         let threshold: Double
-        /// The exchange's span context (traced exchanges): the challenger's span links to it.
-        let trace: ServiceContext?
+        /// The exchange's trace (traced exchanges): when recorded, the challenger's span links to it.
+        let trace: CallTrace?
     }
 
     public let results: ResultStore
@@ -244,9 +244,10 @@ public final class OverlayEngine: Service, Sendable {
     }
 
     /// Starts the served model's call (and queues the shadow job); returns at once.
-    /// - Parameter trace: the exchange's span context when it is traced: the model call's spans
-    ///   are its children, the challenger's span links to it.
-    package func start(plan: OverlayPlan, config: OverlayConfig, trace: ServiceContext? = nil) -> ModelCall {
+    /// - Parameter trace: the exchange's trace when it is traced: its context is bound while the
+    ///   backend is called (its `traceparent` travels on, sampled or not); when recorded, the model
+    ///   call's spans are its children and the challenger's span links to it.
+    package func start(plan: OverlayPlan, config: OverlayConfig, trace: CallTrace? = nil) -> ModelCall {
         let token = Self.newToken()
         let started = NIODeadline.now()
         let router = self.router(for: config)
@@ -262,8 +263,8 @@ public final class OverlayEngine: Service, Sendable {
                 text: MockClient.text(model: spec.model, request: request))
             calls.ok.increment()
             calls.duration.recordNanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
-            if let trace {
-                let span = startSpan("overlayd.model_call", context: trace, ofKind: .client)
+            if let trace, trace.recorded {
+                let span = startSpan("overlayd.model_call", context: trace.context, ofKind: .client)
                 span.attributes["overlayd.model"] = plan.model
                 span.attributes["overlayd.model.provider"] = "mock"
                 span.attributes["overlayd.model.status"] = "ok"
@@ -280,7 +281,7 @@ public final class OverlayEngine: Service, Sendable {
         let champion = Task {
             let view: OverlayResultView
             do throws(ModelCallError) {
-                let completion = try await Self.traced(trace) { () async throws(ModelCallError) -> Completion in
+                let completion = try await Self.traced(trace?.context) { () async throws(ModelCallError) -> Completion in
                     try await router.complete(model: plan.model, request)
                 }
                 view = OverlayResultView(
@@ -319,7 +320,7 @@ public final class OverlayEngine: Service, Sendable {
     /// Queues the challenger's call of a sampled Shadow request (dropped and counted when full).
     private func enqueueShadow(
         plan: OverlayPlan, config: OverlayConfig, router: ModelRouter, champion: Task<OverlayResultView, Never>,
-        trace: ServiceContext?
+        trace: CallTrace?
     ) {
         guard let challenger = plan.challenger, let overlay = config.overlays.first(where: { $0.name == plan.overlay })
         else { return }
@@ -436,12 +437,12 @@ public final class OverlayEngine: Service, Sendable {
     }
 
     func runShadow(_ job: Job) async {
-        // Traced: the challenger's call is a trace of its own (it never delays the exchange),
-        // linked to the exchange's span rather than its child.
+        // Traced (its exchange is recorded): the challenger's call is a trace of its own (it never
+        // delays the exchange), linked to the exchange's span rather than its child.
         var span: (any Span)?
-        if let exchange = job.trace {
+        if let exchange = job.trace, exchange.recorded {
             let made = startSpan("overlayd.challenger_call", context: .topLevel, ofKind: .internal)
-            made.addLink(SpanLink(context: exchange, attributes: [:]))
+            made.addLink(SpanLink(context: exchange.context, attributes: [:]))
             made.attributes[TraceAttribute.overlay] = job.plan.overlay
             made.attributes[TraceAttribute.model] = job.challenger
             made.attributes["overlayd.champion"] = job.plan.model

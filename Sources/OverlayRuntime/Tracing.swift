@@ -5,6 +5,7 @@ import OTel
 import ServiceLifecycle
 import Synchronization
 import Tracing
+import W3CTraceContext
 
 /// `--otlp-endpoint` and `--trace-sample-ratio` (issue 17): where spans go and how many roots are kept.
 public struct TracingOptions: Sendable, Equatable {
@@ -70,9 +71,13 @@ public enum OverlayTracing {
     public static let serviceName = "overlayd"
 
     private static let on = Atomic<Bool>(false)
+    private static let rootThreshold = Atomic<UInt64>(0)
 
     /// Whether a tracer was bootstrapped (the adapters skip every span when not).
     public static var isOn: Bool { on.load(ordering: .relaxed) }
+
+    /// Which new traces are recorded (`--trace-sample-ratio`, set by ``bootstrap(_:instance:logger:)``).
+    public static var rootSampler: RootSampler { RootSampler(threshold: rootThreshold.load(ordering: .relaxed)) }
 
     /// Bootstraps the tracer (once per process) and returns the exporter's service, which flushes
     /// what is queued on graceful shutdown; nil when `options.endpoint` is nil (tracing off).
@@ -90,12 +95,15 @@ public enum OverlayTracing {
         configuration.logs.enabled = false
         configuration.metrics.enabled = false
         configuration.traces.enabled = true
-        // Parent-based: an incoming traceparent's sampled flag decides; new roots by trace-id ratio.
-        configuration.traces.sampler = .parentBasedTraceIDRatio(ratio: options.sampleRatio) ?? .parentBasedAlwaysOff
+        // Parent-based: an incoming traceparent's sampled flag decides. New roots are picked by
+        // overlayd before any span is opened (``RootSampler``, ``ExchangeTrace/start``), so those
+        // that reach the tracer are all recorded: an unpicked exchange costs the tracer nothing.
+        configuration.traces.sampler = .parentBasedAlwaysOn
         configuration.traces.exporter = .otlp
         configuration.traces.otlpExporter.endpoint = TracingOptions.tracesURL(endpoint) ?? endpoint
         let backend = try OTel.makeTracingBackend(configuration: configuration)
         InstrumentationSystem.bootstrap(backend.factory)
+        rootThreshold.store(RootSampler(ratio: options.sampleRatio).threshold, ordering: .relaxed)
         on.store(true, ordering: .relaxed)
         logger.info(
             "tracing on", metadata: ["otlp_endpoint": "\(configuration.traces.otlpExporter.endpoint)", "sample_ratio": "\(options.sampleRatio)"])
@@ -114,12 +122,53 @@ public enum OverlayTracing {
         return context
     }
 
+    /// A request's parent span, from its `traceparent` (and `tracestate`).
+    enum Parent {
+        case sampled(ServiceContext)
+        case notSampled(ServiceContext)
+    }
+
+    /// The request's parent, or nil when `headers` carry no `traceparent` or one that W3C Trace
+    /// Context (the library the propagator reads it with) refuses.
+    static func parent(_ headers: [String: String]) -> Parent? {
+        guard let value = headers["traceparent"],
+            let parent = try? TraceContext(traceParentHeaderValue: value, traceStateHeaderValue: headers["tracestate"])
+        else { return nil }
+        let context = extract(headers)
+        return parent.flags.contains(.sampled) ? .sampled(context) : .notSampled(context)
+    }
+
     /// The headers (`traceparent`, `tracestate`) that carry `context` to a backend.
     public static func inject(_ context: ServiceContext) -> [(String, String)] {
         var headers: [(String, String)] = []
         InstrumentationSystem.instrument.inject(context, into: &headers, using: PairInjector())
         return headers
     }
+}
+
+/// Which new traces (requests without a valid `traceparent`) are recorded: a share `ratio` of
+/// uniform random draws, one per exchange. Pure. overlayd decides this before any span is opened,
+/// so an exchange it does not pick does no tracing work at all: no span, no ids, no context.
+public struct RootSampler: Sendable, Equatable {
+    /// Draws below it are picked; `UInt64.max`: every draw.
+    public let threshold: UInt64
+
+    public init(threshold: UInt64) { self.threshold = threshold }
+
+    /// `ratio` in 0...1 (``TracingOptions/validate(endpoint:sampleRatio:)``): 0 picks none, 1 all.
+    public init(ratio: Double) {
+        let scaled = ratio * 0x1p64
+        if !(scaled > 0) {
+            threshold = 0
+        } else if scaled >= 0x1p64 {
+            threshold = .max
+        } else {
+            threshold = UInt64(scaled)
+        }
+    }
+
+    /// Whether the exchange that drew `draw` (uniform over all of `UInt64`) starts a recorded trace.
+    public func picks(_ draw: UInt64) -> Bool { threshold == .max || draw < threshold }
 }
 
 struct DictionaryExtractor: Extractor {

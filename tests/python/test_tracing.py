@@ -325,6 +325,28 @@ def test_unsampled_exchanges_send_nothing(tmp_path, receiver, fake, args, tracep
         assert TRACEPARENT_RE.match(sent).group(1) == TRACE_ID and sent.endswith("-00")
 
 
+def test_a_ratio_records_that_share_of_new_traces_each_whole(tmp_path, receiver, fake):
+    """overlayd picks new traces itself, before any span is opened: at 0.5, about half of 200
+    exchanges without a traceparent are recorded (binomial: 100 ± 7; the bounds are ± 5.6 σ), each
+    with its children, and exactly the picked ones send a traceparent (sampled) to the backend."""
+    proc = start_serve(tmp_path, fake, "--otlp-endpoint", receiver.endpoint, "--trace-sample-ratio", "0.5")
+    try:
+        for _ in range(200):
+            assert b"From the fake" in drive_page(proc, "crm.example.com", [])
+    finally:
+        assert proc.stop() == 0, proc.describe()
+    exchanges = receiver.named("overlayd.exchange")
+    assert 60 <= len(exchanges) <= 140, len(exchanges)
+    recorded = {span.trace_id.hex() for span in exchanges}
+    assert all(not span.parent_span_id for span in exchanges)
+    decisions = {span.trace_id.hex() for span in receiver.named("overlayd.decision")}
+    injections = {span.trace_id.hex() for span in receiver.named("overlayd.injection")}
+    assert decisions == recorded and injections == recorded
+    sent = [TRACEPARENT_RE.match(r["traceparent"]) for r in fake.requests if r["traceparent"]]
+    assert len(fake.requests) == 200 and all(sent)
+    assert {m.group(1) for m in sent} == recorded and all(m.group(3) == "01" for m in sent)
+
+
 def test_without_an_endpoint_nothing_is_traced(tmp_path, fake):
     proc = start_serve(tmp_path, fake)
     try:
