@@ -10,8 +10,9 @@ exporter, so no wait on the batch delay is needed.
 Checked: the exchange span's parent is the incoming span and its trace id is kept; the span names
 and their key attributes; the challenger's span of a Shadow overlay is a root with a link to the
 exchange's span; an OpenAI-compatible backend receives a ``traceparent`` of the same trace; an
-unsampled incoming flag, ratio 0 and no endpoint send nothing; bad flag values are refused with
-the flag and the value named.
+unsampled incoming flag, ratio 0 and no endpoint send nothing; a ratio between records that share
+of new traces, each whole, and only those send a ``traceparent``; bad flag values are refused
+with the flag and the value named.
 """
 from __future__ import annotations
 
