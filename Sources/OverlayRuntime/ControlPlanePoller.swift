@@ -176,6 +176,7 @@ final class ControlPlaneFollower: Sendable {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let started = ContinuousClock.now
             let outcome = await fetchOnce(client: client, etag: etag, longPoll: longPoll && etag != nil)
+            if Task.isCancelled { break }
             switch outcome {
             case .failed: failures += 1
             default: failures = 0
@@ -236,6 +237,10 @@ final class ControlPlaneFollower: Sendable {
                 try await self.fetch(client: client, etag: etag, wait: wait)
             }
         } catch {
+            // Cancelled: the sidecar is stopping and cut the fetch short (a held long poll, or one
+            // the control plane is slow to answer). Not the control plane failing: nothing to
+            // record, count or warn about; the loop ends.
+            if Task.isCancelled { return .failed }
             record.error = "\(error)"
             record.httpStatus = (error as? ControlPlaneError)?.status
             record.consecutiveFailures += 1

@@ -90,6 +90,8 @@ final class ControlPlaneReporter: Sendable {
             }
             if recovered { logger.notice("reports to the control plane are delivered again", metadata: ["url": "\(url)"]) }
         } catch {
+            // Cancelled: the sidecar is stopping (as in the follower's fetch); not a failed report.
+            if Task.isCancelled { return }
             failed.increment()
             let count = failures.withLock { count in
                 count += 1

@@ -132,6 +132,16 @@ def test_a_fetch_that_does_not_finish_times_out_and_changes_nothing(plane, run, 
     assert report["version"] == first["version"] and overlaid(proc, "crm.example.com")
 
 
+def test_a_stop_while_a_fetch_is_held_is_not_a_failed_fetch(plane, run):
+    """SIGTERM while the control plane holds a fetch ends it quietly: exit 0, and no "fetch
+    failed" warning (the stop cancels the fetch; that is not the control plane failing)."""
+    plane.set(mode="hang")
+    proc = run(plane.url, "--control-plane-timeout", "30")
+    plane.wait_for_requests(1, 10)
+    assert proc.stop() == 0, proc.describe()
+    assert "control-plane fetch failed" not in proc.output(), proc.output()
+
+
 @pytest.mark.parametrize("body,expect", [
     (b"\xff\xfe\x00garbage", ("failed", "not UTF-8")),
     (b"{this is: [not yaml", ("rejected", None)),
