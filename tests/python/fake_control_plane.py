@@ -108,7 +108,11 @@ class FakeControlPlane:
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            # So that go_down() can hold the port while this server closes, and come_back() bind
+            # it again while still held (every socket on the port must set it).
+            allow_reuse_port = True
 
+        self.held: socket.socket | None = None
         self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-control-plane")
@@ -144,7 +148,29 @@ class FakeControlPlane:
                 self.arrived.wait(remaining)
             return list(self.requests)
 
+    def go_down(self) -> None:
+        """The control plane goes away: connections are refused from now on. The port stays
+        bound (not listening) until come_back(), so that nothing takes it meanwhile: a freed
+        port is handed out again as an ephemeral port, the sidecar's own connects included."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", self.port))
+        self.close()
+        self.held = held
+
+    def come_back(self, document: str) -> "FakeControlPlane":
+        """A new control plane on the same port (after go_down()), serving `document`."""
+        back = FakeControlPlane(document, port=self.port)
+        if self.held is not None:
+            self.held.close()
+            self.held = None
+        return back
+
     def close(self) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         self.release.set()
         self.server.shutdown()
         self.server.server_close()

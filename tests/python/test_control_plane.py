@@ -174,13 +174,12 @@ def test_an_oversized_document_is_refused(plane, run, chunked):
 def test_server_gone_and_back(plane, run):
     proc = run(plane.url, *FAST)
     first = applied(proc)
-    port = plane.port
-    plane.close()
+    plane.go_down()
     report = wait_until(lambda: (c := config(proc))["lastFetch"]["consecutiveFailures"] >= 2 and c, 10, "failures")
     assert report["version"] == first["version"] and overlaid(proc, "crm.example.com")
     assert http_get(proc.admin_addr, "/readyz").status == 200  # the active config keeps serving
 
-    back = FakeControlPlane(DOC_B, port=port)
+    back = plane.come_back(DOC_B)
     try:
         wait_until(lambda: config(proc)["version"] != first["version"], 10, "applied after the server came back")
         assert overlaid(proc, "erp.example.com")
@@ -211,8 +210,7 @@ def test_last_known_good_is_used_across_a_restart(plane, run, tmp_path):
     assert not [p for p in state.iterdir() if p.name != "last-known-good.json"]  # no temporary left
     assert proc.stop() == 0
 
-    port = plane.port
-    plane.close()
+    plane.go_down()
     again = run(plane.url, *FAST, "--state-dir", str(state))
     report = config(again)
     assert report["version"] == first["version"] and report["lastResult"] == "last-known-good"
@@ -220,7 +218,7 @@ def test_last_known_good_is_used_across_a_restart(plane, run, tmp_path):
     assert overlaid(again, "crm.example.com")
     wait_until(lambda: (c := config(again))["lastFetch"] and c["lastFetch"]["result"] == "failed", 10, "a failed fetch")
 
-    back = FakeControlPlane(DOC_A, port=port)
+    back = plane.come_back(DOC_A)
     try:
         seen = back.wait_for_requests(1, 10)
         assert seen[0].headers.get("if-none-match") == saved["etag"] and seen[0].status == 304
@@ -231,13 +229,15 @@ def test_last_known_good_is_used_across_a_restart(plane, run, tmp_path):
 
 def test_no_document_and_no_control_plane_serves_pass_through_not_ready(run, tmp_path):
     closed = FakeControlPlane(DOC_A)
-    url = closed.url
-    closed.close()
-    proc = run(url, *FAST, "--state-dir", str(tmp_path / "empty"))
-    report = wait_until(lambda: (c := config(proc))["lastFetch"] and c, 10, "a fetch")
-    assert report["lastFetch"]["result"] == "failed" and report["overlays"] == []
-    assert http_get(proc.admin_addr, "/readyz").status == 503
-    assert not overlaid(proc, "crm.example.com")
+    closed.go_down()  # its port refuses connections and stays taken
+    try:
+        proc = run(closed.url, *FAST, "--state-dir", str(tmp_path / "empty"))
+        report = wait_until(lambda: (c := config(proc))["lastFetch"] and c, 10, "a fetch")
+        assert report["lastFetch"]["result"] == "failed" and report["overlays"] == []
+        assert http_get(proc.admin_addr, "/readyz").status == 503
+        assert not overlaid(proc, "crm.example.com")
+    finally:
+        closed.close()
 
 
 def test_a_kubernetes_list_is_accepted(plane, run):
