@@ -32,10 +32,12 @@ nio_floor_bin() {
 # overlayd proxy in front of the shared bench's nginx upstream (127.0.0.1:18081) on
 # 127.0.0.1:$2 with bench/proxy/overlay.yaml (an instant mock model), its stderr in $3. Sets
 # PROXY_PID; returns once the proxy answers, and fails unless its page carries the overlay.
+# OVERLAYD_ARGS: more flags for the proxy (split on spaces), e.g. "--threads 1".
 start_bench_proxy() {
-  local bin=$1 port=$2 log=$3 page
+  local bin=$1 port=$2 log=$3 page extra
+  read -r -a extra <<< "${OVERLAYD_ARGS:-}"
   "$bin" proxy --upstream http://127.0.0.1:18081 --listen "127.0.0.1:$port" --admin 127.0.0.1:0 \
-    --config "$ROOT/bench/proxy/overlay.yaml" --log-level warning 2> "$log" &
+    --config "$ROOT/bench/proxy/overlay.yaml" --log-level warning "${extra[@]}" 2> "$log" &
   PROXY_PID=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
   page=$(curl -s "http://127.0.0.1:$port/")

@@ -19,8 +19,9 @@
 # overlay (routing, limits, header rewriting, metrics); overlaid minus nio-floor-tag is the same
 # for the overlay (split, model call, result store, result island). NIO_FLOOR=0 leaves the
 # nio-floor rows out (its release build takes about a minute the first time, in .build-nio-floor).
-# Knobs: ROUNDS, DURATION, CONNS, OVERLAYD_BIN, NIO_FLOOR, SHARED_BENCH, BENCH_WORK, PORT,
-# NGINX2_PORT, FLOOR_PORT. Everything runs on 127.0.0.1 and stops by PID.
+# Knobs: ROUNDS, DURATION, CONNS, OVERLAYD_BIN, OVERLAYD_ARGS (more proxy flags, e.g. "--threads 1"),
+# NIO_FLOOR, SHARED_BENCH, BENCH_WORK, PORT, NGINX2_PORT, FLOOR_PORT. Everything runs on 127.0.0.1
+# and stops by PID.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
 . "$ROOT/bench/lib.sh"
